@@ -1,0 +1,1 @@
+"""Alerts: clinical rules over reading columns, alert lifecycle and the clinician feed."""

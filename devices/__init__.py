@@ -1,0 +1,1 @@
+"""Devices: the message contract, the vital catalogue, the registry and the simulator."""

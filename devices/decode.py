@@ -1,0 +1,480 @@
+"""Decode Kafka records into reading columns and rejections.
+
+`Decoder.decode` is pure: it reads no clock (the caller passes `now`) and does
+no I/O. It never raises on bad input; every problem becomes a `Rejection`
+carrying a `RejectReason`, the original bytes, and which reading it concerns.
+
+Fast path: one `model_validate_json` per message (pydantic-core, ~4 µs for a
+one-reading message). Only a message that fails validation takes the salvage
+path, which keeps its valid readings. Domain checks (sentinels, finiteness,
+units, plausible range, time bounds) then run vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pydantic_core
+from pydantic import ValidationError
+
+from devices.catalogue import (
+    BY_CODE,
+    BY_KIND,
+    CATALOGUE,
+    IEEE_11073_SPECIAL_VALUES,
+    ValueType,
+    VitalKind,
+    conversion_for,
+)
+from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
+
+__all__ = ["DecodedBatch", "Decoder", "Envelope", "RawRecord", "Rejection"]
+
+US_PER_MS = 1_000
+Y2000_US = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in µs since the Unix epoch
+
+
+class RawRecord(Protocol):
+    """What the decoder needs of a Kafka record (aiokafka's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...  # ms since the Unix epoch
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message, or one reading of it, that goes to the dead-letter topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    reason: RejectReason
+    detail: str
+    reading_index: int | None = None  # None: the whole message
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An accepted message: where it came from and whose readings it holds."""
+
+    record: RawRecord
+    patient_id: str
+    device_id: str
+    message_id: str | None
+    reading_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """Accepted readings as columns, plus every rejection of the batch."""
+
+    envelopes: list[Envelope]
+    message: npt.NDArray[np.int32]  # index into envelopes
+    reading_index: npt.NDArray[np.int32]  # position in the message's `readings`
+    kind: npt.NDArray[np.int16]  # catalogue code
+    value: npt.NDArray[np.float64]  # canonical unit
+    measured_at_us: npt.NDArray[np.int64]  # µs since the Unix epoch, UTC
+    rejections: list[Rejection]
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+# Per-code lookup tables for the vectorised checks.
+_MAX_CODE = max(v.code for v in CATALOGUE) + 1
+_LOW = np.full(_MAX_CODE, np.nan)
+_HIGH = np.full(_MAX_CODE, np.nan)
+_VALUE_TYPE = np.zeros(_MAX_CODE, dtype=np.int8)
+_TYPE_CODE = {ValueType.MEASUREMENT: 0, ValueType.GRADE: 1, ValueType.BOOLEAN: 2}
+for _v in CATALOGUE:
+    _LOW[_v.code], _HIGH[_v.code] = _v.low, _v.high
+    _VALUE_TYPE[_v.code] = _TYPE_CODE[_v.value_type]
+_SPECIAL = np.array(sorted(IEEE_11073_SPECIAL_VALUES))
+
+# Vectorised checks in the order they apply; the first that fails names the reason.
+_CHECK_ORDER = (
+    RejectReason.NOT_AVAILABLE,
+    RejectReason.NOT_FINITE,
+    RejectReason.WRONG_TYPE,
+    RejectReason.OUT_OF_RANGE,
+    RejectReason.TIMESTAMP_TOO_OLD,
+    RejectReason.TIMESTAMP_IN_FUTURE,
+)
+
+
+class _Columns:
+    """Row-wise accumulator for the readings that passed structural validation."""
+
+    __slots__ = (
+        "code",
+        "is_bool",
+        "measured_at",
+        "message",
+        "offset",
+        "raw",
+        "reading",
+        "ref",
+        "scale",
+    )
+
+    def __init__(self) -> None:
+        self.message: list[int] = []
+        self.reading: list[int] = []
+        self.code: list[int] = []
+        self.raw: list[float] = []
+        self.is_bool: list[bool] = []
+        self.scale: list[float] = []
+        self.offset: list[float] = []
+        self.measured_at: list[int] = []
+        self.ref: list[int] = []
+
+
+class Decoder:
+    """Turns a batch of raw records into a `DecodedBatch`."""
+
+    def __init__(self, *, max_message_bytes: int, future_tolerance_s: float) -> None:
+        self._max_message_bytes = max_message_bytes
+        self._future_tolerance_us = int(future_tolerance_s * 1_000_000)
+
+    def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
+        """Decode `records`; `now_ms` bounds record timestamps (see `reference_time_us`)."""
+        envelopes: list[Envelope] = []
+        rejections: list[Rejection] = []
+        cols = _Columns()
+        for record in records:
+            message = self._validate(record, rejections)
+            if message is None:
+                continue
+            parsed, bad_readings = message
+            if record.key != parsed.patient_id.encode():
+                rejections.append(
+                    _reject(
+                        record,
+                        RejectReason.KEY_MISMATCH,
+                        f"record key {_show(record.key)} is not the message's patient_id "
+                        f"{parsed.patient_id!r}",
+                        message_id=parsed.message_id,
+                    )
+                )
+                continue
+            index = len(envelopes)
+            envelopes.append(
+                Envelope(
+                    record,
+                    parsed.patient_id,
+                    parsed.device_id,
+                    parsed.message_id,
+                    parsed.reading_count,
+                )
+            )
+            ref_us = self.reference_time_us(record.timestamp, now_ms)
+            for position, detail in bad_readings:
+                reason, text = detail
+                rejections.append(_reject(record, reason, text, position, parsed.message_id))
+            for position, reading in parsed.readings:
+                found = conversion_for(reading.kind, reading.unit)
+                if found is None:
+                    accepted = ", ".join(f"`{u}`" for u in _units_of(reading.kind))
+                    rejections.append(
+                        _reject(
+                            record,
+                            RejectReason.UNIT_NOT_CONVERTIBLE,
+                            f"readings[{position}]: unit {reading.unit!r} is not accepted for "
+                            f"{reading.kind.value} (accepted: {accepted})",
+                            position,
+                            parsed.message_id,
+                        )
+                    )
+                    continue
+                vital, conversion = found
+                measured_us = _epoch_us(reading)
+                cols.message.append(index)
+                cols.reading.append(position)
+                cols.code.append(vital.code)
+                cols.raw.append(float(reading.value))
+                cols.is_bool.append(isinstance(reading.value, bool))
+                cols.scale.append(conversion.scale)
+                cols.offset.append(conversion.offset)
+                cols.measured_at.append(measured_us)
+                cols.ref.append(ref_us)
+        return self._check_domain(envelopes, cols, rejections)
+
+    def reference_time_us(self, record_timestamp_ms: int, now_ms: int) -> int:
+        """The "now" a record is judged against: its Kafka timestamp, unless absurd.
+
+        Using the record timestamp makes validation deterministic on replay; a
+        timestamp before 2000 or ahead of the consumer's clock is not trusted.
+        """
+        record_us = record_timestamp_ms * US_PER_MS
+        now_us = now_ms * US_PER_MS
+        if record_us < Y2000_US or record_us > now_us + self._future_tolerance_us:
+            return now_us
+        return record_us
+
+    # -- structural validation -------------------------------------------------------------
+
+    def _validate(
+        self, record: RawRecord, rejections: list[Rejection]
+    ) -> tuple[_Parsed, list[tuple[int, tuple[RejectReason, str]]]] | None:
+        value = record.value
+        if value is None:
+            rejections.append(_reject(record, RejectReason.INVALID_JSON, "record has no value"))
+            return None
+        if len(value) > self._max_message_bytes:
+            rejections.append(
+                _reject(
+                    record,
+                    RejectReason.MESSAGE_TOO_LARGE,
+                    f"{len(value)} bytes, limit {self._max_message_bytes}",
+                )
+            )
+            return None
+        try:
+            message = ReadingsMessageV1.model_validate_json(value)
+        except ValidationError as error:
+            return _salvage(record, value, error, rejections)
+        return _Parsed.of(message), []
+
+    # -- vectorised domain checks ----------------------------------------------------------
+
+    def _check_domain(
+        self, envelopes: list[Envelope], cols: _Columns, rejections: list[Rejection]
+    ) -> DecodedBatch:
+        code = np.array(cols.code, dtype=np.int16)
+        raw = np.array(cols.raw, dtype=np.float64)
+        is_bool = np.array(cols.is_bool, dtype=np.bool_)
+        measured = np.array(cols.measured_at, dtype=np.int64)
+        ref = np.array(cols.ref, dtype=np.int64)
+        value_type = _VALUE_TYPE[code]
+        with np.errstate(invalid="ignore", over="ignore"):
+            value = raw * np.array(cols.scale) + np.array(cols.offset)
+            failed = {
+                RejectReason.NOT_AVAILABLE: np.isin(raw, _SPECIAL) & ~is_bool,
+                RejectReason.NOT_FINITE: ~np.isfinite(raw),
+                RejectReason.WRONG_TYPE: ((value_type == 2) != is_bool)
+                | ((value_type == 1) & (raw != np.floor(raw))),
+                RejectReason.OUT_OF_RANGE: ~((value >= _LOW[code]) & (value <= _HIGH[code])),
+                RejectReason.TIMESTAMP_TOO_OLD: measured < Y2000_US,
+                RejectReason.TIMESTAMP_IN_FUTURE: measured > ref + self._future_tolerance_us,
+            }
+        reason = np.full(len(code), -1, dtype=np.int8)
+        for number, name in enumerate(_CHECK_ORDER):
+            reason[failed[name] & (reason < 0)] = number
+        message = np.array(cols.message, dtype=np.int32)
+        reading = np.array(cols.reading, dtype=np.int32)
+        for row in np.flatnonzero(reason >= 0).tolist():
+            envelope = envelopes[message[row]]
+            why = _CHECK_ORDER[reason[row]]
+            rejections.append(
+                _reject(
+                    envelope.record,
+                    why,
+                    _domain_detail(
+                        why,
+                        int(reading[row]),
+                        int(code[row]),
+                        float(raw[row]),
+                        float(value[row]),
+                        int(measured[row]),
+                        int(ref[row]),
+                    ),
+                    int(reading[row]),
+                    envelope.message_id,
+                )
+            )
+        keep = reason < 0
+        return DecodedBatch(
+            envelopes=envelopes,
+            message=message[keep],
+            reading_index=reading[keep],
+            kind=code[keep],
+            value=value[keep],
+            measured_at_us=measured[keep],
+            rejections=rejections,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    patient_id: str
+    device_id: str
+    message_id: str | None
+    readings: list[tuple[int, ReadingV1]]  # (position in the message, reading)
+    reading_count: int
+
+    @classmethod
+    def of(cls, message: ReadingsMessageV1) -> _Parsed:
+        return cls(
+            message.patient_id,
+            message.device_id,
+            message.message_id,
+            list(enumerate(message.readings)),
+            len(message.readings),
+        )
+
+
+def _salvage(
+    record: RawRecord, value: bytes, error: ValidationError, rejections: list[Rejection]
+) -> tuple[_Parsed, list[tuple[int, tuple[RejectReason, str]]]] | None:
+    """Keep the valid readings of a message whose only faults are in some readings."""
+    errors = error.errors(include_url=False)
+    envelope_errors = [e for e in errors if not _in_one_reading(e["loc"])]
+    if envelope_errors:
+        first = envelope_errors[0]
+        rejections.append(_reject(record, _reason_of(first), _describe(first)))
+        return None
+    by_reading: dict[int, list[Any]] = {}
+    for e in errors:
+        by_reading.setdefault(int(e["loc"][1]), []).append(e)
+    raw = pydantic_core.from_json(value, allow_inf_nan=True)
+    good: list[tuple[int, ReadingV1]] = []
+    for position, item in enumerate(raw["readings"]):
+        if position not in by_reading:
+            reading_json = pydantic_core.to_json(item, inf_nan_mode="constants")
+            good.append((position, ReadingV1.model_validate_json(reading_json)))
+    bad = [(position, _reading_fault(errs)) for position, errs in sorted(by_reading.items())]
+    parsed = _Parsed(
+        raw["patient_id"], raw["device_id"], raw.get("message_id"), good, len(raw["readings"])
+    )
+    return parsed, bad
+
+
+def _in_one_reading(loc: tuple[int | str, ...]) -> bool:
+    return len(loc) >= 3 and loc[0] == "readings" and isinstance(loc[1], int)
+
+
+def _reading_fault(errors: list[Any]) -> tuple[RejectReason, str]:
+    first = errors[0]
+    if first["loc"][2:3] == ("value",):
+        return RejectReason.WRONG_TYPE, (
+            f"{_where(first['loc'][:3])}: expected a number, or true/false for yes/no items, "
+            f"got {_show_input(first['input'])}"
+        )
+    return _reason_of(first), _describe(first)
+
+
+def _reason_of(error: Any) -> RejectReason:
+    kind, loc = error["type"], error["loc"]
+    if kind == "json_invalid":
+        return RejectReason.INVALID_JSON
+    if kind in ("model_type", "model_attributes_type") and loc == ():
+        return RejectReason.NOT_AN_OBJECT
+    if kind == "missing":
+        return RejectReason.MISSING_FIELD
+    if loc[:1] == ("schema_version",):
+        return RejectReason.UNSUPPORTED_VERSION
+    if loc == ("readings",) and kind == "too_short":
+        return RejectReason.EMPTY_READINGS
+    if kind == "enum" and loc[-1:] == ("kind",):
+        return RejectReason.UNKNOWN_KIND
+    if kind == "timezone_aware":
+        return RejectReason.NAIVE_TIMESTAMP
+    return RejectReason.WRONG_TYPE
+
+
+def _describe(error: Any) -> str:
+    where = _where(error["loc"])
+    text = f"{where}: {error['msg']}" if where else str(error["msg"])
+    if error["type"] not in ("json_invalid", "missing"):
+        text += f", got {_show_input(error['input'])}"
+    return text
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _show_input(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _show(key: bytes | None) -> str:
+    return "(none)" if key is None else _show_input(key.decode("utf-8", "replace"))
+
+
+def _units_of(kind: VitalKind) -> list[str]:
+    return list(BY_KIND[kind].units)
+
+
+def _epoch_us(reading: ReadingV1) -> int:
+    try:
+        return round(reading.measured_at.timestamp() * 1_000_000)
+    except (OverflowError, ValueError):  # year 1 or 9999 shifted past datetime's range
+        return -(2**62) if reading.measured_at.year < 2000 else 2**62
+
+
+def _domain_detail(
+    reason: RejectReason,
+    position: int,
+    code: int,
+    raw: float,
+    value: float,
+    measured_us: int,
+    ref_us: int,
+) -> str:
+    vital = BY_CODE[code]
+    where = f"readings[{position}] ({vital.kind.value})"
+    if reason is RejectReason.NOT_AVAILABLE:
+        return f"{where}: value {raw:g} is the IEEE 11073 'not available' sentinel"
+    if reason is RejectReason.NOT_FINITE:
+        return f"{where}: value {raw} is not a finite number"
+    if reason is RejectReason.WRONG_TYPE:
+        expected = {
+            ValueType.GRADE: "an integer grade 0-4",
+            ValueType.BOOLEAN: "true or false",
+            ValueType.MEASUREMENT: "a number",
+        }[vital.value_type]
+        return f"{where}: expected {expected}, got {raw:g}"
+    if reason is RejectReason.OUT_OF_RANGE:
+        return (
+            f"{where}: {value:g} {vital.unit} is outside the plausible range "
+            f"{vital.low:g}-{vital.high:g} {vital.unit}"
+        )
+    if reason is RejectReason.TIMESTAMP_TOO_OLD:
+        return f"{where}: measured_at is before 2000-01-01"
+    return (
+        f"{where}: measured_at is {(measured_us - ref_us) / 1e6:.0f} s after the record timestamp"
+    )
+
+
+def _reject(
+    record: RawRecord,
+    reason: RejectReason,
+    detail: str,
+    reading_index: int | None = None,
+    message_id: str | None = None,
+) -> Rejection:
+    return Rejection(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.timestamp,
+        record.key,
+        record.value,
+        reason,
+        detail,
+        reading_index,
+        message_id,
+    )

@@ -1,0 +1,490 @@
+"""A cohort of simulated patients and the messages their device gateways send.
+
+Pure and deterministic for a given seed: no clock, no I/O. `Simulation`
+yields `SimMessage`s in send-time order. Shaped like Covidom by default:
+mostly stable patients, about 4% worsening over a few days (Yordanov et al.
+2021: 4.1% worsened). Each worsening patient has a known onset and peak, so
+tests can check that alerts come before the peak.
+
+Vital trajectories: per patient baseline + severity(t) x (worst - baseline) +
+measurement noise, severity rising linearly from onset to peak and falling
+back during recovery. Values stay in the ranges the alert rules treat as
+normal while a patient is stable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from devices.catalogue import BY_KIND, ValueType
+from devices.catalogue import VitalKind as K
+from devices.registry import DeviceType as D
+from devices.registry import Enrollment, Programme
+
+__all__ = [
+    "COVIDOM_MIX",
+    "CohortConfig",
+    "Faults",
+    "SimMessage",
+    "SimPatient",
+    "Simulation",
+    "build_cohort",
+]
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+COVIDOM_MIX: Mapping[Programme, float] = {
+    Programme.COVID: 0.70,
+    Programme.HEART_FAILURE: 0.15,
+    Programme.RESPIRATORY: 0.08,
+    Programme.DIABETES: 0.07,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VitalModel:
+    """How one vital behaves: cohort mean and spread, noise, value at worst, rounding."""
+
+    mean: float
+    between_sd: float  # spread of baselines across patients
+    noise_sd: float  # reading-to-reading noise
+    worst: float  # value at the peak of a worsening (a delta for body weight)
+    decimals: int = 0
+    low: float = float("-inf")
+    high: float = float("inf")
+
+
+# Per programme: vital models, and devices with their daily times (hours) and kinds.
+_VITALS: Mapping[Programme, Mapping[K, VitalModel]] = {
+    Programme.COVID: {
+        K.SPO2: VitalModel(97.6, 0.6, 0.7, 87, high=100),
+        K.HEART_RATE: VitalModel(72, 7, 5, 118),
+        K.RESPIRATORY_RATE: VitalModel(15, 1.2, 1.0, 28),
+        K.BODY_TEMPERATURE: VitalModel(36.8, 0.2, 0.2, 39.6, decimals=1),
+        K.DYSPNOEA: VitalModel(0, 0, 0.25, 3.6, low=0, high=4),
+        K.COUGH: VitalModel(0.3, 0.2, 0.25, 3, low=0, high=4),
+        K.FATIGUE: VitalModel(0.4, 0.2, 0.25, 3, low=0, high=4),
+        K.CHILLS: VitalModel(0, 0, 0.2, 2.5, low=0, high=4),
+    },
+    Programme.HEART_FAILURE: {
+        K.BODY_WEIGHT: VitalModel(80, 14, 0.2, 3.5, decimals=1, low=35),
+        K.SYSTOLIC_BP: VitalModel(128, 10, 5, 112, low=95),
+        K.DIASTOLIC_BP: VitalModel(78, 7, 4, 70),
+        K.HEART_RATE: VitalModel(70, 7, 4, 102),
+        K.DYSPNOEA: VitalModel(0.3, 0.2, 0.25, 3.2, low=0, high=4),
+    },
+    Programme.RESPIRATORY: {
+        K.SPO2: VitalModel(90.5, 0.6, 0.8, 83, high=100),
+        K.RESPIRATORY_RATE: VitalModel(17, 1.2, 1.0, 27),
+        K.HEART_RATE: VitalModel(80, 6, 4, 112),
+        K.VENTILATOR_USAGE: VitalModel(7, 1, 0.6, 9, decimals=1, low=0, high=24),
+        K.VENTILATOR_LEAK: VitalModel(10, 3, 2.5, 42, decimals=1, low=0),
+        K.DYSPNOEA: VitalModel(0.5, 0.2, 0.25, 3.2, low=0, high=4),
+    },
+    Programme.DIABETES: {
+        K.GLUCOSE: VitalModel(140, 15, 18, 48, low=20, high=600),
+        K.GLUCOSE_CGM: VitalModel(140, 15, 15, 48, low=40, high=400),
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceModel:
+    device_type: D
+    kinds: tuple[K, ...]
+    hours: tuple[float, ...] = ()  # daily measurement times, local hours
+    every_ms: int = 0  # or a fixed period (CGM uploads, wearables)
+    readings_per_upload: int = 1  # consecutive measurements per message (CGM: 3 per upload)
+
+
+_DEVICES: Mapping[Programme, tuple[DeviceModel, ...]] = {
+    Programme.COVID: (
+        DeviceModel(D.PULSE_OXIMETER, (K.SPO2, K.HEART_RATE), (8, 14, 20)),
+        DeviceModel(D.THERMOMETER, (K.BODY_TEMPERATURE,), (8, 20)),
+        DeviceModel(
+            D.QUESTIONNAIRE_APP,
+            (
+                K.DYSPNOEA,
+                K.COUGH,
+                K.FATIGUE,
+                K.CHILLS,
+                K.RESPIRATORY_RATE,
+                K.BREATHLESS_AT_REST,
+                K.NEW_CONFUSION,
+                K.CALLBACK_REQUESTED,
+            ),
+            (9, 19),
+        ),
+    ),
+    Programme.HEART_FAILURE: (
+        DeviceModel(D.SCALE, (K.BODY_WEIGHT,), (7.5,)),
+        DeviceModel(
+            D.BLOOD_PRESSURE_MONITOR, (K.SYSTOLIC_BP, K.DIASTOLIC_BP, K.HEART_RATE), (7.75,)
+        ),
+        DeviceModel(D.QUESTIONNAIRE_APP, (K.DYSPNOEA, K.CALLBACK_REQUESTED), (9,)),
+    ),
+    Programme.RESPIRATORY: (
+        DeviceModel(D.VENTILATOR, (K.VENTILATOR_USAGE, K.VENTILATOR_LEAK), (8,)),
+        DeviceModel(D.PULSE_OXIMETER, (K.SPO2, K.HEART_RATE), (8.5, 20)),
+        DeviceModel(
+            D.QUESTIONNAIRE_APP,
+            (K.DYSPNOEA, K.RESPIRATORY_RATE, K.ON_OXYGEN, K.CALLBACK_REQUESTED),
+            (9,),
+        ),
+    ),
+    Programme.DIABETES: (DeviceModel(D.GLUCOMETER, (K.GLUCOSE,), (7, 12, 19, 22)),),
+}
+_CGM = DeviceModel(D.CGM, (K.GLUCOSE_CGM,), every_ms=15 * 60_000, readings_per_upload=3)
+_WEARABLE = DeviceModel(D.WEARABLE, (K.SPO2, K.HEART_RATE), every_ms=60_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Worsening:
+    onset_ms: int
+    peak_ms: int
+    recovered_ms: int
+    direction: int = -1  # diabetes: -1 hypoglycaemia, +1 hyperglycaemia
+
+    def severity(self, t_ms: int) -> float:
+        if t_ms <= self.onset_ms or t_ms >= self.recovered_ms:
+            return 0.0
+        if t_ms <= self.peak_ms:
+            return (t_ms - self.onset_ms) / (self.peak_ms - self.onset_ms)
+        return (self.recovered_ms - t_ms) / (self.recovered_ms - self.peak_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class SimDevice:
+    device_id: str
+    model: DeviceModel
+    units: Mapping[K, str] = field(default_factory=dict)  # non-canonical units it reports in
+
+    def unit(self, kind: K) -> str:
+        return self.units.get(kind) or BY_KIND[kind].unit
+
+
+@dataclass(frozen=True, slots=True)
+class SimPatient:
+    patient_id: str
+    programme: Programme
+    devices: tuple[SimDevice, ...]
+    baseline: Mapping[K, float]
+    worsening: Worsening | None
+    adherence: float  # probability that a scheduled measurement is sent
+
+    def enrollments(self) -> list[Enrollment]:
+        return [
+            Enrollment(
+                patient_id=self.patient_id,
+                programme=self.programme,
+                device_id=d.device_id,
+                device_type=d.model.device_type,
+            )
+            for d in self.devices
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class CohortConfig:
+    patients: int = 2000
+    programme_mix: Mapping[Programme, float] = field(default_factory=lambda: dict(COVIDOM_MIX))
+    worsening_share: float = 0.04
+    start_ms: int = 1_795_000_000_000
+    days: float = 14.0  # the period worsening episodes are placed in
+    adherence: float = 0.98
+    cgm_share: float = 0.5  # of diabetes patients
+    wearable_share: float = 0.0  # of all patients: a pulse oximeter every minute
+    id_prefix: str = "p"
+    seed: int = 1
+
+
+def build_cohort(config: CohortConfig) -> list[SimPatient]:
+    rng = random.Random(config.seed)
+    programmes = list(config.programme_mix)
+    weights = [config.programme_mix[p] for p in programmes]
+    worsening_count = round(config.patients * config.worsening_share)
+    worsening_ids = set(rng.sample(range(config.patients), worsening_count))
+    cohort = []
+    for n in range(config.patients):
+        programme = rng.choices(programmes, weights)[0]
+        patient_id = f"{config.id_prefix}-{n:07d}"
+        models = list(_DEVICES[programme])
+        if programme is Programme.DIABETES and rng.random() < config.cgm_share:
+            models.append(_CGM)
+        if rng.random() < config.wearable_share:
+            models.append(_WEARABLE)
+        devices = tuple(
+            SimDevice(
+                f"{m.device_type.value[:4]}-{config.id_prefix}{n:07d}-{i}",
+                m,
+                _foreign_units(rng, m),
+            )
+            for i, m in enumerate(models)
+        )
+        baseline = {
+            kind: rng.gauss(model.mean, model.between_sd)
+            for kind, model in _VITALS[programme].items()
+        }
+        worsening = _worsening(rng, config) if n in worsening_ids else None
+        cohort.append(
+            SimPatient(patient_id, programme, devices, baseline, worsening, config.adherence)
+        )
+    return cohort
+
+
+# Some devices report in other units than the canonical one: (kind, unit, share of devices).
+_FOREIGN_UNITS = (
+    (K.BODY_TEMPERATURE, "[degF]", 0.1),
+    (K.BODY_WEIGHT, "[lb_av]", 0.1),
+    (K.GLUCOSE, "mmol/L", 0.5),
+    (K.GLUCOSE_CGM, "mmol/L", 0.3),
+)
+
+
+def _foreign_units(rng: random.Random, model: DeviceModel) -> dict[K, str]:
+    return {
+        kind: unit
+        for kind, unit, share in _FOREIGN_UNITS
+        if kind in model.kinds and rng.random() < share
+    }
+
+
+def _worsening(rng: random.Random, config: CohortConfig) -> Worsening:
+    span_ms = int(config.days * DAY_MS)
+    onset = config.start_ms + rng.randint(DAY_MS, max(DAY_MS + 1, span_ms - 4 * DAY_MS))
+    peak = onset + rng.randint(2 * DAY_MS, 4 * DAY_MS)
+    return Worsening(onset, peak, peak + 3 * DAY_MS, rng.choice((-1, 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """Shares of messages turned bad, sent twice, or uploaded late."""
+
+    malformed: float = 0.0
+    duplicate: float = 0.0
+    late: float = 0.0
+    late_delay_ms: tuple[int, int] = (HOUR_MS, 12 * HOUR_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class SimMessage:
+    key: bytes
+    value: bytes
+    timestamp_ms: int  # when the gateway sends it: the Kafka record timestamp
+    patient_id: str
+    device_id: str
+    sequence: int  # strictly increasing per device (repeated by a duplicate)
+    readings: int  # readings in the message (0 if malformed beyond parsing)
+    fault: str | None = None  # "malformed:<reason>", "duplicate", "late"
+
+
+class Simulation:
+    """Messages of a cohort from `start_ms` on, in send-time order, forever."""
+
+    def __init__(
+        self,
+        cohort: list[SimPatient],
+        *,
+        start_ms: int,
+        seed: int = 1,
+        faults: Faults | None = None,
+        readings_per_message: int | None = None,
+    ) -> None:
+        self._rng = random.Random(seed)
+        self._faults = faults or Faults()
+        self._per_message = readings_per_message
+        self._sequence: dict[str, int] = {}
+        self._queue: list[tuple[int, int, SimPatient, SimDevice]] = []
+        self._outbox: list[tuple[int, int, SimMessage]] = []  # by send time
+        self._tiebreak = 0
+        for patient in cohort:
+            for device in patient.devices:
+                self._schedule(patient, device, start_ms)
+
+    def __iter__(self) -> Iterator[SimMessage]:
+        return self
+
+    def __next__(self) -> SimMessage:
+        # Messages wait in a heap by send time; one may leave once no measurement still to be
+        # taken could be sent before it (every send follows its measurement).
+        while True:
+            if self._outbox and self._outbox[0][0] <= self._queue[0][0]:
+                return heapq.heappop(self._outbox)[2]
+            at, _, patient, device = heapq.heappop(self._queue)
+            self._schedule(patient, device, at + 1)
+            if self._rng.random() >= patient.adherence:
+                continue  # a missed measurement: the schedule keeps going
+            self._send(self._measure(patient, device, at))
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _schedule(self, patient: SimPatient, device: SimDevice, after_ms: int) -> None:
+        model = device.model
+        if model.every_ms:
+            at = after_ms + model.every_ms - 1
+        else:
+            day = after_ms - after_ms % DAY_MS
+            slots = [day + d * DAY_MS + int(h * HOUR_MS) for d in (0, 1) for h in model.hours]
+            at = min(s for s in slots if s >= after_ms)
+            at += self._rng.randint(0, 20 * 60_000)  # people do not measure on the minute
+        self._tiebreak += 1
+        heapq.heappush(self._queue, (at, self._tiebreak, patient, device))
+
+    # -- measuring -----------------------------------------------------------------------------
+
+    def _measure(self, patient: SimPatient, device: SimDevice, at_ms: int) -> SimMessage:
+        model = device.model
+        spacing = model.every_ms // model.readings_per_upload if model.every_ms else 0
+        readings = [
+            self._reading(patient, device, kind, t)
+            for step in range(model.readings_per_upload)
+            for t in [at_ms - (model.readings_per_upload - 1 - step) * spacing]
+            for kind in model.kinds
+        ]
+        if self._per_message:
+            readings = self._resized(patient, device, readings, at_ms)
+        sequence = self._sequence[device.device_id] = self._sequence.get(device.device_id, 0) + 1
+        body = {
+            "schema_version": 1,
+            "message_id": f"{device.device_id}/{sequence}",
+            "device_id": device.device_id,
+            "patient_id": patient.patient_id,
+            "readings": readings,
+        }
+        sent = at_ms + self._rng.randint(1_000, 30_000)
+        return SimMessage(
+            patient.patient_id.encode(),
+            json.dumps(body).encode(),
+            sent,
+            patient.patient_id,
+            device.device_id,
+            sequence,
+            len(readings),
+        )
+
+    def _resized(
+        self,
+        patient: SimPatient,
+        device: SimDevice,
+        readings: list[dict[str, object]],
+        at_ms: int,
+    ) -> list[dict[str, object]]:
+        """Exactly `readings_per_message` readings: a gateway uploading buffered measurements."""
+        wanted = self._per_message or len(readings)
+        while len(readings) < wanted:
+            back = at_ms - (len(readings) // max(1, len(device.model.kinds))) * 60_000
+            kind = device.model.kinds[len(readings) % len(device.model.kinds)]
+            readings.insert(0, self._reading(patient, device, kind, back))
+        return readings[-wanted:]
+
+    def _reading(
+        self, patient: SimPatient, device: SimDevice, kind: K, t_ms: int
+    ) -> dict[str, object]:
+        value = self._value(patient, kind, t_ms)
+        unit = device.unit(kind)
+        if unit != BY_KIND[kind].unit and not isinstance(value, bool):
+            conversion = BY_KIND[kind].units[unit]  # canonical -> device unit
+            value = round((value - conversion.offset) / conversion.scale, 1)
+        return {"kind": kind.value, "value": value, "unit": unit, "measured_at": _iso(t_ms)}
+
+    def _value(self, patient: SimPatient, kind: K, t_ms: int) -> float | bool:
+        severity = patient.worsening.severity(t_ms) if patient.worsening else 0.0
+        value_type = BY_KIND[kind].value_type
+        if value_type is ValueType.BOOLEAN:
+            return self._answer(kind, severity)
+        models = _VITALS[patient.programme]
+        model = models.get(kind) or _VITALS[Programme.COVID][kind]
+        base = patient.baseline.get(kind, model.mean)
+        if kind is K.BODY_WEIGHT:
+            worst = base + model.worst
+        elif kind in (K.GLUCOSE, K.GLUCOSE_CGM) and patient.worsening:
+            worst = model.worst if patient.worsening.direction < 0 else 330.0
+        else:
+            worst = model.worst
+        value = base + severity * (worst - base) + self._rng.gauss(0, model.noise_sd)
+        value = min(model.high, max(model.low, value))
+        if value_type is ValueType.GRADE:
+            return min(4, max(0, round(value)))
+        return round(value, model.decimals) if model.decimals else float(round(value))
+
+    def _answer(self, kind: K, severity: float) -> bool:
+        if kind is K.ON_OXYGEN:
+            return True
+        if kind is K.BREATHLESS_AT_REST:
+            return severity > 0.85
+        if kind is K.NEW_CONFUSION:
+            return severity > 0.95 and self._rng.random() < 0.3
+        return self._rng.random() < (0.002 + 0.3 * max(0.0, severity - 0.5))  # callback
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def _send(self, message: SimMessage) -> None:
+        """Queue `message` for sending, after applying at most one fault to it."""
+        faults, rng = self._faults, self._rng
+        roll = rng.random()
+        if roll < faults.malformed:
+            message = _malformed(message, rng)
+        elif roll < faults.malformed + faults.late:
+            delay = rng.randint(*faults.late_delay_ms)
+            message = replace(message, timestamp_ms=message.timestamp_ms + delay, fault="late")
+        elif roll < faults.malformed + faults.late + faults.duplicate:
+            again = rng.randint(1_000, 60_000)
+            self._enqueue(
+                replace(message, timestamp_ms=message.timestamp_ms + again, fault="duplicate")
+            )
+        self._enqueue(message)
+
+    def _enqueue(self, message: SimMessage) -> None:
+        self._tiebreak += 1
+        heapq.heappush(self._outbox, (message.timestamp_ms, self._tiebreak, message))
+
+
+_MALFORMATIONS = (
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "unknown_kind",
+    "out_of_range",
+    "naive_timestamp",
+    "not_available",
+    "wrong_type",
+)
+
+
+def _malformed(message: SimMessage, rng: random.Random) -> SimMessage:
+    """The message with one defect; `fault` names the reason the pipeline must give."""
+    reason = rng.choice(_MALFORMATIONS)
+    body = json.loads(message.value)
+    first = body["readings"][0]
+    readings = 1
+    if reason == "invalid_json":
+        value, readings = message.value[: len(message.value) // 2], 0
+    elif reason == "not_an_object":
+        value, readings = json.dumps(body["readings"]).encode(), 0
+    elif reason == "missing_field":
+        del body["device_id"]
+        value, readings = json.dumps(body).encode(), 0
+    else:
+        body["readings"] = [first]
+        if reason == "unknown_kind":
+            first["kind"] = "blood_alcohol"
+        elif reason == "out_of_range":
+            first["value"] = 100_000
+        elif reason == "naive_timestamp":
+            first["measured_at"] = first["measured_at"][:19]
+        elif reason == "not_available":
+            first["value"] = 8_388_607
+        else:
+            first["value"] = "high"
+        value = json.dumps(body).encode()
+    return replace(message, value=value, readings=readings, fault=f"malformed:{reason}")
+
+
+def _iso(t_ms: int) -> str:
+    return datetime.fromtimestamp(t_ms / 1000, UTC).isoformat(timespec="seconds")

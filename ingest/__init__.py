@@ -1,0 +1,1 @@
+"""Ingest: Kafka readings into PostgreSQL, exactly once, with dead-lettering and metrics."""

@@ -1,0 +1,86 @@
+"""What travels between the steps: reading rows as columns, and the offsets they came from.
+
+A batch carries, per Kafka partition, the span of offsets it covers. Nothing
+commits an offset that is not in a written batch's spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from devices.decode import Rejection
+
+__all__ = ["PartitionSpan", "ReadingRows", "WriteBatch"]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSpan:
+    """The records of one partition in a batch: offsets[0] .. next_offset - 1."""
+
+    partition: int
+    offsets: npt.NDArray[np.int64]  # every record offset, ascending
+
+    @property
+    def first_offset(self) -> int:
+        return int(self.offsets[0])
+
+    @property
+    def next_offset(self) -> int:
+        return int(self.offsets[-1]) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRows:
+    """Accepted readings, one array per `readings` column (received_at is set at write)."""
+
+    patient_key: npt.NDArray[np.int32]
+    device_key: npt.NDArray[np.int32]
+    kind: npt.NDArray[np.int16]
+    value: npt.NDArray[np.float64]
+    measured_at_us: npt.NDArray[np.int64]  # µs since the Unix epoch
+    source_partition: npt.NDArray[np.int32]
+    source_offset: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> ReadingRows:
+        return ReadingRows(
+            self.patient_key[mask],
+            self.device_key[mask],
+            self.kind[mask],
+            self.value[mask],
+            self.measured_at_us[mask],
+            self.source_partition[mask],
+            self.source_offset[mask],
+        )
+
+    @classmethod
+    def empty(cls) -> ReadingRows:
+        return cls(
+            np.empty(0, np.int32),
+            np.empty(0, np.int32),
+            np.empty(0, np.int16),
+            np.empty(0, np.float64),
+            np.empty(0, np.int64),
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """Everything one transaction makes durable, and the offsets it may then commit."""
+
+    topic: str
+    spans: dict[int, PartitionSpan]
+    rows: ReadingRows
+    rejections: list[Rejection]
+    readings_consumed: int
+
+    @property
+    def messages(self) -> int:
+        return sum(len(s.offsets) for s in self.spans.values())

@@ -1,0 +1,354 @@
+"""`telemon`: one command, a subcommand per job. It parses, builds Settings, wires, exits.
+
+Exit codes: 0 done; 1 failure; 2 bad configuration or arguments; 3 the
+reject-ratio guard stopped ingestion; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from ingest.errors import TelemonError
+from ingest.settings import Settings
+
+if TYPE_CHECKING:
+    from devices.gateways import GatewayPlan
+
+__all__ = ["main"]
+
+log = logging.getLogger("telemon")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        settings = Settings(**_overrides(args))
+    except ValidationError as error:
+        print(f"telemon: bad configuration:\n{error}", file=sys.stderr)
+        return 2
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except TelemonError as error:
+        log.error("%s", error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    fields = (
+        "database_url",
+        "kafka_bootstrap",
+        "http_port",
+        "http_host",
+        "readings_topic",
+        "consumer_group",
+        "database_schema",
+    )
+    return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telemon",
+        description="Telemonitoring device-data ingestion. Settings come from TELEMON_* "
+        "environment variables; flags override them.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    def connections(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--database-url", help="TELEMON_DATABASE_URL")
+        p.add_argument("--database-schema", help="TELEMON_DATABASE_SCHEMA")
+        p.add_argument("--kafka-bootstrap", help="TELEMON_KAFKA_BOOTSTRAP")
+        p.add_argument("--readings-topic", help="TELEMON_READINGS_TOPIC")
+
+    p = command("ingest", _ingest, "Consume readings from Kafka into PostgreSQL.")
+    connections(p)
+    p.add_argument("--consumer-group", help="TELEMON_CONSUMER_GROUP")
+    p.add_argument("--http-host", help="TELEMON_HTTP_HOST")
+    p.add_argument("--http-port", type=int, help="TELEMON_HTTP_PORT")
+
+    p = command(
+        "migrate",
+        _migrate,
+        "Create or upgrade the schema (and topics if TELEMON_CREATE_TOPICS=true).",
+    )
+    connections(p)
+
+    p = command("enroll", _enroll, "Enroll a patient's device, or every row of a CSV file.")
+    connections(p)
+    p.add_argument("--csv", type=Path, help="columns: patient_id,programme,device_id,device_type")
+    p.add_argument("--patient")
+    p.add_argument("--programme")
+    p.add_argument("--device")
+    p.add_argument("--device-type")
+
+    p = command("check", _check, "Probe a running service: exit 0 if ready (or live), else 1.")
+    p.add_argument("--http-host", help="TELEMON_HTTP_HOST")
+    p.add_argument("--http-port", type=int, help="TELEMON_HTTP_PORT")
+    p.add_argument("--live", action="store_true", help="liveness instead of readiness")
+
+    p = command(
+        "simulate", _simulate, "Simulate device gateways: enroll a cohort and produce its readings."
+    )
+    connections(p)
+    _simulation_arguments(p)
+
+    p = command(
+        "demo",
+        _demo,
+        "Embedded PostgreSQL and broker, the simulator and the "
+        "pipeline, with live progress. Ctrl-C stops everything.",
+    )
+    p.add_argument("--http-port", type=int, help="TELEMON_HTTP_PORT")
+    _simulation_arguments(p, patients=2000, days=7.0, rate=1000.0, follow=True)
+    return parser
+
+
+def _simulation_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    patients: int = 1000,
+    days: float = 14.0,
+    rate: float = 0.0,
+    follow: bool = False,
+) -> None:
+    p.add_argument("--patients", type=int, default=patients)
+    p.add_argument(
+        "--days",
+        type=float,
+        default=days,
+        help="history to simulate, ending now (default %(default)s)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=rate,
+        help="messages per second, 0 for as fast as possible (default %(default)s)",
+    )
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument(
+        "--follow",
+        action=argparse.BooleanOptionalAction,
+        default=follow,
+        help="after catching up with the present, go on in real time",
+    )
+    p.add_argument("--worsening", type=float, default=0.04, help="share of worsening patients")
+    p.add_argument(
+        "--wearables",
+        type=float,
+        default=0.0,
+        help="share of patients with a pulse oximeter sending every minute",
+    )
+    p.add_argument("--malformed", type=float, default=0.0, help="share of malformed messages")
+    p.add_argument("--duplicates", type=float, default=0.0, help="share sent twice")
+    p.add_argument("--late", type=float, default=0.0, help="share uploaded hours late")
+    p.add_argument(
+        "--readings-per-message",
+        type=int,
+        help="force this many readings per message (a gateway's upload size)",
+    )
+    p.add_argument("--id-prefix", default="p", help="patient id prefix (default %(default)s)")
+    p.add_argument("--seed", type=int, default=1)
+
+
+def run_until_signalled(work: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run `work(stop)` with SIGTERM and SIGINT setting `stop` (a second SIGINT aborts)."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            log.info("%s received: draining", signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await work(stop)
+
+    return asyncio.run(runner())
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.embedded import embedded_stack
+    from ingest.service import run_ingest
+
+    async def work(stop: asyncio.Event) -> int:
+        await run_ingest(running, stop)
+        return 0
+
+    with embedded_stack(settings) as running:
+        return run_until_signalled(work)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.service import prepare_storage
+
+    _require_connections(settings)
+    asyncio.run(prepare_storage(settings))
+    log.info("schema %s is up to date", settings.database_schema)
+    return 0
+
+
+def _enroll(args: argparse.Namespace, settings: Settings) -> int:
+    from devices.registry import Enrollment, EnrollmentFileError, enroll, read_enrollment_csv
+    from ingest.db import connect
+
+    _require_connections(settings, kafka=False)
+    try:
+        if args.csv:
+            rows = read_enrollment_csv(args.csv.read_text(encoding="utf-8"))
+        else:
+            rows = [
+                Enrollment(
+                    patient_id=args.patient,
+                    programme=args.programme,
+                    device_id=args.device,
+                    device_type=args.device_type,
+                )
+            ]
+    except (EnrollmentFileError, ValidationError, OSError) as error:
+        print(f"telemon enroll: {error}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        assert settings.database_url is not None
+        conn = await connect(settings.database_url, settings.database_schema)
+        try:
+            result = await enroll(conn, rows)
+        finally:
+            await conn.close()
+        log.info(
+            "enrolled: %d patients created or updated, %d devices added",
+            result.patients,
+            result.devices,
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    path = "/healthz" if args.live else "/readyz"
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host  # noqa: S104
+    url = f"http://{host}:{settings.http_port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError):  # 503 is an HTTPError, a URLError
+        return 1
+
+
+def gateway_plan(args: argparse.Namespace) -> GatewayPlan:
+    from devices.gateways import GatewayPlan, history_start_ms
+    from devices.simulator import CohortConfig, Faults
+
+    return GatewayPlan(
+        cohort=CohortConfig(
+            patients=args.patients,
+            worsening_share=args.worsening,
+            wearable_share=args.wearables,
+            start_ms=history_start_ms(args.days),
+            days=args.days,
+            id_prefix=args.id_prefix,
+            seed=args.seed,
+        ),
+        faults=Faults(malformed=args.malformed, duplicate=args.duplicates, late=args.late),
+        rate=args.rate,
+        count=args.count,
+        follow=args.follow,
+        readings_per_message=args.readings_per_message,
+    )
+
+
+def _simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from devices.gateways import run_gateways
+    from ingest.kafka import make_producer
+
+    _require_connections(settings)
+    plan = gateway_plan(args)
+
+    async def work(stop: asyncio.Event) -> int:
+        assert settings.database_url is not None
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            stats = await run_gateways(
+                plan,
+                dsn=settings.database_url,
+                schema=settings.database_schema,
+                producer=producer,
+                topic=settings.readings_topic,
+                stop=stop,
+                on_progress=lambda s: log.info(
+                    "simulator: %d messages, %.0f/s", s.messages, s.rate
+                ),
+            )
+        finally:
+            await producer.stop()
+        log.info(
+            "simulator: sent %d messages (%d readings) at %.0f/s; faults: %s",
+            stats.messages,
+            stats.readings,
+            stats.rate,
+            dict(stats.faults) or "none",
+        )
+        return 0
+
+    return run_until_signalled(work)
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.demo import run_demo
+    from ingest.embedded import embedded_stack
+
+    with embedded_stack(settings) as running:
+        return run_until_signalled(lambda stop: run_demo(running, gateway_plan(args), stop))
+
+
+def _require_connections(settings: Settings, *, kafka: bool = True) -> None:
+    from ingest.errors import ConfigurationError
+
+    missing = [
+        name
+        for name, value in (
+            ("TELEMON_DATABASE_URL", settings.database_url),
+            ("TELEMON_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+        )
+        if value is None and (kafka or name != "TELEMON_KAFKA_BOOTSTRAP")
+    ]
+    if missing:
+        raise ConfigurationError(f"set {' and '.join(missing)} (telemon demo prints them)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

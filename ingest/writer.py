@@ -1,0 +1,246 @@
+"""Make one batch durable in one PostgreSQL transaction.
+
+Inside the transaction, in this order:
+1. fence: lock each partition's `ingest_offsets` row and read its next offset;
+   records below it are already durable (a replay, or a member that lost the
+   partition) and are dropped from the batch;
+2. readings: binary COPY into a temporary table, then INSERT ... ON CONFLICT
+   DO NOTHING into `readings` (a reading already stored is a duplicate);
+3. dead letters (the DLQ outbox), the per-partition ledger, the new offsets.
+Kafka offsets may be committed only after this returns.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from devices.decode import Rejection
+from ingest.batch import ReadingRows, WriteBatch
+from ingest.clock import Clock
+from ingest.db import Connection
+from ingest.partitions import US_PER_DAY, ReadingPartitions
+from ingest.pgcopy import READING_COLUMNS, encode_readings
+
+__all__ = ["BatchWriter", "WriteOutcome"]
+
+log = logging.getLogger(__name__)
+
+_STAGING = "readings_incoming"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    stored: int
+    duplicates: int
+    dead_letters: int
+    skipped_messages: int  # already durable before this batch
+    rows: ReadingRows  # the rows this transaction offered to `readings`
+    rejections: list[Rejection]  # the rejections it stored
+    commit_offsets: dict[int, int]  # partition -> next offset, for the Kafka commit
+    written_at_us: int
+
+
+class BatchWriter:
+    def __init__(self, *, consumer_group: str, partitions: ReadingPartitions, clock: Clock) -> None:
+        self._group = consumer_group
+        self._partitions = partitions
+        self._clock = clock
+
+    @staticmethod
+    async def prepare(conn: Connection) -> None:
+        """Set-up of each connection of the writer's pool: the staging table COPY fills."""
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (LIKE readings) ON COMMIT DELETE ROWS"
+        )
+
+    async def write(self, conn: Connection, batch: WriteBatch) -> WriteOutcome:
+        if len(batch.rows):
+            days = np.unique(batch.rows.measured_at_us // US_PER_DAY)
+            await self._partitions.ensure(conn, days.tolist())
+        written_at_us = self._clock.now_ms() * 1000
+        async with conn.transaction():
+            stored_offsets = await self._fence(conn, batch)
+            rows, rejections, ledger = _drop_durable(batch, stored_offsets)
+            inserted = await self._insert_readings(conn, rows, written_at_us)
+            if rejections:
+                await _insert_dead_letters(conn, rejections, written_at_us)
+            await self._record(conn, batch.topic, ledger, inserted, rejections, written_at_us)
+        stored = sum(inserted.values())
+        return WriteOutcome(
+            stored=stored,
+            duplicates=len(rows) - stored,
+            dead_letters=len(rejections),
+            skipped_messages=batch.messages - sum(entry.messages for entry in ledger),
+            rows=rows,
+            rejections=rejections,
+            commit_offsets={p: s.next_offset for p, s in batch.spans.items()},
+            written_at_us=written_at_us,
+        )
+
+    async def _fence(self, conn: Connection, batch: WriteBatch) -> dict[int, int]:
+        partitions = sorted(batch.spans)
+        await conn.execute(
+            """
+            INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset)
+            SELECT $1, $2, p, o FROM unnest($3::int[], $4::bigint[]) AS t(p, o)
+            ON CONFLICT DO NOTHING
+            """,
+            self._group,
+            batch.topic,
+            partitions,
+            [batch.spans[p].first_offset for p in partitions],
+        )
+        locked = await conn.fetch(
+            """
+            SELECT partition, next_offset FROM ingest_offsets
+            WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])
+            ORDER BY partition FOR UPDATE
+            """,
+            self._group,
+            batch.topic,
+            partitions,
+        )
+        return {r["partition"]: r["next_offset"] for r in locked}
+
+    async def _insert_readings(
+        self, conn: Connection, rows: ReadingRows, written_at_us: int
+    ) -> dict[int, int]:
+        if not len(rows):
+            return {}
+        await conn.copy_to_table(
+            _STAGING,
+            source=io.BytesIO(encode_readings(rows, written_at_us)),
+            columns=READING_COLUMNS,
+            format="binary",
+        )
+        counts = await conn.fetch(
+            f"""
+            WITH inserted AS (
+                INSERT INTO readings SELECT * FROM {_STAGING}
+                ON CONFLICT DO NOTHING RETURNING source_partition
+            ) SELECT source_partition, count(*) AS n FROM inserted GROUP BY 1
+            """
+        )
+        return {r["source_partition"]: r["n"] for r in counts}
+
+    async def _record(
+        self,
+        conn: Connection,
+        topic: str,
+        ledger: list[_LedgerEntry],
+        inserted: dict[int, int],
+        rejections: list[Rejection],
+        written_at_us: int,
+    ) -> None:
+        if not ledger:
+            return
+        dead = Counter(r.partition for r in rejections)
+        await conn.execute(
+            """
+            INSERT INTO ingest_ledger (consumer_group, topic, partition, first_offset,
+                next_offset, messages, readings_stored, readings_duplicate, dead_letters,
+                written_at)
+            SELECT $1, $2, p, f, n, m, s, r - s, d, to_timestamp($10 / 1e6)
+            FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::int[], $8::int[],
+                        $9::int[]) AS t(p, f, n, m, s, r, d)
+            """,
+            self._group,
+            topic,
+            [e.partition for e in ledger],
+            [e.first_offset for e in ledger],
+            [e.next_offset for e in ledger],
+            [e.messages for e in ledger],
+            [inserted.get(e.partition, 0) for e in ledger],
+            [e.rows for e in ledger],
+            [dead[e.partition] for e in ledger],
+            written_at_us,
+        )
+        await conn.execute(
+            """
+            UPDATE ingest_offsets o SET next_offset = t.n, updated_at = now()
+            FROM unnest($3::int[], $4::bigint[]) AS t(p, n)
+            WHERE o.consumer_group = $1 AND o.topic = $2 AND o.partition = t.p
+            """,
+            self._group,
+            topic,
+            [e.partition for e in ledger],
+            [e.next_offset for e in ledger],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _LedgerEntry:
+    partition: int
+    first_offset: int  # the stored next offset before this batch
+    next_offset: int
+    messages: int
+    rows: int  # readings offered to the table (stored + duplicates)
+
+
+def _drop_durable(
+    batch: WriteBatch, stored_offsets: dict[int, int]
+) -> tuple[ReadingRows, list[Rejection], list[_LedgerEntry]]:
+    """Drop what an earlier transaction already made durable; one ledger entry per partition."""
+    threshold = np.zeros(max(batch.spans) + 1, dtype=np.int64)
+    for partition, offset in stored_offsets.items():
+        threshold[partition] = offset
+    rows = batch.rows
+    if len(rows):
+        rows = rows.select(rows.source_offset >= threshold[rows.source_partition])
+    rejections = [r for r in batch.rejections if r.offset >= stored_offsets[r.partition]]
+    row_counts = Counter(rows.source_partition.tolist())
+    ledger: list[_LedgerEntry] = []
+    for partition, span in sorted(batch.spans.items()):
+        stored = stored_offsets[partition]
+        if stored >= span.next_offset:
+            continue  # the whole span is already durable
+        if stored > span.first_offset:
+            log.warning(
+                "partition %d: offsets %d..%d already durable, skipping them",
+                partition,
+                span.first_offset,
+                stored - 1,
+            )
+        ledger.append(
+            _LedgerEntry(
+                partition,
+                stored,
+                span.next_offset,
+                int((span.offsets >= stored).sum()),
+                row_counts[partition],
+            )
+        )
+    return rows, rejections, ledger
+
+
+async def _insert_dead_letters(
+    conn: Connection, rejections: list[Rejection], rejected_at_us: int
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO dead_letters (topic, partition, "offset", reading_index, reason, detail,
+            message_id, record_key, record_value, record_timestamp, rejected_at)
+        SELECT t, p, o, i, r, d, m, k, v, to_timestamp(ts / 1e3), to_timestamp($11 / 1e6)
+        FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::text[],
+                    $7::text[], $8::bytea[], $9::bytea[], $10::bigint[])
+             AS x(t, p, o, i, r, d, m, k, v, ts)
+        ON CONFLICT DO NOTHING
+        """,
+        [r.topic for r in rejections],
+        [r.partition for r in rejections],
+        [r.offset for r in rejections],
+        [r.reading_index for r in rejections],
+        [r.reason.value for r in rejections],
+        [r.detail for r in rejections],
+        [r.message_id for r in rejections],
+        [r.key for r in rejections],
+        [r.value for r in rejections],
+        [r.timestamp_ms for r in rejections],
+        rejected_at_us,
+    )
+    await conn.execute("SELECT pg_notify('telemon_outbox', 'dead_letters')")

@@ -1,0 +1,92 @@
+"""Group membership changes under load: partitions move, readings do not get lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from devices.contract import RejectReason
+from devices.decode import Rejection
+from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
+from ingest.clock import SystemClock
+from ingest.partitions import ReadingPartitions
+from ingest.writer import BatchWriter
+from tests.support import Stack, eventually, ledger_is_contiguous, synthetic_load
+
+
+async def test_two_members_share_and_hand_over_partitions(stack: Stack) -> None:
+    pairs, messages = synthetic_load(30_000, patients=120)
+    await stack.enroll(pairs)
+    await stack.produce(messages[:15_000])
+    db = await stack.db()
+
+    async def stored() -> int:
+        return int(await db.fetchval("SELECT count(*) FROM readings"))
+
+    async with stack.ingest(batch_max_messages=500) as first:
+        await eventually(lambda: _more_than(stored, 1_000), what="first member to write")
+        async with stack.ingest(batch_max_messages=500) as second:
+            producing = asyncio.create_task(stack.produce(messages[15_000:]))
+            await eventually(
+                lambda: _owns_some(first, second), 40, "both members to own partitions"
+            )
+            await producing
+            before = await stored()
+            await eventually(lambda: _more_than(stored, before), what="progress while shared")
+        # the second member left (drained); the first takes every partition back
+        await stack.wait_drained(120)
+        assert first.metric("telemon_ingest_assigned_partitions") == 4
+    assert await stored() == len(messages)
+    assert await db.fetchval("SELECT sum(readings_duplicate) FROM ingest_ledger") == 0
+    await ledger_is_contiguous(stack)
+
+
+async def _more_than(count: object, n: int) -> bool:
+    return bool(await count() > n)  # type: ignore[operator]
+
+
+async def _owns_some(*members: object) -> bool:
+    return all(m.metric("telemon_ingest_assigned_partitions") >= 1 for m in members)  # type: ignore[attr-defined]
+
+
+def _batch(partition: int, offsets: range, patient_key: int, device_key: int) -> WriteBatch:
+    n = len(offsets)
+    rows = ReadingRows(
+        patient_key=np.full(n, patient_key, np.int32),
+        device_key=np.full(n, device_key, np.int32),
+        kind=np.full(n, 1, np.int16),
+        value=np.full(n, 96.0),
+        measured_at_us=1_795_000_000_000_000 + np.arange(offsets.start, offsets.stop) * 1_000_000,
+        source_partition=np.full(n, partition, np.int32),
+        source_offset=np.arange(offsets.start, offsets.stop, dtype=np.int64),
+    )
+    span = PartitionSpan(partition, np.arange(offsets.start, offsets.stop, dtype=np.int64))
+    rejection = Rejection(
+        "t", partition, offsets.start, 0, b"k", b"{", RejectReason.INVALID_JSON, "test"
+    )
+    return WriteBatch(
+        "t", {partition: span}, rows.select(rows.source_offset > offsets.start), [rejection], n
+    )
+
+
+async def test_a_member_that_lost_its_partition_cannot_write_twice(stack: Stack) -> None:
+    """The write fence: batches below the stored offset are dropped, partly or wholly."""
+    await stack.enroll([("p-1", "oxi-1")])
+    db = await stack.db()
+    keys = await db.fetchrow("SELECT patient_key, device_key FROM devices")
+    assert keys is not None
+    writer = BatchWriter(consumer_group="g", partitions=ReadingPartitions(), clock=SystemClock())
+    await BatchWriter.prepare(db)
+
+    first = await writer.write(db, _batch(0, range(0, 100), *keys))
+    assert (first.stored, first.dead_letters, first.skipped_messages) == (99, 1, 0)
+    # A zombie re-sends 50..149: 50..99 are durable already, 100..149 are new.
+    overlap = await writer.write(db, _batch(0, range(50, 150), *keys))
+    assert (overlap.stored, overlap.duplicates, overlap.skipped_messages) == (50, 0, 50)
+    assert overlap.dead_letters == 0  # its rejection was for offset 50, already durable
+    stale = await writer.write(db, _batch(0, range(0, 100), *keys))
+    assert (stale.stored, stale.skipped_messages) == (0, 100)
+    assert await db.fetchval("SELECT count(*) FROM readings") == 149
+    assert await db.fetchval("SELECT next_offset FROM ingest_offsets") == 150
+    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1

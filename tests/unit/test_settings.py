@@ -1,0 +1,43 @@
+"""Settings refuse unsafe or inconsistent combinations at construction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from ingest.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"database_schema": "Robert'); DROP TABLE"},
+        {"dlq_topic": "telemon.readings.v1"},
+        {"alerts_topic": "telemon.readings.v1.dlq"},
+        {"kafka_security_protocol": "SASL_SSL"},
+        {"kafka_ssl_certfile": "client-cert.pem"},
+        {"reject_ratio_limit": 0},
+        {"batch_max_messages": 0},
+        {"enable_auto_commit": True},
+    ],
+)
+def test_unsafe_settings_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**bad)
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEMON_READINGS_TOPIC", "gw.readings")
+    monkeypatch.setenv("TELEMON_KAFKA_IDEMPOTENT_PRODUCER", "false")
+    settings = Settings()
+    assert settings.readings_topic == "gw.readings"
+    assert settings.dead_letter_topic == "gw.readings.dlq"
+    assert settings.kafka_idempotent_producer is False
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.batch_max_messages = 1  # type: ignore[misc]
