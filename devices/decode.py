@@ -4,18 +4,21 @@
 no I/O. It never raises on bad input; every problem becomes a `Rejection`
 carrying a `RejectReason`, the original bytes, and which reading it concerns.
 
-Fast path: one `model_validate_json` per message (pydantic-core, ~4 µs for a
-one-reading message). Only a message that fails validation takes the salvage
-path, which keeps its valid readings. Domain checks (sentinels, finiteness,
-units, plausible range, time bounds) then run vectorised over the batch.
+Fast path: the msgspec mirror of the contract (devices.fast_contract), which
+only accepts. Anything it refuses is validated by the contract's pydantic
+models, which accept it (NaN literals, say, are then rejected as not finite)
+or say precisely what is wrong; a message with bad readings keeps its valid
+ones (the salvage path). Domain checks (sentinels, finiteness, units,
+plausible range, time bounds) then run vectorised over the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pydantic_core
@@ -28,9 +31,9 @@ from devices.catalogue import (
     IEEE_11073_SPECIAL_VALUES,
     ValueType,
     VitalKind,
-    conversion_for,
 )
 from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
+from devices.fast_contract import FastReading, decode_fast
 
 __all__ = ["DecodedBatch", "Decoder", "Envelope", "RawRecord", "Rejection"]
 
@@ -71,11 +74,13 @@ class Rejection:
     message_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """An accepted message: where it came from and whose readings it holds."""
+class Envelope(NamedTuple):
+    """An accepted message: which record it is and whose readings it holds.
 
-    record: RawRecord
+    A NamedTuple: one is built per message, and a frozen dataclass costs 1.5 µs to build.
+    """
+
+    record_index: int  # position of its record in the decoded sequence
     patient_id: str
     device_id: str
     message_id: str | None
@@ -92,6 +97,7 @@ class DecodedBatch:
     kind: npt.NDArray[np.int16]  # catalogue code
     value: npt.NDArray[np.float64]  # canonical unit
     measured_at_us: npt.NDArray[np.int64]  # µs since the Unix epoch, UTC
+    reference_us: npt.NDArray[np.int64]  # the record's reference time (the "now" it is judged by)
     rejections: list[Rejection]
 
     def __len__(self) -> int:
@@ -109,6 +115,37 @@ for _v in CATALOGUE:
     _VALUE_TYPE[_v.code] = _TYPE_CODE[_v.value_type]
 _SPECIAL = np.array(sorted(IEEE_11073_SPECIAL_VALUES))
 
+# Every accepted (kind, unit) pair, numbered: the loop keeps one small integer per reading
+# and numpy looks up the kind's code and the unit's conversion afterwards.
+_UNIT_RULES: dict[tuple[VitalKind, str], int] = {}
+_RULE_CODE_LIST: list[int] = []
+_RULE_SCALE_LIST: list[float] = []
+_RULE_OFFSET_LIST: list[float] = []
+for _v in CATALOGUE:
+    for _unit, _conversion in _v.units.items():
+        _UNIT_RULES[(_v.kind, _unit)] = len(_RULE_CODE_LIST)
+        _RULE_CODE_LIST.append(_v.code)
+        _RULE_SCALE_LIST.append(_conversion.scale)
+        _RULE_OFFSET_LIST.append(_conversion.offset)
+_RULE_CODE = np.array(_RULE_CODE_LIST, dtype=np.int16)
+_RULE_SCALE = np.array(_RULE_SCALE_LIST)
+_RULE_OFFSET = np.array(_RULE_OFFSET_LIST)
+
+# The contract's validator itself: skips model_validate_json's Python wrapper (hot loop).
+_VALIDATE_JSON = ReadingsMessageV1.__pydantic_validator__.validate_json
+
+# One structurally valid reading, as the loop collects it.
+_ROW = np.dtype(
+    [
+        ("message", np.int32),
+        ("reading", np.int32),
+        ("rule", np.int16),
+        ("raw", np.float64),
+        ("is_bool", np.bool_),
+        ("measured_at", np.int64),
+    ]
+)
+
 # Vectorised checks in the order they apply; the first that fails names the reason.
 _CHECK_ORDER = (
     RejectReason.NOT_AVAILABLE,
@@ -118,33 +155,11 @@ _CHECK_ORDER = (
     RejectReason.TIMESTAMP_TOO_OLD,
     RejectReason.TIMESTAMP_IN_FUTURE,
 )
+_FAR_PAST_US = -(2**62)
+_FAR_FUTURE_US = 2**62
 
-
-class _Columns:
-    """Row-wise accumulator for the readings that passed structural validation."""
-
-    __slots__ = (
-        "code",
-        "is_bool",
-        "measured_at",
-        "message",
-        "offset",
-        "raw",
-        "reading",
-        "ref",
-        "scale",
-    )
-
-    def __init__(self) -> None:
-        self.message: list[int] = []
-        self.reading: list[int] = []
-        self.code: list[int] = []
-        self.raw: list[float] = []
-        self.is_bool: list[bool] = []
-        self.scale: list[float] = []
-        self.offset: list[float] = []
-        self.measured_at: list[int] = []
-        self.ref: list[int] = []
+# (position in the message, reading)
+_Readings = Iterable[tuple[int, ReadingV1 | FastReading]]
 
 
 class Decoder:
@@ -157,65 +172,49 @@ class Decoder:
     def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
         """Decode `records`; `now_ms` bounds record timestamps (see `reference_time_us`)."""
         envelopes: list[Envelope] = []
+        references: list[int] = []  # per envelope
         rejections: list[Rejection] = []
-        cols = _Columns()
-        for record in records:
-            message = self._validate(record, rejections)
-            if message is None:
+        rows: list[tuple[int, int, int, float, bool, int]] = []
+        unit_rules = _UNIT_RULES
+        now_us = now_ms * US_PER_MS
+        latest_us = now_us + self._future_tolerance_us
+        for record_index, record in enumerate(records):
+            validated = self._validate(record, rejections)
+            if validated is None:
                 continue
-            parsed, bad_readings = message
-            if record.key != parsed.patient_id.encode():
+            patient_id, device_id, message_id, readings, count, faults = validated
+            if record.key != patient_id.encode():
                 rejections.append(
                     _reject(
                         record,
                         RejectReason.KEY_MISMATCH,
                         f"record key {_show(record.key)} is not the message's patient_id "
-                        f"{parsed.patient_id!r}",
-                        message_id=parsed.message_id,
+                        f"{patient_id!r}",
+                        message_id=message_id,
                     )
                 )
                 continue
             index = len(envelopes)
-            envelopes.append(
-                Envelope(
-                    record,
-                    parsed.patient_id,
-                    parsed.device_id,
-                    parsed.message_id,
-                    parsed.reading_count,
-                )
-            )
-            ref_us = self.reference_time_us(record.timestamp, now_ms)
-            for position, detail in bad_readings:
-                reason, text = detail
-                rejections.append(_reject(record, reason, text, position, parsed.message_id))
-            for position, reading in parsed.readings:
-                found = conversion_for(reading.kind, reading.unit)
-                if found is None:
-                    accepted = ", ".join(f"`{u}`" for u in _units_of(reading.kind))
-                    rejections.append(
-                        _reject(
-                            record,
-                            RejectReason.UNIT_NOT_CONVERTIBLE,
-                            f"readings[{position}]: unit {reading.unit!r} is not accepted for "
-                            f"{reading.kind.value} (accepted: {accepted})",
-                            position,
-                            parsed.message_id,
-                        )
-                    )
+            envelopes.append(Envelope(record_index, patient_id, device_id, message_id, count))
+            record_us = record.timestamp * US_PER_MS  # reference_time_us, inlined: hot loop
+            references.append(record_us if Y2000_US <= record_us <= latest_us else now_us)
+            for position, (reason, text) in faults:
+                rejections.append(_reject(record, reason, text, position, message_id))
+            for position, reading in readings:
+                rule = unit_rules.get((reading.kind, reading.unit))
+                if rule is None:
+                    rejections.append(_unit_rejection(record, position, reading, message_id))
                     continue
-                vital, conversion = found
-                measured_us = _epoch_us(reading)
-                cols.message.append(index)
-                cols.reading.append(position)
-                cols.code.append(vital.code)
-                cols.raw.append(float(reading.value))
-                cols.is_bool.append(isinstance(reading.value, bool))
-                cols.scale.append(conversion.scale)
-                cols.offset.append(conversion.offset)
-                cols.measured_at.append(measured_us)
-                cols.ref.append(ref_us)
-        return self._check_domain(envelopes, cols, rejections)
+                value = reading.value
+                try:
+                    measured = round(reading.measured_at.timestamp() * 1_000_000)
+                except (OverflowError, ValueError):  # year 1 or 9999 shifted out of range
+                    measured = _FAR_PAST_US if reading.measured_at.year < 2000 else _FAR_FUTURE_US
+                rows.append((index, position, rule, value, value.__class__ is bool, measured))
+        table = np.array(rows, dtype=_ROW)
+        return self._check_domain(
+            records, envelopes, np.array(references, np.int64), table, rejections
+        )
 
     def reference_time_us(self, record_timestamp_ms: int, now_ms: int) -> int:
         """The "now" a record is judged against: its Kafka timestamp, unless absurd.
@@ -233,7 +232,9 @@ class Decoder:
 
     def _validate(
         self, record: RawRecord, rejections: list[Rejection]
-    ) -> tuple[_Parsed, list[tuple[int, tuple[RejectReason, str]]]] | None:
+    ) -> tuple[str, str, str | None, _Readings, int, list[tuple[int, _Fault]]] | None:
+        """(patient_id, device_id, message_id, valid readings, reading count, faulty readings),
+        or None when the whole message is rejected."""
         value = record.value
         if value is None:
             rejections.append(_reject(record, RejectReason.INVALID_JSON, "record has no value"))
@@ -248,24 +249,46 @@ class Decoder:
             )
             return None
         try:
-            message = ReadingsMessageV1.model_validate_json(value)
+            fast = decode_fast(value)
+        except msgspec.MsgspecError:
+            pass  # not necessarily invalid: the contract's own models decide, and explain
+        else:
+            readings = fast.readings
+            return (
+                fast.patient_id,
+                fast.device_id,
+                fast.message_id,
+                enumerate(readings),
+                len(readings),
+                [],
+            )
+        try:
+            m = _VALIDATE_JSON(value)
         except ValidationError as error:
             return _salvage(record, value, error, rejections)
-        return _Parsed.of(message), []
+        return m.patient_id, m.device_id, m.message_id, enumerate(m.readings), len(m.readings), []
 
     # -- vectorised domain checks ----------------------------------------------------------
 
     def _check_domain(
-        self, envelopes: list[Envelope], cols: _Columns, rejections: list[Rejection]
+        self,
+        records: Sequence[RawRecord],
+        envelopes: list[Envelope],
+        references: npt.NDArray[np.int64],
+        table: npt.NDArray[np.void],
+        rejections: list[Rejection],
     ) -> DecodedBatch:
-        code = np.array(cols.code, dtype=np.int16)
-        raw = np.array(cols.raw, dtype=np.float64)
-        is_bool = np.array(cols.is_bool, dtype=np.bool_)
-        measured = np.array(cols.measured_at, dtype=np.int64)
-        ref = np.array(cols.ref, dtype=np.int64)
+        rule = table["rule"]
+        code = _RULE_CODE[rule]
+        raw = table["raw"]
+        is_bool = table["is_bool"]
+        measured = table["measured_at"]
+        message = table["message"]
+        reading = table["reading"]
+        ref = references[message] if len(message) else np.empty(0, np.int64)
         value_type = _VALUE_TYPE[code]
         with np.errstate(invalid="ignore", over="ignore"):
-            value = raw * np.array(cols.scale) + np.array(cols.offset)
+            value = raw * _RULE_SCALE[rule] + _RULE_OFFSET[rule]
             failed = {
                 RejectReason.NOT_AVAILABLE: np.isin(raw, _SPECIAL) & ~is_bool,
                 RejectReason.NOT_FINITE: ~np.isfinite(raw),
@@ -278,24 +301,23 @@ class Decoder:
         reason = np.full(len(code), -1, dtype=np.int8)
         for number, name in enumerate(_CHECK_ORDER):
             reason[failed[name] & (reason < 0)] = number
-        message = np.array(cols.message, dtype=np.int32)
-        reading = np.array(cols.reading, dtype=np.int32)
         for row in np.flatnonzero(reason >= 0).tolist():
             envelope = envelopes[message[row]]
             why = _CHECK_ORDER[reason[row]]
+            detail = _domain_detail(
+                why,
+                int(reading[row]),
+                int(code[row]),
+                float(raw[row]),
+                float(value[row]),
+                int(measured[row]),
+                int(ref[row]),
+            )
             rejections.append(
                 _reject(
-                    envelope.record,
+                    records[envelope.record_index],
                     why,
-                    _domain_detail(
-                        why,
-                        int(reading[row]),
-                        int(code[row]),
-                        float(raw[row]),
-                        float(value[row]),
-                        int(measured[row]),
-                        int(ref[row]),
-                    ),
+                    detail,
                     int(reading[row]),
                     envelope.message_id,
                 )
@@ -308,32 +330,17 @@ class Decoder:
             kind=code[keep],
             value=value[keep],
             measured_at_us=measured[keep],
+            reference_us=ref[keep],
             rejections=rejections,
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    patient_id: str
-    device_id: str
-    message_id: str | None
-    readings: list[tuple[int, ReadingV1]]  # (position in the message, reading)
-    reading_count: int
-
-    @classmethod
-    def of(cls, message: ReadingsMessageV1) -> _Parsed:
-        return cls(
-            message.patient_id,
-            message.device_id,
-            message.message_id,
-            list(enumerate(message.readings)),
-            len(message.readings),
-        )
+_Fault = tuple[RejectReason, str]
 
 
 def _salvage(
     record: RawRecord, value: bytes, error: ValidationError, rejections: list[Rejection]
-) -> tuple[_Parsed, list[tuple[int, tuple[RejectReason, str]]]] | None:
+) -> tuple[str, str, str | None, _Readings, int, list[tuple[int, _Fault]]] | None:
     """Keep the valid readings of a message whose only faults are in some readings."""
     errors = error.errors(include_url=False)
     envelope_errors = [e for e in errors if not _in_one_reading(e["loc"])]
@@ -351,17 +358,15 @@ def _salvage(
             reading_json = pydantic_core.to_json(item, inf_nan_mode="constants")
             good.append((position, ReadingV1.model_validate_json(reading_json)))
     bad = [(position, _reading_fault(errs)) for position, errs in sorted(by_reading.items())]
-    parsed = _Parsed(
-        raw["patient_id"], raw["device_id"], raw.get("message_id"), good, len(raw["readings"])
-    )
-    return parsed, bad
+    count = len(raw["readings"])
+    return raw["patient_id"], raw["device_id"], raw.get("message_id"), good, count, bad
 
 
 def _in_one_reading(loc: tuple[int | str, ...]) -> bool:
     return len(loc) >= 3 and loc[0] == "readings" and isinstance(loc[1], int)
 
 
-def _reading_fault(errors: list[Any]) -> tuple[RejectReason, str]:
+def _reading_fault(errors: list[Any]) -> _Fault:
     first = errors[0]
     if first["loc"][2:3] == ("value",):
         return RejectReason.WRONG_TYPE, (
@@ -418,11 +423,18 @@ def _units_of(kind: VitalKind) -> list[str]:
     return list(BY_KIND[kind].units)
 
 
-def _epoch_us(reading: ReadingV1) -> int:
-    try:
-        return round(reading.measured_at.timestamp() * 1_000_000)
-    except (OverflowError, ValueError):  # year 1 or 9999 shifted past datetime's range
-        return -(2**62) if reading.measured_at.year < 2000 else 2**62
+def _unit_rejection(
+    record: RawRecord, position: int, reading: ReadingV1 | FastReading, message_id: str | None
+) -> Rejection:
+    accepted = ", ".join(f"`{u}`" for u in _units_of(reading.kind))
+    return _reject(
+        record,
+        RejectReason.UNIT_NOT_CONVERTIBLE,
+        f"readings[{position}]: unit {reading.unit!r} is not accepted for "
+        f"{reading.kind.value} (accepted: {accepted})",
+        position,
+        message_id,
+    )
 
 
 def _domain_detail(

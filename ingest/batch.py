@@ -6,7 +6,7 @@ commits an offset that is not in a written batch's spans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,14 @@ class ReadingRows:
             self.source_partition[mask],
             self.source_offset[mask],
         )
+
+    @classmethod
+    def concat(cls, parts: list[ReadingRows]) -> ReadingRows:
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
     @classmethod
     def empty(cls) -> ReadingRows:

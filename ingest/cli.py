@@ -32,7 +32,17 @@ log = logging.getLogger("telemon")
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
+class _Terminated(BaseException):
+    """SIGTERM before the service loop runs (during start-up): unwind and stop."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # From here on SIGTERM unwinds cleanly; once the service loop runs it drains instead.
+    signal.signal(signal.SIGTERM, _terminated)
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -53,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except _Terminated:
+        log.info("SIGTERM received while starting or stopping: stopped")
+        return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,7 +208,10 @@ def run_until_signalled(work: Callable[[asyncio.Event], Coroutine[Any, Any, int]
             loop.add_signal_handler(signum, on_signal, signum)
         return await work(stop)
 
-    return asyncio.run(runner())
+    try:
+        return asyncio.run(runner())
+    finally:
+        signal.signal(signal.SIGTERM, _terminated)  # asyncio restored the default on exit
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:

@@ -37,10 +37,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask Linux to send this process `signum` when its parent dies."""
     PR_SET_PDEATHSIG = 1  # noqa: N806 - the Linux constant's name
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
 class EmbeddedPostgres:
@@ -119,7 +120,7 @@ class EmbeddedKafka:
             # Its own session: a terminal's Ctrl-C reaches telemon, which drains first and then
             # stops the broker; and it dies with telemon even on kill -9.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -10,6 +10,7 @@ import asyncpg
 
 __all__ = [
     "ConfigurationError",
+    "DatabaseConnectionLost",
     "RejectRatioError",
     "TelemonError",
     "is_transient_database_error",
@@ -28,6 +29,10 @@ class ConfigurationError(TelemonError):
     exit_code = 2
 
 
+class DatabaseConnectionLost(TelemonError):  # noqa: N818 - a condition, not a bug
+    """The connection died under an operation (asyncpg reports it as an InterfaceError)."""
+
+
 class RejectRatioError(TelemonError):
     """Too many recent messages were rejected: the deployment is misconfigured."""
 
@@ -42,7 +47,7 @@ _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
 
 def is_transient_database_error(error: BaseException) -> bool:
     """True when retrying the same transaction later can succeed. Decided by class, not text."""
-    if isinstance(error, OSError | TimeoutError):
+    if isinstance(error, OSError | TimeoutError | DatabaseConnectionLost):
         return True  # the connection could not be made or timed out
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", None) or ""

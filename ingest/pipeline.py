@@ -31,10 +31,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from devices.contract import RejectReason
-from devices.decode import DecodedBatch, Decoder, Rejection
+from devices.decode import DecodedBatch, Rejection
 from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
 from ingest.clock import Clock
-from ingest.errors import RejectRatioError, is_transient_database_error
+from ingest.decoding import DecodeStep
+from ingest.errors import DatabaseConnectionLost, RejectRatioError, is_transient_database_error
 from ingest.health import Health
 from ingest.metrics import IngestMetrics
 from ingest.resolve import RegistryCache
@@ -47,6 +48,13 @@ __all__ = ["IngestPipeline", "RejectGuard", "Totals"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The records of one poll and their decoding (under way): the unit of intake and prepare.
+_Slice = tuple[list[Any], "asyncio.Future[DecodedBatch]"]
+
+# CPU-bound steps work in slices of this many records and yield to the event loop in
+# between, so the writer's database round trips are not held up behind a whole batch.
+_SLICE = 1000
 
 
 @dataclass
@@ -94,7 +102,7 @@ class IngestPipeline:
         consumer: AIOKafkaConsumer,
         pool: asyncpg.Pool,
         writer_pool: asyncpg.Pool,
-        decoder: Decoder,
+        decode: DecodeStep,
         resolver: RegistryCache,
         writer: BatchWriter,
         metrics: IngestMetrics,
@@ -106,20 +114,21 @@ class IngestPipeline:
         self._consumer = consumer
         self._pool = pool
         self._writer_pool = writer_pool  # its connections hold the COPY staging table
-        self._decoder = decoder
+        self._decode = decode
         self._resolver = resolver
         self._writer = writer
         self._metrics = metrics
         self._health = health
         self._clock = clock
-        self._decoded: asyncio.Queue[tuple[dict[int, PartitionSpan], DecodedBatch]] = asyncio.Queue(
-            settings.max_in_flight_batches
-        )
+        self._decoded: asyncio.Queue[list[_Slice]] = asyncio.Queue(settings.max_in_flight_batches)
         self._prepared: asyncio.Queue[WriteBatch] = asyncio.Queue(settings.max_in_flight_batches)
-        self._pending: list[Any] = []
+        self._pending: list[_Slice] = []  # decoded slices of the batch being gathered
+        self._pending_messages = 0
         self._pending_since = 0.0
         self._intake_lock = asyncio.Lock()
         self._paused = False
+        self._room = asyncio.Event()  # set when the prepare stage takes a batch
+        self._stall_pause_s = 5.0
         self._durable: dict[int, int] = {}  # partition -> next offset made durable
         self._guard = RejectGuard(settings.reject_ratio_limit, settings.reject_ratio_min_messages)
         self._workers: list[asyncio.Task[None]] = []
@@ -156,17 +165,22 @@ class IngestPipeline:
 
     async def _turn(self) -> None:
         self._health.turned()
-        self._apply_backpressure()
+        await self._wait_for_room()
         fetched = await self._consumer.getmany(
-            timeout_ms=self._poll_timeout_ms(), max_records=self._settings.batch_max_messages
+            timeout_ms=self._poll_timeout_ms(), max_records=_SLICE
         )
         async with self._intake_lock:
             owned = self._consumer.assignment()
-            for tp, records in fetched.items():
-                if tp in owned:  # records fetched just before a revoke are not ours to write
-                    if not self._pending:
-                        self._pending_since = self._clock.monotonic()
-                    self._pending.extend(records)
+            # Records fetched just before a revoke are not ours to write.
+            records = [r for tp, batch in fetched.items() if tp in owned for r in batch]
+            if records:
+                if not self._pending:
+                    self._pending_since = self._clock.monotonic()
+                decoding = asyncio.ensure_future(self._decode.decode(records, self._clock.now_ms()))
+                self._pending.append((records, decoding))
+                self._pending_messages += len(records)
+                self._metrics.messages_consumed.inc(len(records))
+                self.totals.messages += len(records)
             if self._batch_due():
                 await self._flush()
         self._update_lag()
@@ -180,73 +194,104 @@ class IngestPipeline:
     def _batch_due(self) -> bool:
         if not self._pending:
             return False
-        if len(self._pending) >= self._settings.batch_max_messages:
+        if self._pending_messages >= self._settings.batch_max_messages:
             return True
         waited_ms = (self._clock.monotonic() - self._pending_since) * 1000
         return waited_ms >= self._settings.batch_max_wait_ms
 
     async def _flush(self) -> None:
-        records, self._pending = self._pending, []
-        self._metrics.messages_consumed.inc(len(records))
-        self.totals.messages += len(records)
-        decoded = self._decoder.decode(records, self._clock.now_ms())
-        await self._decoded.put((_spans(records), decoded))
+        slices, self._pending, self._pending_messages = self._pending, [], 0
+        await self._decoded.put(slices)
         self._metrics.in_flight_batches.set(self._decoded.qsize() + self._prepared.qsize())
 
-    def _apply_backpressure(self) -> None:
-        full = self._decoded.full()
-        if full and not self._paused:
-            self._consumer.pause(*self._consumer.assignment())
-            self._paused = True
-            self._metrics.paused.set(1)
-            log.debug("back-pressure: partitions paused")
-        elif not full and self._paused:
+    async def _wait_for_room(self) -> None:
+        """Back-pressure. A full pipeline is first simply waited for: aiokafka keeps its
+        prefetched records (one fetch per partition, so memory stays bounded) and would
+        drop them on pause. Only a stall (no room for `stall_pause_s`, e.g. PostgreSQL
+        down) pauses every owned partition; polling then goes on so the member stays in
+        its group, and the partitions resume as soon as there is room."""
+        if self._decoded.full() and not self._paused:
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), self._stall_pause_s)
+            except TimeoutError:
+                self._consumer.pause(*self._consumer.assignment())
+                self._paused = True
+                self._metrics.paused.set(1)
+                log.warning("pipeline stalled for %.0f s: partitions paused", self._stall_pause_s)
+        elif self._paused and not self._decoded.full():
             self._consumer.resume(*self._consumer.paused())
             self._paused = False
             self._metrics.paused.set(0)
-            log.debug("back-pressure released: partitions resumed")
+            log.info("pipeline moving again: partitions resumed")
 
     # -- prepare -----------------------------------------------------------------------------
 
     async def _prepare_loop(self) -> None:
         while True:
-            spans, decoded = await self._decoded.get()
+            slices = await self._decoded.get()
+            self._room.set()
             try:
-                batch = await self._prepare(spans, decoded)
+                batch = await self._prepare(slices)
                 await self._prepared.put(batch)
             finally:
                 self._decoded.task_done()
 
-    async def _prepare(self, spans: dict[int, PartitionSpan], decoded: DecodedBatch) -> WriteBatch:
+    async def _prepare(self, slices: list[_Slice]) -> WriteBatch:
+        """Registry keys for every slice (one lookup query per slice at most), as one batch."""
+        rows: list[ReadingRows] = []
+        rejections: list[Rejection] = []
+        readings_consumed = 0
+        storable_messages = 0
+        for records, decoding in slices:
+            part, part_rejections, consumed, storable = await self._resolve(records, await decoding)
+            rows.append(part)
+            rejections.extend(part_rejections)
+            readings_consumed += consumed
+            storable_messages += storable
+            await asyncio.sleep(0)  # let the writer's replies in between slices
+        spans = _spans([record for records, _ in slices for record in records])
+        messages = sum(len(s.offsets) for s in spans.values())
+        self._metrics.readings_consumed.inc(readings_consumed)
+        self._guard.observe(messages, messages - storable_messages)
+        return WriteBatch(
+            self._topic, spans, ReadingRows.concat(rows), rejections, readings_consumed
+        )
+
+    async def _resolve(
+        self, records: list[Any], decoded: DecodedBatch
+    ) -> tuple[ReadingRows, list[Rejection], int, int]:
+        """One slice's rows with registry keys; its rejections (unknown devices included);
+        how many readings and messages had a known device."""
+        envelopes = decoded.envelopes
         resolved = await self._database(
-            lambda: self._resolver.resolve(decoded.envelopes), "registry lookup"
+            lambda: self._resolver.resolve(envelopes), "registry lookup"
         )
         rejections = list(decoded.rejections)
-        readings_consumed = 0
-        for index, envelope in enumerate(decoded.envelopes):
-            if resolved.patient_key[index] < 0:
-                record = envelope.record
-                rejections.append(
-                    Rejection(
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        record.timestamp,
-                        record.key,
-                        record.value,
-                        RejectReason.UNKNOWN_DEVICE,
-                        f"device {envelope.device_id!r} is not enrolled for patient "
-                        f"{envelope.patient_id!r}",
-                        None,
-                        envelope.message_id,
-                    )
+        for index in np.flatnonzero(resolved.patient_key < 0).tolist():
+            envelope = envelopes[index]
+            record = records[envelope.record_index]
+            rejections.append(
+                Rejection(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.timestamp,
+                    record.key,
+                    record.value,
+                    RejectReason.UNKNOWN_DEVICE,
+                    f"device {envelope.device_id!r} is not enrolled for patient "
+                    f"{envelope.patient_id!r}",
+                    None,
+                    envelope.message_id,
                 )
-            else:
-                readings_consumed += envelope.reading_count
+            )
+        counts = np.array([e.reading_count for e in envelopes], dtype=np.int64)
+        consumed = int(counts[resolved.patient_key >= 0].sum())
         known = resolved.patient_key[decoded.message] >= 0
         message = decoded.message[known]
-        partition = np.array([e.record.partition for e in decoded.envelopes], dtype=np.int32)
-        offset = np.array([e.record.offset for e in decoded.envelopes], dtype=np.int64)
+        partition = np.array([records[e.record_index].partition for e in envelopes], np.int32)
+        offset = np.array([records[e.record_index].offset for e in envelopes], np.int64)
         rows = ReadingRows(
             patient_key=resolved.patient_key[message],
             device_key=resolved.device_key[message],
@@ -256,11 +301,7 @@ class IngestPipeline:
             source_partition=partition[message] if len(message) else np.empty(0, np.int32),
             source_offset=offset[message] if len(message) else np.empty(0, np.int64),
         )
-        messages = sum(len(s.offsets) for s in spans.values())
-        storable_messages = len(np.unique(message))
-        self._metrics.readings_consumed.inc(readings_consumed)
-        self._guard.observe(messages, messages - storable_messages)
-        return WriteBatch(self._topic, spans, rows, rejections, readings_consumed)
+        return rows, rejections, consumed, len(np.unique(message))
 
     # -- write -------------------------------------------------------------------------------
 
@@ -277,7 +318,12 @@ class IngestPipeline:
 
     async def _write(self, batch: WriteBatch) -> WriteOutcome:
         async with self._writer_pool.acquire() as conn:
-            return await self._writer.write(conn, batch)
+            try:
+                return await self._writer.write(conn, batch)
+            except asyncpg.InterfaceError as error:
+                if _lost(conn):
+                    raise DatabaseConnectionLost(str(error)) from error
+                raise
 
     def _account(self, batch: WriteBatch, outcome: WriteOutcome) -> None:
         m = self._metrics
@@ -290,7 +336,7 @@ class IngestPipeline:
             m.rejected.labels(rejection.reason.value).inc()
         if len(outcome.rows):
             m.durable_latency.observe_many(
-                (outcome.written_at_us - outcome.rows.measured_at_us) / 1e6
+                (outcome.durable_at_us - outcome.rows.measured_at_us) / 1e6
             )
         self._durable.update(outcome.commit_offsets)
         t = self.totals
@@ -415,6 +461,14 @@ class IngestPipeline:
             if high is not None and tp.partition in self._durable:
                 lag = max(0, high - self._durable[tp.partition])
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+
+
+def _lost(conn: Any) -> bool:
+    """Whether a pooled connection died (the pool then detaches it from its proxy)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
 
 
 def _spans(records: Sequence[Any]) -> dict[int, PartitionSpan]:

@@ -1,16 +1,18 @@
 """Map each message's (patient_id, device_id) to registry keys.
 
-Hot path: an LRU dictionary. Misses of a whole batch are looked up in one
-query. A pair the registry does not know is remembered as unknown for a short
-while (a poison storm of unknown devices must not become a query storm), then
-asked again, so a device enrolled a minute ago is accepted.
+Hot path: a dictionary (its oldest entries evicted when full). Misses of a
+slice are looked up in one query. A pair the registry does not know is
+remembered as unknown for a short while (a poison storm of unknown devices must
+not become a query storm), then asked again, so a device enrolled a minute ago
+is accepted.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 import numpy as np
@@ -22,11 +24,13 @@ from ingest.clock import Clock
 __all__ = ["Registration", "RegistryCache", "Resolved"]
 
 
-@dataclass(frozen=True, slots=True)
-class Registration:
+class Registration(NamedTuple):
     patient_key: int
     device_key: int
-    programme: str
+    programme: str | None
+
+
+_UNKNOWN = Registration(-1, -1, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,7 @@ class RegistryCache:
         self._capacity = capacity
         self._negative_ttl_s = negative_ttl_s
         self._clock = clock
-        self._known: OrderedDict[_Pair, Registration] = OrderedDict()
+        self._known: dict[_Pair, Registration] = {}
         self._unknown_until: dict[_Pair, float] = {}
 
     async def resolve(self, envelopes: Sequence[Envelope]) -> Resolved:
@@ -62,19 +66,13 @@ class RegistryCache:
         }
         if misses:
             await self._load(misses, now)
-        patient_key = np.full(len(envelopes), -1, dtype=np.int32)
-        device_key = np.full(len(envelopes), -1, dtype=np.int32)
-        programme: list[str | None] = [None] * len(envelopes)
-        for i, e in enumerate(envelopes):
-            found = self._known.get((e.patient_id, e.device_id))
-            if found is not None:
-                self._known.move_to_end((e.patient_id, e.device_id))
-                patient_key[i], device_key[i], programme[i] = (
-                    found.patient_key,
-                    found.device_key,
-                    found.programme,
-                )
-        return Resolved(patient_key, device_key, programme)
+        known = self._known
+        found = [known.get((e.patient_id, e.device_id), _UNKNOWN) for e in envelopes]
+        return Resolved(
+            np.array([f.patient_key for f in found], dtype=np.int32),
+            np.array([f.device_key for f in found], dtype=np.int32),
+            [f.programme for f in found],
+        )
 
     async def _load(self, pairs: set[_Pair], now: float) -> None:
         ordered = sorted(pairs)
@@ -95,7 +93,10 @@ class RegistryCache:
             pairs.discard(pair)
         for pair in pairs:
             self._unknown_until[pair] = now + self._negative_ttl_s
-        while len(self._known) > self._capacity:
-            self._known.popitem(last=False)
+        if len(self._known) > self._capacity:
+            # Evict the oldest tenth (insertion order): cheaper than LRU bookkeeping per hit,
+            # and a patient still sending is back with the next batch's single query.
+            for pair in list(itertools.islice(self._known, self._capacity // 10 + 1)):
+                del self._known[pair]
         if len(self._unknown_until) > self._capacity:
             self._unknown_until = {p: t for p, t in self._unknown_until.items() if t > now}

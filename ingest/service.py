@@ -16,6 +16,7 @@ from devices.decode import Decoder
 from ingest.clock import Clock, SystemClock
 from ingest.db import create_pool, migrate
 from ingest.dead_letters import DeadLetterOutbox
+from ingest.decoding import DecodeStep
 from ingest.health import Health, HttpServer, health_routes, probe_forever
 from ingest.kafka import ensure_topics, make_consumer, make_producer, make_tail_reader
 from ingest.metrics import IngestMetrics
@@ -72,16 +73,21 @@ async def run_ingest(
         stack.push_async_callback(writer_pool.close)
         partitions = await _partitions(pool, settings, clock)
 
+        decode = DecodeStep(
+            Decoder(
+                max_message_bytes=settings.max_message_bytes,
+                future_tolerance_s=settings.future_tolerance_s,
+            ),
+            workers=settings.decode_workers,
+        )
+        stack.callback(decode.close)
         consumer = make_consumer(settings)
         pipeline = IngestPipeline(
             settings=settings,
             consumer=consumer,
             pool=pool,
             writer_pool=writer_pool,
-            decoder=Decoder(
-                max_message_bytes=settings.max_message_bytes,
-                future_tolerance_s=settings.future_tolerance_s,
-            ),
+            decode=decode,
             resolver=RegistryCache(
                 pool,
                 capacity=settings.registry_cache_size,

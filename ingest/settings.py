@@ -68,15 +68,27 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=12, ge=1, description="Partitions of created topics.")
 
     # -- Pipeline -----------------------------------------------------------------------------
-    batch_max_messages: int = Field(default=5_000, ge=1)
+    batch_max_messages: int = Field(
+        default=20_000,
+        ge=1,
+        description="A batch closes at this many messages or after "
+        "batch_max_wait_ms, whichever comes first (a batch is one transaction).",
+    )
     batch_max_wait_ms: int = Field(default=100, ge=1)
     max_in_flight_batches: int = Field(
-        default=3,
+        default=2,
         ge=1,
-        description="Batches decoded and waiting for the writer; beyond "
-        "this, partitions are paused.",
+        description="Batches decoded and waiting, per stage; when full, intake waits "
+        "(and pauses its partitions if the wait lasts).",
     )
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    decode_workers: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Processes that decode in parallel with "
+        "fetching and writing; 0 decodes on the event loop.",
+    )
     future_tolerance_s: float = Field(
         default=300.0, ge=0, description="How far measured_at may be ahead of the record time."
     )

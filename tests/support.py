@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
-from ingest.db import connect
+from ingest.db import Connection, create_pool
 from ingest.embedded import free_port
 from ingest.kafka import client_options, make_producer
 from ingest.pipeline import Totals
@@ -56,17 +56,25 @@ class Stack:
     """One test's schema and topics on the session's PostgreSQL and broker."""
 
     settings: Settings
-    _conn: asyncpg.Connection | None = field(default=None, repr=False)
+    _pool: asyncpg.Pool | None = field(default=None, repr=False)
 
-    async def db(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
+    async def db(self) -> asyncpg.Pool:
+        """The test's own pool on its schema (never through a test's proxy)."""
+        if self._pool is None:
             assert self.settings.database_url is not None
-            self._conn = await connect(self.settings.database_url, self.settings.database_schema)
-        return self._conn
+            self._pool = await create_pool(
+                self.settings.database_url, self.settings.database_schema, 4
+            )
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        async with (await self.db()).acquire() as conn:
+            yield conn
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def enroll(
         self, pairs: Iterable[tuple[str, str]], programme: Programme = Programme.COVID
@@ -80,7 +88,8 @@ class Stack:
             )
             for p, d in pairs
         ]
-        await enroll(await self.db(), rows)
+        async with self.connection() as conn:
+            await enroll(conn, rows)
 
     async def produce(
         self,
@@ -199,6 +208,23 @@ class IngestProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    async def wait_ready(self, timeout_s: float = 60) -> None:
+        import urllib.error
+        import urllib.request
+
+        def ready() -> bool:
+            url = f"http://127.0.0.1:{self.port}/readyz"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    return bool(r.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        async def check() -> bool:
+            return await asyncio.to_thread(ready)
+
+        await eventually(check, timeout_s, "the ingest process to be ready")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Group membership changes under load: partitions move, readings do not get lost or doubled."""
+"""Partitions changing hands, and the writer's guards: nothing lost, nothing stored twice."""
 
 from __future__ import annotations
 
@@ -70,23 +70,56 @@ def _batch(partition: int, offsets: range, patient_key: int, device_key: int) ->
     )
 
 
-async def test_a_member_that_lost_its_partition_cannot_write_twice(stack: Stack) -> None:
-    """The write fence: batches below the stored offset are dropped, partly or wholly."""
+async def _writer(stack: Stack) -> tuple[BatchWriter, int, int]:
     await stack.enroll([("p-1", "oxi-1")])
-    db = await stack.db()
-    keys = await db.fetchrow("SELECT patient_key, device_key FROM devices")
+    keys = await (await stack.db()).fetchrow("SELECT patient_key, device_key FROM devices")
     assert keys is not None
     writer = BatchWriter(consumer_group="g", partitions=ReadingPartitions(), clock=SystemClock())
-    await BatchWriter.prepare(db)
+    return writer, keys["patient_key"], keys["device_key"]
 
-    first = await writer.write(db, _batch(0, range(0, 100), *keys))
-    assert (first.stored, first.dead_letters, first.skipped_messages) == (99, 1, 0)
-    # A zombie re-sends 50..149: 50..99 are durable already, 100..149 are new.
-    overlap = await writer.write(db, _batch(0, range(50, 150), *keys))
-    assert (overlap.stored, overlap.duplicates, overlap.skipped_messages) == (50, 0, 50)
-    assert overlap.dead_letters == 0  # its rejection was for offset 50, already durable
-    stale = await writer.write(db, _batch(0, range(0, 100), *keys))
-    assert (stale.stored, stale.skipped_messages) == (0, 100)
-    assert await db.fetchval("SELECT count(*) FROM readings") == 149
-    assert await db.fetchval("SELECT next_offset FROM ingest_offsets") == 150
-    assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+async def test_a_member_that_lost_its_partition_cannot_write_twice(stack: Stack) -> None:
+    """The write fence: batches below the stored offset are dropped, partly or wholly."""
+    writer, patient, device = await _writer(stack)
+    async with stack.connection() as db:
+        await BatchWriter.prepare(db)
+        first = await writer.write(db, _batch(0, range(0, 100), patient, device))
+        assert (first.stored, first.dead_letters, first.skipped_messages) == (99, 1, 0)
+        # A zombie re-sends 50..149: 50..99 are durable already, 100..149 are new.
+        overlap = await writer.write(db, _batch(0, range(50, 150), patient, device))
+        assert (overlap.stored, overlap.duplicates, overlap.skipped_messages) == (50, 0, 50)
+        assert overlap.dead_letters == 0  # its rejection was for offset 50, already durable
+        stale = await writer.write(db, _batch(0, range(0, 100), patient, device))
+        assert (stale.stored, stale.skipped_messages) == (0, 100)
+        assert await db.fetchval("SELECT count(*) FROM readings") == 149
+        assert await db.fetchval("SELECT next_offset FROM ingest_offsets") == 150
+        assert await db.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
+async def test_a_reading_stored_by_an_earlier_batch_is_a_duplicate(stack: Stack) -> None:
+    """The direct COPY trips on the unique key; the batch is stored through the staging path."""
+    writer, patient, device = await _writer(stack)
+    async with stack.connection() as db:
+        await BatchWriter.prepare(db)
+        first = await writer.write(db, _batch(0, range(0, 10), patient, device))
+        assert (first.stored, first.duplicates) == (9, 0)
+        # The gateway re-sends offsets 6..9's readings inside a new batch (offsets 10..19).
+        again = _batch(0, range(10, 20), patient, device)
+        shifted = again.rows.measured_at_us.copy()
+        shifted[:5] -= 5_000_000  # rows 11..15 now repeat readings 6..10 (6..9 are stored)
+        rows = ReadingRows(
+            again.rows.patient_key,
+            again.rows.device_key,
+            again.rows.kind,
+            again.rows.value,
+            shifted,
+            again.rows.source_partition,
+            again.rows.source_offset,
+        )
+        second = await writer.write(db, WriteBatch("t", again.spans, rows, [], 10))
+        assert (second.stored, second.duplicates) == (5, 4)
+        assert await db.fetchval("SELECT count(*) FROM readings") == 14
+        ledger = await db.fetch(
+            "SELECT readings_stored, readings_duplicate FROM ingest_ledger ORDER BY id"
+        )
+        assert [(r[0], r[1]) for r in ledger] == [(9, 0), (5, 4)]

@@ -195,12 +195,13 @@ def test_reference_time_distrusts_absurd_record_timestamps() -> None:
 
 
 def test_columns_line_up_across_messages() -> None:
-    batch = decode(
+    records = [
         record(message(reading("spo2", 91), reading("heart_rate", 120, "/min")), offset=5),
         Record(b"{", offset=6),
         record(message(reading("spo2", 99), patient="p-2", device="oxi-2"), offset=7),
-    )
-    assert [e.record.offset for e in batch.envelopes] == [5, 7]
+    ]
+    batch = decode(*records)
+    assert [records[e.record_index].offset for e in batch.envelopes] == [5, 7]
     assert batch.message.tolist() == [0, 0, 1]
     assert batch.value.tolist() == [91.0, 120.0, 99.0]
     assert batch.kind.dtype == np.int16

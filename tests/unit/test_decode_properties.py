@@ -65,7 +65,7 @@ def messages(draw: st.DrawFn) -> bytes:
 def check_accounting(records: list[Record], batch: DecodedBatch) -> None:
     """Each record is accepted or rejected whole; an accepted one's readings all land somewhere."""
     whole = {r.offset for r in batch.rejections if r.reading_index is None}
-    accepted = {e.record.offset for e in batch.envelopes}
+    accepted = {records[e.record_index].offset for e in batch.envelopes}
     assert whole.isdisjoint(accepted)
     assert whole | accepted == {r.offset for r in records}
     for index, envelope in enumerate(batch.envelopes):
@@ -73,7 +73,7 @@ def check_accounting(records: list[Record], batch: DecodedBatch) -> None:
         dropped = sum(
             1
             for r in batch.rejections
-            if r.offset == envelope.record.offset and r.reading_index is not None
+            if r.offset == records[envelope.record_index].offset and r.reading_index is not None
         )
         assert kept + dropped == envelope.reading_count
     assert len(batch.kind) == len(batch.value) == len(batch.measured_at_us) == len(batch.message)

@@ -1,0 +1,218 @@
+"""What the benchmarks share: a stack, fresh schemas and topics, fast producing, measuring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from devices.registry import DeviceType, Enrollment, Programme, enroll
+from ingest.db import connect
+from ingest.embedded import embedded_stack, free_port
+from ingest.kafka import client_options, make_producer
+from ingest.partitions import ReadingPartitions
+from ingest.service import prepare_storage
+from ingest.settings import Settings
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@contextlib.contextmanager
+def benchmark_stack() -> Iterator[Settings]:
+    """Embedded PostgreSQL and broker unless TELEMON_DATABASE_URL / _KAFKA_BOOTSTRAP are set."""
+    with embedded_stack(Settings(topic_partitions=12)) as settings:
+        yield settings
+
+
+async def fresh(settings: Settings, name: str, patients: int) -> Settings:
+    """A new schema, topics and group named after `name`, with `patients` enrolled."""
+    tag = f"b_{name}_{uuid.uuid4().hex[:6]}"
+    fresh_settings = settings.model_copy(
+        update={
+            "database_schema": tag,
+            "readings_topic": f"{tag}.readings",
+            "alerts_topic": f"{tag}.alerts",
+            "consumer_group": f"{tag}-group",
+            "create_topics": True,
+        }
+    )
+    await prepare_storage(fresh_settings)
+    assert fresh_settings.database_url is not None
+    conn = await connect(fresh_settings.database_url, tag)
+    try:
+        # The baselines do not create partitions: make those of the data period exist.
+        today = int(time.time()) // 86_400
+        await ReadingPartitions().ensure(conn, range(today - 2, today + 3))
+        await enroll(
+            conn,
+            [
+                Enrollment(
+                    patient_id=f"p-{i}",
+                    programme=Programme.COVID,
+                    device_id=f"oxi-{i}",
+                    device_type=DeviceType.PULSE_OXIMETER,
+                )
+                for i in range(patients)
+            ],
+        )
+    finally:
+        await conn.close()
+    return fresh_settings
+
+
+def messages(
+    count: int, patients: int, readings_per_message: int = 1, start_ms: int | None = None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Valid, all-distinct readings of `patients` pulse oximeters, oldest first."""
+    start_ms = start_ms or int(time.time() * 1000) - 6 * 3_600_000
+    for n in range(count):
+        patient = n % patients
+        base = start_ms + (n // patients) * readings_per_message * 1000
+        readings = [
+            {
+                "kind": "spo2",
+                "value": 90 + (n + r) % 10,
+                "unit": "%",
+                "measured_at": _iso(base + r * 1000),
+            }
+            for r in range(readings_per_message)
+        ]
+        body = {"device_id": f"oxi-{patient}", "patient_id": f"p-{patient}", "readings": readings}
+        yield f"p-{patient}".encode(), json.dumps(body).encode()
+
+
+def measured_now(n: int, patients: int, now_ms: int) -> tuple[bytes, bytes]:
+    """Message `n`: one SpO2 reading of patient n % patients, measured at `now_ms`."""
+    patient = n % patients
+    body = {
+        "device_id": f"oxi-{patient}",
+        "patient_id": f"p-{patient}",
+        "readings": [
+            {"kind": "spo2", "value": 90 + n % 10, "unit": "%", "measured_at": _iso(now_ms)}
+        ],
+    }
+    return f"p-{patient}".encode(), json.dumps(body).encode()
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+async def produce(settings: Settings, payloads: Iterator[tuple[bytes, bytes]]) -> int:
+    producer = make_producer(settings, linger_ms=20, max_batch_size=256 * 1024)
+    await producer.start()
+    sent = 0
+    try:
+        pending = []
+        for key, value in payloads:
+            pending.append(await producer.send(settings.readings_topic, key=key, value=value))
+            sent += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def environment(settings: Settings, **overrides: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMON_")}
+    for name, value in (settings.model_dump(exclude_none=True) | overrides).items():
+        env[f"TELEMON_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, bool) else str(value)
+        )
+    return env
+
+
+@contextlib.asynccontextmanager
+async def process(
+    command: Sequence[str], settings: Settings, **overrides: Any
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run `command` with the settings in its environment; SIGTERM it on exit."""
+    RESULTS.mkdir(exist_ok=True)
+    # Blocking calls are fine here: a benchmark driver, once per run, outside measurement.
+    log = open(RESULTS / f"{settings.database_schema}.log", "ab")  # noqa: SIM115, ASYNC230
+    child = subprocess.Popen(  # noqa: S603, ASYNC220 - our own programs
+        [sys.executable, *command],
+        env=environment(settings, **overrides),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield child
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(child.wait, 40)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        log.close()
+
+
+@dataclass(frozen=True)
+class Drain:
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+async def measure_drain(settings: Settings, total: int, timeout_s: float = 600) -> Drain:
+    """Time from the first committed offset to all `total` messages committed (durable)."""
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=settings.consumer_group)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(settings.readings_topic, p)
+            for p in consumer.partitions_for_topic(settings.readings_topic) or []
+        ]
+        first_at, first_count = 0.0, 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = sum([await consumer.committed(tp) or 0 for tp in tps])
+            now = time.monotonic()
+            if committed and not first_at:
+                first_at, first_count = now, committed
+            if committed >= total:
+                return Drain(total - first_count, now - first_at)
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{settings.consumer_group}: not drained in {timeout_s} s")
+    finally:
+        await consumer.stop()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def telemon_ingest() -> list[str]:
+    return ["-m", "ingest.cli", "ingest"]
+
+
+def http_port() -> int:
+    return free_port()

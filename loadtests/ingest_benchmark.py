@@ -1,0 +1,226 @@
+"""Ingest benchmark: telemon's drain rate against two baselines, latency, and memory.
+
+    python -m loadtests.ingest_benchmark            # everything (about 10 minutes)
+    python -m loadtests.ingest_benchmark --quick    # smaller runs, no 2M backlog
+
+Each implementation runs as its own process against the same broker and
+PostgreSQL; a run loads N messages first, then measures from the first
+committed offset to the last (a commit follows the durable write in every
+design). Medians over --repeat runs; ratios are taken within this run.
+
+Targets (issue 3): telemon >= 1.3x the sequential batch loop and >= 50x the
+per-message consumer on single-reading messages; 10-reading messages >= 2x
+the single-reading rate in readings/s; p99 device-time -> durable < 1 s at
+half the peak rate; peak RSS < 300 MB while draining 2 million messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+
+from ingest.settings import Settings
+from loadtests.common import (
+    benchmark_stack,
+    fresh,
+    http_port,
+    measure_drain,
+    measured_now,
+    median,
+    messages,
+    peak_rss_mb,
+    process,
+    produce,
+    telemon_ingest,
+)
+
+PATIENTS = 10_000
+
+
+@dataclass
+class Figures:
+    telemon_msgs_per_s: float = 0.0
+    sequential_msgs_per_s: float = 0.0
+    per_message_msgs_per_s: float = 0.0
+    telemon_10_readings_per_s: float = 0.0
+    latency_rate_msgs_per_s: float = 0.0
+    latency_p50_s: float = 0.0
+    latency_p99_s: float = 0.0
+    backlog_messages: int = 0
+    backlog_msgs_per_s: float = 0.0
+    backlog_peak_rss_mb: float = 0.0
+
+
+async def drain_rate(base: Settings, design: str, count: int, per_message: int = 1) -> float:
+    """Load `count` messages, start `design`, return its drain rate in messages/s."""
+    settings = await fresh(base, design.replace("-", "_"), PATIENTS)
+    await produce(settings, messages(count, PATIENTS, per_message))
+    command = telemon_ingest() if design == "telemon" else ["-m", "loadtests.baselines", design]
+    async with process(command, settings, http_port=http_port()):
+        drain = await measure_drain(settings, count)
+    print(
+        f"  {design:12s} {per_message:2d} reading(s)/msg: {drain.messages:8d} msgs in "
+        f"{drain.seconds:6.2f} s = {drain.rate:9.0f} msg/s = {drain.rate * per_message:9.0f} "
+        "readings/s",
+        flush=True,
+    )
+    return drain.rate
+
+
+async def latency(base: Settings, rate: float, seconds: float) -> tuple[float, float]:
+    """Produce at `rate` with measured_at = now; p50 and p99 of device time -> durable."""
+    settings = await fresh(base, "latency", PATIENTS)
+    port = http_port()
+    async with process(telemon_ingest(), settings, http_port=port):
+        await asyncio.sleep(8)  # group join
+        await _paced(settings, rate, seconds)
+        await asyncio.sleep(2)
+        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+    buckets = _buckets(metrics, "telemon_ingest_durable_latency_seconds")
+    p50, p99 = _quantile(buckets, 0.50), _quantile(buckets, 0.99)
+    print(f"  latency at {rate:.0f} msg/s: p50 {p50:.3f} s, p99 {p99:.3f} s", flush=True)
+    return p50, p99
+
+
+async def _paced(settings: Settings, rate: float, seconds: float) -> None:
+    from ingest.kafka import make_producer
+
+    producer = make_producer(settings, linger_ms=5)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            now_ms = int(time.time() * 1000)
+            for _ in range(int(elapsed * rate) - sent):
+                key, value = measured_now(sent, PATIENTS, now_ms)
+                await producer.send(settings.readings_topic, key=key, value=value)
+                sent += 1
+            await asyncio.sleep(0.005)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url) as response:  # noqa: S310 - our own endpoint
+        return str(response.read().decode())
+
+
+def _buckets(text: str, name: str) -> list[tuple[float, float]]:
+    pattern = re.compile(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', re.MULTILINE)
+    return [(float(le), float(count)) for le, count in pattern.findall(text)]
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """histogram_quantile as Prometheus computes it (linear within the bucket)."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(
+                1.0, count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return float("nan")
+
+
+async def backlog(base: Settings, count: int) -> tuple[float, float]:
+    settings = await fresh(base, "backlog", PATIENTS)
+    await produce(settings, messages(count, PATIENTS))
+    async with process(telemon_ingest(), settings, http_port=http_port()) as child:
+        drain = await measure_drain(settings, count, timeout_s=1800)
+        rss = peak_rss_mb(child.pid)
+    print(f"  backlog of {count} msgs: {drain.rate:.0f} msg/s, peak RSS {rss:.0f} MB", flush=True)
+    return drain.rate, rss
+
+
+async def run(base: Settings, args: argparse.Namespace) -> Figures:
+    figures = Figures()
+    rates: dict[str, list[float]] = {
+        "telemon": [],
+        "sequential": [],
+        "per-message": [],
+        "telemon-10": [],
+    }
+    # Interleaved, so that a noisy minute of the machine hits every design alike.
+    for round_ in range(1, args.repeat + 1):
+        print(f"round {round_} of {args.repeat}:", flush=True)
+        rates["telemon"].append(await drain_rate(base, "telemon", args.messages))
+        rates["sequential"].append(await drain_rate(base, "sequential", args.messages))
+        rates["per-message"].append(
+            await drain_rate(base, "per-message", args.per_message_messages)
+        )
+        rates["telemon-10"].append(
+            await drain_rate(base, "telemon", args.messages // 10, per_message=10)
+        )
+    figures.telemon_msgs_per_s = median(rates["telemon"])
+    figures.sequential_msgs_per_s = median(rates["sequential"])
+    figures.per_message_msgs_per_s = median(rates["per-message"])
+    figures.telemon_10_readings_per_s = 10 * median(rates["telemon-10"])
+    print("latency:", flush=True)
+    figures.latency_rate_msgs_per_s = figures.telemon_msgs_per_s / 2
+    figures.latency_p50_s, figures.latency_p99_s = await latency(
+        base, figures.latency_rate_msgs_per_s, args.latency_seconds
+    )
+    if args.backlog:
+        print("backlog:", flush=True)
+        figures.backlog_messages = args.backlog
+        figures.backlog_msgs_per_s, figures.backlog_peak_rss_mb = await backlog(base, args.backlog)
+    return figures
+
+
+def verdict(f: Figures) -> list[str]:
+    checks = [
+        ("telemon / sequential batch loop", f.telemon_msgs_per_s / f.sequential_msgs_per_s, 1.3),
+        ("telemon / per-message consumer", f.telemon_msgs_per_s / f.per_message_msgs_per_s, 50),
+        (
+            "10-reading / 1-reading readings/s",
+            f.telemon_10_readings_per_s / f.telemon_msgs_per_s,
+            2,
+        ),
+    ]
+    lines = [
+        f"{name:36s} {ratio:8.2f}x  (target >= {target}x)  {'OK' if ratio >= target else 'MISSED'}"
+        for name, ratio, target in checks
+    ]
+    lines.append(
+        f"{'p99 device time -> durable':36s} {f.latency_p99_s:8.3f} s  (target < 1 s)  "
+        f"{'OK' if f.latency_p99_s < 1 else 'MISSED'}"
+    )
+    if f.backlog_messages:
+        lines.append(
+            f"{'peak RSS draining the backlog':36s} {f.backlog_peak_rss_mb:8.0f} MB "
+            f"(target < 300 MB) {'OK' if f.backlog_peak_rss_mb < 300 else 'MISSED'}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=300_000)
+    parser.add_argument("--per-message-messages", type=int, default=3_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--backlog", type=int, default=2_000_000)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, no backlog")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.per_message_messages, args.repeat = 50_000, 1_000, 1
+        args.latency_seconds, args.backlog = 15, 0
+    with benchmark_stack() as base:
+        figures = asyncio.run(run(base, args))
+    print("\n".join(["", *verdict(figures)]))
+    print(json.dumps(asdict(figures)))
+
+
+if __name__ == "__main__":
+    main()
