@@ -22,7 +22,9 @@ from devices.contract import ID_PATTERN
 
 __all__ = ["FastMessage", "FastReading", "decode_fast"]
 
-_Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+# msgspec matches with Python's `re`, whose `$` also matches before a final newline;
+# the contract's `$` (JSON Schema, Rust regex in pydantic-core) does not. Hence \Z.
+_Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN.removesuffix("$") + r"\Z")]
 
 
 class FastReading(msgspec.Struct, frozen=True):

@@ -1,11 +1,11 @@
 """The decode step: on the event loop, or in worker processes.
 
-Decoding is the pipeline's CPU-heavy step (pydantic validation, timestamps,
-per-reading bookkeeping). With `decode_workers` > 0 it runs in that many
-worker processes, in parallel with fetching and writing, which stay on the
-event loop; records go out as plain tuples and come back as column arrays.
-Workers ignore SIGINT/SIGTERM (the service drains and then shuts them down)
-and die with the service.
+Decoding is the pipeline's CPU-heavy step. With `decode_workers` > 0 it runs in
+that many worker processes, in parallel with fetching and writing, which stay
+on the event loop. Records travel as `RecordColumns` and come back as column
+arrays: lists of bytes, strings and ints pickle several times faster than an
+object per message. Workers ignore SIGINT/SIGTERM (the service drains and then
+shuts them down) and die with the service.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ import multiprocessing
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from devices.decode import DecodedBatch, Decoder, RawRecord
+from devices.decode import DecodedBatch, Decoder
 from ingest.embedded import die_with_parent
 
-__all__ = ["DecodeStep"]
+__all__ = ["DecodeStep", "RecordColumns"]
 
 
 class _Record(NamedTuple):
-    """A record as a worker rebuilds it from a `_Chunk`."""
-
     topic: str
     partition: int
     offset: int
@@ -34,8 +32,8 @@ class _Record(NamedTuple):
     value: bytes | None
 
 
-class _Chunk(NamedTuple):
-    """Records as columns: lists of bytes and ints pickle several times faster than objects."""
+class RecordColumns(NamedTuple):
+    """The records of one poll, as columns."""
 
     topic: str
     partition: list[int]
@@ -43,6 +41,31 @@ class _Chunk(NamedTuple):
     timestamp: list[int]
     key: list[bytes | None]
     value: list[bytes | None]
+
+    @classmethod
+    def of(cls, records: Sequence[Any]) -> RecordColumns:
+        """From aiokafka's ConsumerRecords (all of one topic)."""
+        return cls(
+            records[0].topic if records else "",
+            [r.partition for r in records],
+            [r.offset for r in records],
+            [r.timestamp for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+        )
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def record(self, i: int) -> _Record:
+        return _Record(
+            self.topic,
+            self.partition[i],
+            self.offset[i],
+            self.timestamp[i],
+            self.key[i],
+            self.value[i],
+        )
 
     def records(self) -> list[_Record]:
         return [
@@ -66,19 +89,11 @@ class DecodeStep:
                 initargs=(decoder,),
             )
 
-    async def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
+    async def decode(self, columns: RecordColumns, now_ms: int) -> DecodedBatch:
         if self._pool is None:
-            return self._decoder.decode(records, now_ms)
-        chunk = _Chunk(
-            records[0].topic if records else "",
-            [r.partition for r in records],
-            [r.offset for r in records],
-            [r.timestamp for r in records],
-            [r.key for r in records],
-            [r.value for r in records],
-        )
+            return self._decoder.decode(columns.records(), now_ms)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _decode_in_worker, chunk, now_ms)
+        return await loop.run_in_executor(self._pool, _decode_in_worker, columns, now_ms)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -96,6 +111,6 @@ def _start_worker(decoder: Decoder) -> None:
     die_with_parent(signal.SIGKILL)
 
 
-def _decode_in_worker(chunk: _Chunk, now_ms: int) -> DecodedBatch:
+def _decode_in_worker(columns: RecordColumns, now_ms: int) -> DecodedBatch:
     assert _WORKER_DECODER is not None
-    return _WORKER_DECODER.decode(chunk.records(), now_ms)
+    return _WORKER_DECODER.decode(columns.records(), now_ms)

@@ -34,7 +34,8 @@ from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Rejection
 from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
 from ingest.clock import Clock
-from ingest.decoding import DecodeStep
+from ingest.cursor import IntakeCursor
+from ingest.decoding import DecodeStep, RecordColumns
 from ingest.errors import DatabaseConnectionLost, RejectRatioError, is_transient_database_error
 from ingest.health import Health
 from ingest.metrics import IngestMetrics
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The records of one poll and their decoding (under way): the unit of intake and prepare.
-_Slice = tuple[list[Any], "asyncio.Future[DecodedBatch]"]
+_Slice = tuple[RecordColumns, "asyncio.Future[DecodedBatch]"]
 
 # CPU-bound steps work in slices of this many records and yield to the event loop in
 # between, so the writer's database round trips are not held up behind a whole batch.
@@ -127,6 +128,7 @@ class IngestPipeline:
         self._pending_since = 0.0
         self._intake_lock = asyncio.Lock()
         self._paused = False
+        self._cursor = IntakeCursor()
         self._room = asyncio.Event()  # set when the prepare stage takes a batch
         self._stall_pause_s = 5.0
         self._durable: dict[int, int] = {}  # partition -> next offset made durable
@@ -170,14 +172,13 @@ class IngestPipeline:
             timeout_ms=self._poll_timeout_ms(), max_records=_SLICE
         )
         async with self._intake_lock:
-            owned = self._consumer.assignment()
-            # Records fetched just before a revoke are not ours to write.
-            records = [r for tp, batch in fetched.items() if tp in owned for r in batch]
+            records = self._cursor.take(fetched)
             if records:
                 if not self._pending:
                     self._pending_since = self._clock.monotonic()
-                decoding = asyncio.ensure_future(self._decode.decode(records, self._clock.now_ms()))
-                self._pending.append((records, decoding))
+                columns = RecordColumns.of(records)
+                decoding = asyncio.ensure_future(self._decode.decode(columns, self._clock.now_ms()))
+                self._pending.append((columns, decoding))
                 self._pending_messages += len(records)
                 self._metrics.messages_consumed.inc(len(records))
                 self.totals.messages += len(records)
@@ -250,7 +251,7 @@ class IngestPipeline:
             readings_consumed += consumed
             storable_messages += storable
             await asyncio.sleep(0)  # let the writer's replies in between slices
-        spans = _spans([record for records, _ in slices for record in records])
+        spans = _spans([columns for columns, _ in slices])
         messages = sum(len(s.offsets) for s in spans.values())
         self._metrics.readings_consumed.inc(readings_consumed)
         self._guard.observe(messages, messages - storable_messages)
@@ -259,18 +260,18 @@ class IngestPipeline:
         )
 
     async def _resolve(
-        self, records: list[Any], decoded: DecodedBatch
+        self, columns: RecordColumns, decoded: DecodedBatch
     ) -> tuple[ReadingRows, list[Rejection], int, int]:
         """One slice's rows with registry keys; its rejections (unknown devices included);
         how many readings and messages had a known device."""
-        envelopes = decoded.envelopes
+        accepted = decoded.messages
         resolved = await self._database(
-            lambda: self._resolver.resolve(envelopes), "registry lookup"
+            lambda: self._resolver.resolve(accepted.patient_id, accepted.device_id),
+            "registry lookup",
         )
         rejections = list(decoded.rejections)
         for index in np.flatnonzero(resolved.patient_key < 0).tolist():
-            envelope = envelopes[index]
-            record = records[envelope.record_index]
+            record = columns.record(int(accepted.record_index[index]))
             rejections.append(
                 Rejection(
                     record.topic,
@@ -280,26 +281,24 @@ class IngestPipeline:
                     record.key,
                     record.value,
                     RejectReason.UNKNOWN_DEVICE,
-                    f"device {envelope.device_id!r} is not enrolled for patient "
-                    f"{envelope.patient_id!r}",
+                    f"device {accepted.device_id[index]!r} is not enrolled for patient "
+                    f"{accepted.patient_id[index]!r}",
                     None,
-                    envelope.message_id,
+                    accepted.message_id[index],
                 )
             )
-        counts = np.array([e.reading_count for e in envelopes], dtype=np.int64)
-        consumed = int(counts[resolved.patient_key >= 0].sum())
+        consumed = int(accepted.reading_count[resolved.patient_key >= 0].sum())
         known = resolved.patient_key[decoded.message] >= 0
         message = decoded.message[known]
-        partition = np.array([records[e.record_index].partition for e in envelopes], np.int32)
-        offset = np.array([records[e.record_index].offset for e in envelopes], np.int64)
+        record_of_row = accepted.record_index[message]
         rows = ReadingRows(
             patient_key=resolved.patient_key[message],
             device_key=resolved.device_key[message],
             kind=decoded.kind[known],
             value=decoded.value[known],
             measured_at_us=decoded.measured_at_us[known],
-            source_partition=partition[message] if len(message) else np.empty(0, np.int32),
-            source_offset=offset[message] if len(message) else np.empty(0, np.int64),
+            source_partition=np.array(columns.partition, np.int32)[record_of_row],
+            source_offset=np.array(columns.offset, np.int64)[record_of_row],
         )
         return rows, rejections, consumed, len(np.unique(message))
 
@@ -412,8 +411,10 @@ class IngestPipeline:
         return True
 
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        if not revoked:
-            return
+        # aiokafka calls this before every (re)join, sometimes with an empty set while this
+        # member still has records of its partitions in flight: always drain, and take
+        # nothing more until the next assignment has set every position.
+        self._cursor.stop_all()
         await self._drain(self._settings.drain_timeout_s)
         for tp in revoked:
             self._durable.pop(tp.partition, None)
@@ -423,13 +424,28 @@ class IngestPipeline:
     async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         mine = [tp for tp in assigned if tp.topic == self._topic]
         stored = await self._stored_offsets([tp.partition for tp in mine])
+        unknown = [tp for tp in mine if tp.partition not in stored]
+        starts = await self._consumer.beginning_offsets(unknown) if unknown else {}
+        # Every position is set explicitly, and the intake takes records from there on:
+        # what is durable in PostgreSQL, else Kafka's committed offset (a group that wrote
+        # elsewhere before), else the start of the log.
         for tp in mine:
             if tp.partition in stored:
-                self._consumer.seek(tp, stored[tp.partition])
-                self._durable[tp.partition] = stored[tp.partition]
+                position = stored[tp.partition]
+                self._durable[tp.partition] = position
+            elif (committed := await self._consumer.committed(tp)) is not None:
+                position = committed
+            else:
+                position = starts[tp]
+            self._consumer.seek(tp, position)
+            self._cursor.start(tp, position)
         self._health.joined_group = True
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
-        log.info("assigned partitions %s", sorted(tp.partition for tp in mine))
+        log.info(
+            "assigned partitions %s, from stored offsets %s",
+            sorted(tp.partition for tp in mine),
+            dict(sorted(stored.items())),
+        )
 
     async def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The offsets made durable with the data; Kafka's own are only a fallback."""
@@ -471,14 +487,17 @@ def _lost(conn: Any) -> bool:
         return True
 
 
-def _spans(records: Sequence[Any]) -> dict[int, PartitionSpan]:
-    """Every record offset of the batch, per partition."""
-    by_partition: dict[int, list[int]] = {}
-    for record in records:
-        by_partition.setdefault(record.partition, []).append(record.offset)
+def _spans(slices: Sequence[RecordColumns]) -> dict[int, PartitionSpan]:
+    """Every record offset of the batch, per partition (ascending within each)."""
+    partition = np.concatenate([np.array(c.partition, np.int32) for c in slices])
+    offset = np.concatenate([np.array(c.offset, np.int64) for c in slices])
+    order = np.argsort(partition, kind="stable")  # stable: offsets stay in arrival order
+    partition, offset = partition[order], offset[order]
+    bounds = np.flatnonzero(np.diff(partition)) + 1
     return {
-        p: PartitionSpan(p, np.array(offsets, dtype=np.int64))
-        for p, offsets in by_partition.items()
+        int(p[0]): PartitionSpan(int(p[0]), o)
+        for p, o in zip(np.split(partition, bounds), np.split(offset, bounds), strict=True)
+        if len(p)
     }
 
 

@@ -18,7 +18,6 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from devices.decode import Envelope
 from ingest.clock import Clock
 
 __all__ = ["Registration", "RegistryCache", "Resolved"]
@@ -35,7 +34,7 @@ _UNKNOWN = Registration(-1, -1, None)
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """Per envelope: the keys, or -1 when the device is not enrolled for that patient."""
+    """Per message: the keys, or -1 when the device is not enrolled for that patient."""
 
     patient_key: npt.NDArray[np.int32]
     device_key: npt.NDArray[np.int32]
@@ -56,18 +55,19 @@ class RegistryCache:
         self._known: dict[_Pair, Registration] = {}
         self._unknown_until: dict[_Pair, float] = {}
 
-    async def resolve(self, envelopes: Sequence[Envelope]) -> Resolved:
+    async def resolve(self, patient_ids: Sequence[str], device_ids: Sequence[str]) -> Resolved:
+        """Keys for each (patient_ids[i], device_ids[i])."""
+        pairs = list(zip(patient_ids, device_ids, strict=True))
         now = self._clock.monotonic()
+        known = self._known
         misses = {
             pair
-            for e in envelopes
-            if (pair := (e.patient_id, e.device_id)) not in self._known
-            and self._unknown_until.get(pair, 0.0) <= now
+            for pair in pairs
+            if pair not in known and self._unknown_until.get(pair, 0.0) <= now
         }
         if misses:
             await self._load(misses, now)
-        known = self._known
-        found = [known.get((e.patient_id, e.device_id), _UNKNOWN) for e in envelopes]
+        found = [known.get(pair, _UNKNOWN) for pair in pairs]
         return Resolved(
             np.array([f.patient_key for f in found], dtype=np.int32),
             np.array([f.device_key for f in found], dtype=np.int32),

@@ -198,12 +198,24 @@ async def measure_drain(settings: Settings, total: int, timeout_s: float = 600) 
         await consumer.stop()
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's high-water resident set (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    """High-water resident sets (VmHWM), in MB: the process, and it plus its children
+    (the decode workers; peaks summed, so an upper bound)."""
+    import psutil
+
+    def hwm(p: int) -> float:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    own = hwm(pid)
+    children = [
+        c.pid
+        for c in psutil.Process(pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(c.cmdline())
+    ]
+    return own, own + sum(hwm(c) for c in children)
 
 
 def median(values: Sequence[float]) -> float:

@@ -54,6 +54,7 @@ class Figures:
     backlog_messages: int = 0
     backlog_msgs_per_s: float = 0.0
     backlog_peak_rss_mb: float = 0.0
+    backlog_peak_rss_with_workers_mb: float = 0.0
 
 
 async def drain_rate(base: Settings, design: str, count: int, per_message: int = 1) -> float:
@@ -133,14 +134,18 @@ def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return float("nan")
 
 
-async def backlog(base: Settings, count: int) -> tuple[float, float]:
+async def backlog(base: Settings, count: int) -> tuple[float, float, float]:
     settings = await fresh(base, "backlog", PATIENTS)
     await produce(settings, messages(count, PATIENTS))
     async with process(telemon_ingest(), settings, http_port=http_port()) as child:
         drain = await measure_drain(settings, count, timeout_s=1800)
-        rss = peak_rss_mb(child.pid)
-    print(f"  backlog of {count} msgs: {drain.rate:.0f} msg/s, peak RSS {rss:.0f} MB", flush=True)
-    return drain.rate, rss
+        own, with_workers = peak_rss_mb(child.pid)
+    print(
+        f"  backlog of {count} msgs: {drain.rate:.0f} msg/s, peak RSS {own:.0f} MB "
+        f"({with_workers:.0f} MB with the decode worker)",
+        flush=True,
+    )
+    return drain.rate, own, with_workers
 
 
 async def run(base: Settings, args: argparse.Namespace) -> Figures:
@@ -174,7 +179,11 @@ async def run(base: Settings, args: argparse.Namespace) -> Figures:
     if args.backlog:
         print("backlog:", flush=True)
         figures.backlog_messages = args.backlog
-        figures.backlog_msgs_per_s, figures.backlog_peak_rss_mb = await backlog(base, args.backlog)
+        (
+            figures.backlog_msgs_per_s,
+            figures.backlog_peak_rss_mb,
+            figures.backlog_peak_rss_with_workers_mb,
+        ) = await backlog(base, args.backlog)
     return figures
 
 
@@ -197,9 +206,10 @@ def verdict(f: Figures) -> list[str]:
         f"{'OK' if f.latency_p99_s < 1 else 'MISSED'}"
     )
     if f.backlog_messages:
+        rss = f.backlog_peak_rss_with_workers_mb
         lines.append(
-            f"{'peak RSS draining the backlog':36s} {f.backlog_peak_rss_mb:8.0f} MB "
-            f"(target < 300 MB) {'OK' if f.backlog_peak_rss_mb < 300 else 'MISSED'}"
+            f"{'peak RSS draining, with workers':36s} {rss:8.0f} MB "
+            f"(target < 300 MB) {'OK' if rss < 300 else 'MISSED'}"
         )
     return lines
 

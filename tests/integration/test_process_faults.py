@@ -79,6 +79,7 @@ async def test_sigterm_drains_commits_and_exits_within_30_s(stack: Stack, tmp_pa
 
     restarted = IngestProcess(stack, tmp_path / "second.log", batch_max_messages=1000)
     try:
+        await restarted.wait_ready()
         await stack.wait_drained(120)
         assert restarted.metric("telemon_ingest_messages_skipped_total") == 0
         assert await db.fetchval("SELECT count(*) FROM readings") == len(messages)

@@ -155,7 +155,7 @@ def test_future_tolerance_is_inclusive() -> None:
 def test_message_level_reasons(raw: bytes, reason: RejectReason) -> None:
     batch = decode(Record(raw))
     assert len(batch) == 0
-    assert not batch.envelopes
+    assert len(batch.messages) == 0
     assert [(r.reason, r.reading_index) for r in batch.rejections] == [(reason, None)]
     assert batch.rejections[0].value == raw
 
@@ -201,7 +201,8 @@ def test_columns_line_up_across_messages() -> None:
         record(message(reading("spo2", 99), patient="p-2", device="oxi-2"), offset=7),
     ]
     batch = decode(*records)
-    assert [records[e.record_index].offset for e in batch.envelopes] == [5, 7]
+    assert [records[i].offset for i in batch.messages.record_index] == [5, 7]
+    assert batch.messages.patient_id == ["p-000123", "p-2"]
     assert batch.message.tolist() == [0, 0, 1]
     assert batch.value.tolist() == [91.0, 120.0, 99.0]
     assert batch.kind.dtype == np.int16

@@ -65,17 +65,18 @@ def messages(draw: st.DrawFn) -> bytes:
 def check_accounting(records: list[Record], batch: DecodedBatch) -> None:
     """Each record is accepted or rejected whole; an accepted one's readings all land somewhere."""
     whole = {r.offset for r in batch.rejections if r.reading_index is None}
-    accepted = {records[e.record_index].offset for e in batch.envelopes}
+    messages = batch.messages
+    accepted = {records[i].offset for i in messages.record_index.tolist()}
     assert whole.isdisjoint(accepted)
     assert whole | accepted == {r.offset for r in records}
-    for index, envelope in enumerate(batch.envelopes):
+    for index, record_index in enumerate(messages.record_index.tolist()):
         kept = int((batch.message == index).sum())
+        offset = records[record_index].offset
         dropped = sum(
-            1
-            for r in batch.rejections
-            if r.offset == records[envelope.record_index].offset and r.reading_index is not None
+            1 for r in batch.rejections if r.offset == offset and r.reading_index is not None
         )
-        assert kept + dropped == envelope.reading_count
+        assert kept + dropped == messages.reading_count[index]
+    assert len(messages.patient_id) == len(messages.device_id) == len(messages)
     assert len(batch.kind) == len(batch.value) == len(batch.measured_at_us) == len(batch.message)
 
 

@@ -102,6 +102,10 @@ def tricky(draw: st.DrawFn) -> bytes:
 
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(tricky(), messages()))
+@example(  # Python's `$` matches before a final newline; found by this test
+    b'{"device_id":"oxi-1","patient_id":"p-1\\n","readings":[{"kind":"spo2","value":1,'
+    b'"unit":"%","measured_at":"2026-11-23T08:00:00Z"}]}'
+)
 @example(
     b'{"device_id":"d","patient_id":"p","readings":[{"kind":"spo2","value":1e400,'
     b'"unit":"%","measured_at":"2026-11-23T08:00:00Z"}]}'

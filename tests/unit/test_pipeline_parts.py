@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from ingest.batch import ReadingRows
+from ingest.cursor import IntakeCursor
 from ingest.errors import RejectRatioError
 from ingest.metrics import ArrayHistogram
 from ingest.pgcopy import PG_EPOCH_US, encode_readings
@@ -82,3 +83,29 @@ def test_array_histogram_matches_the_client_histogram() -> None:
         theirs.get_sample_value("x_seconds_sum")
     )
     assert ours.get_sample_value("x_seconds_count") == 5000
+
+
+class _R:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def offsets(records: list[_R]) -> list[int]:
+    return [r.offset for r in records]
+
+
+def test_cursor_takes_each_record_once_from_its_start() -> None:
+    cursor = IntakeCursor()
+    cursor.start("p0", 10)
+    assert offsets(cursor.take({"p0": [_R(8), _R(9), _R(10), _R(11)]})) == [10, 11]
+    assert offsets(cursor.take({"p0": [_R(10), _R(11), _R(12)]})) == [12]  # a repeat
+    assert offsets(cursor.take({"p0": [_R(15)]})) == [15]  # a gap: transaction markers
+
+
+def test_cursor_takes_nothing_between_a_revoke_and_the_next_seek() -> None:
+    cursor = IntakeCursor()
+    cursor.start("p0", 0)
+    cursor.stop_all()
+    assert cursor.take({"p0": [_R(0)], "p1": [_R(0)]}) == []
+    cursor.start("p1", 5)
+    assert offsets(cursor.take({"p0": [_R(1)], "p1": [_R(5)]})) == [5]
