@@ -7,11 +7,15 @@ commits an offset that is not in a written batch's spans.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from devices.decode import Rejection
+
+if TYPE_CHECKING:
+    from alerts.step import AlertWork
 
 __all__ = ["PartitionSpan", "ReadingRows", "WriteBatch"]
 
@@ -43,6 +47,7 @@ class ReadingRows:
     measured_at_us: npt.NDArray[np.int64]  # µs since the Unix epoch
     source_partition: npt.NDArray[np.int32]
     source_offset: npt.NDArray[np.int64]
+    reference_us: npt.NDArray[np.int64]  # the record's "now" (not stored): current or back-fill
 
     def __len__(self) -> int:
         return len(self.kind)
@@ -56,6 +61,7 @@ class ReadingRows:
             self.measured_at_us[mask],
             self.source_partition[mask],
             self.source_offset[mask],
+            self.reference_us[mask],
         )
 
     @classmethod
@@ -76,6 +82,7 @@ class ReadingRows:
             np.empty(0, np.int64),
             np.empty(0, np.int32),
             np.empty(0, np.int64),
+            np.empty(0, np.int64),
         )
 
 
@@ -88,6 +95,12 @@ class WriteBatch:
     rows: ReadingRows
     rejections: list[Rejection]
     readings_consumed: int
+    alerts: AlertWork | None = None
+
+    @classmethod
+    def alerts_only(cls, topic: str, work: AlertWork) -> WriteBatch:
+        """A transaction with no readings: a sweep's alerts."""
+        return cls(topic, {}, ReadingRows.empty(), [], 0, work)
 
     @property
     def messages(self) -> int:

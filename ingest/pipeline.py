@@ -30,6 +30,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from alerts.model import Severity
+from alerts.step import AlertStep
 from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Rejection
 from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
@@ -109,6 +111,7 @@ class IngestPipeline:
         metrics: IngestMetrics,
         health: Health,
         clock: Clock,
+        alerts: AlertStep | None = None,
     ) -> None:
         self._settings = settings
         self._topic = settings.readings_topic
@@ -121,6 +124,8 @@ class IngestPipeline:
         self._metrics = metrics
         self._health = health
         self._clock = clock
+        self._alerts = alerts
+        self._record_time_us: dict[int, int] = {}  # latest record timestamp taken, per partition
         self._decoded: asyncio.Queue[list[_Slice]] = asyncio.Queue(settings.max_in_flight_batches)
         self._prepared: asyncio.Queue[WriteBatch] = asyncio.Queue(settings.max_in_flight_batches)
         self._pending: list[_Slice] = []  # decoded slices of the batch being gathered
@@ -182,7 +187,7 @@ class IngestPipeline:
                 self._pending_messages += len(records)
                 self._metrics.messages_consumed.inc(len(records))
                 self.totals.messages += len(records)
-            if self._batch_due():
+            if self._batch_due() and not self._decoded.full():
                 await self._flush()
         self._update_lag()
 
@@ -230,13 +235,33 @@ class IngestPipeline:
 
     async def _prepare_loop(self) -> None:
         while True:
-            slices = await self._decoded.get()
-            self._room.set()
             try:
-                batch = await self._prepare(slices)
-                await self._prepared.put(batch)
-            finally:
-                self._decoded.task_done()
+                slices = await asyncio.wait_for(self._decoded.get(), 1.0)
+            except TimeoutError:
+                slices = None  # idle: the sweep below still runs on time
+            if slices is not None:
+                self._room.set()
+                try:
+                    batch = await self._prepare(slices)
+                    await self._prepared.put(batch)
+                finally:
+                    self._decoded.task_done()
+            if self._alerts is not None and self._health.joined_group and self._alerts.sweep_due():
+                work = self._alerts.sweep(self._sweep_now())
+                if work.candidates:
+                    await self._prepared.put(WriteBatch.alerts_only(self._topic, work))
+
+    def _sweep_now(self) -> dict[int, int]:
+        """Each owned partition's "now" for the missing-data rules: the wall clock when it is
+        caught up, else the time of its latest record taken (a backlog is not silence)."""
+        wall_us = self._clock.now_ms() * 1000
+        now: dict[int, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            behind = high is not None and self._durable.get(tp.partition, 0) < high
+            latest = self._record_time_us.get(tp.partition)
+            now[tp.partition] = latest if behind and latest is not None else wall_us
+        return now
 
     async def _prepare(self, slices: list[_Slice]) -> WriteBatch:
         """Registry keys for every slice (one lookup query per slice at most), as one batch."""
@@ -255,9 +280,15 @@ class IngestPipeline:
         messages = sum(len(s.offsets) for s in spans.values())
         self._metrics.readings_consumed.inc(readings_consumed)
         self._guard.observe(messages, messages - storable_messages)
-        return WriteBatch(
-            self._topic, spans, ReadingRows.concat(rows), rejections, readings_consumed
-        )
+        for partition, latest_ms in _latest_timestamps(slices).items():
+            previous = self._record_time_us.get(partition, 0)
+            self._record_time_us[partition] = max(previous, latest_ms * 1000)
+        batch_rows = ReadingRows.concat(rows)
+        alerts = None
+        if self._alerts is not None:
+            step = self._alerts
+            alerts = await self._database(lambda: step.evaluate(batch_rows), "alert evaluation")
+        return WriteBatch(self._topic, spans, batch_rows, rejections, readings_consumed, alerts)
 
     async def _resolve(
         self, columns: RecordColumns, decoded: DecodedBatch
@@ -299,6 +330,7 @@ class IngestPipeline:
             measured_at_us=decoded.measured_at_us[known],
             source_partition=np.array(columns.partition, np.int32)[record_of_row],
             source_offset=np.array(columns.offset, np.int64)[record_of_row],
+            reference_us=decoded.reference_us[known],
         )
         return rows, rejections, consumed, len(np.unique(message))
 
@@ -338,6 +370,15 @@ class IngestPipeline:
                 (outcome.durable_at_us - outcome.rows.measured_at_us) / 1e6
             )
         self._durable.update(outcome.commit_offsets)
+        if outcome.alerts is not None:
+            applied = outcome.alerts
+            for (rule, severity), count in applied.raised.items():
+                m.alerts_raised.labels(rule, Severity(severity).label).inc(count)
+            m.alerts_escalated.inc(applied.escalated)
+            m.alerts_resolved_by_data.inc(applied.resolved_by_data)
+            m.alert_firings.labels("absorbed").inc(applied.absorbed)
+            m.alert_firings.labels("dropped").inc(applied.dropped)
+            m.alert_latency.observe_many(np.array(applied.raise_latency_s, np.float64))
         t = self.totals
         t.batches += 1
         t.stored += outcome.stored
@@ -416,6 +457,8 @@ class IngestPipeline:
         # nothing more until the next assignment has set every position.
         self._cursor.stop_all()
         await self._drain(self._settings.drain_timeout_s)
+        if self._alerts is not None:
+            self._alerts.revoked()
         for tp in revoked:
             self._durable.pop(tp.partition, None)
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
@@ -439,6 +482,12 @@ class IngestPipeline:
                 position = starts[tp]
             self._consumer.seek(tp, position)
             self._cursor.start(tp, position)
+        if self._alerts is not None:
+            count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
+            await self._database(
+                lambda: self._alerts.assigned([tp.partition for tp in mine], count),  # type: ignore[union-attr]
+                "rebuilding alert state",
+            )
         self._health.joined_group = True
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
         log.info(
@@ -477,6 +526,15 @@ class IngestPipeline:
             if high is not None and tp.partition in self._durable:
                 lag = max(0, high - self._durable[tp.partition])
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(lag)
+
+
+def _latest_timestamps(slices: Sequence[_Slice]) -> dict[int, int]:
+    """The latest record timestamp (ms) per partition of the batch."""
+    partition = np.concatenate([np.array(c.partition, np.int32) for c, _ in slices])
+    timestamp = np.concatenate([np.array(c.timestamp, np.int64) for c, _ in slices])
+    latest = np.full(int(partition.max(initial=0)) + 1, -1, np.int64)
+    np.maximum.at(latest, partition, timestamp)
+    return {int(p): int(latest[p]) for p in np.flatnonzero(latest >= 0)}
 
 
 def _lost(conn: Any) -> bool:

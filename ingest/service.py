@@ -12,6 +12,10 @@ import asyncpg
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
 
+from alerts.engine import Engine
+from alerts.outbox import AlertEventOutbox
+from alerts.programmes import load_config
+from alerts.step import AlertStep
 from devices.decode import Decoder
 from ingest.clock import Clock, SystemClock
 from ingest.db import create_pool, migrate
@@ -22,7 +26,7 @@ from ingest.kafka import ensure_topics, make_consumer, make_producer, make_tail_
 from ingest.metrics import IngestMetrics
 from ingest.partitions import US_PER_DAY, ReadingPartitions
 from ingest.pipeline import IngestPipeline, Totals
-from ingest.relay import OutboxRelay
+from ingest.relay import Outbox, OutboxRelay
 from ingest.resolve import RegistryCache
 from ingest.settings import Settings
 from ingest.writer import BatchWriter
@@ -81,6 +85,12 @@ async def run_ingest(
             workers=settings.decode_workers,
         )
         stack.callback(decode.close)
+        alerts = None
+        cooldown = None
+        if settings.alerts_enabled:
+            engine = Engine(load_config(settings.alert_programmes_file))
+            alerts = AlertStep(engine, pool, clock, metrics)
+            cooldown = engine.config.cooldown_us
         consumer = make_consumer(settings)
         pipeline = IngestPipeline(
             settings=settings,
@@ -95,11 +105,15 @@ async def run_ingest(
                 clock=clock,
             ),
             writer=BatchWriter(
-                consumer_group=settings.consumer_group, partitions=partitions, clock=clock
+                consumer_group=settings.consumer_group,
+                partitions=partitions,
+                clock=clock,
+                alert_cooldown_us=cooldown,
             ),
             metrics=metrics,
             health=health,
             clock=clock,
+            alerts=alerts,
         )
         consumer.subscribe([settings.readings_topic], listener=pipeline.rebalance_listener())
         await consumer.start()
@@ -119,17 +133,37 @@ async def run_ingest(
         stack.push_async_callback(http.stop)
         log.info("ingest: metrics and probes on http://%s:%d", settings.http_host, http.port)
 
-        relay = OutboxRelay(
-            DeadLetterOutbox(settings.dead_letter_topic),
-            dsn=settings.database_url,
-            schema=settings.database_schema,
-            producer=producer,
-            tail_reader=lambda: make_tail_reader(settings),
-            on_published=metrics.dead_letters_published.inc,
-            on_backlog=metrics.dead_letter_backlog.set,
-        )
+        def relay(
+            outbox: Outbox, published: Callable[[int], None], backlog: Callable[[int], None]
+        ) -> OutboxRelay:
+            assert settings.database_url is not None
+            return OutboxRelay(
+                outbox,
+                dsn=settings.database_url,
+                schema=settings.database_schema,
+                producer=producer,
+                tail_reader=lambda: make_tail_reader(settings),
+                on_published=published,
+                on_backlog=backlog,
+            )
+
         background = [
-            asyncio.create_task(relay.run(), name="telemon-dlq-relay"),
+            asyncio.create_task(
+                relay(
+                    DeadLetterOutbox(settings.dead_letter_topic),
+                    metrics.dead_letters_published.inc,
+                    metrics.dead_letter_backlog.set,
+                ).run(),
+                name="telemon-dlq-relay",
+            ),
+            asyncio.create_task(
+                relay(
+                    AlertEventOutbox(settings.alerts_topic),
+                    metrics.alert_events_published.inc,
+                    metrics.alert_event_backlog.set,
+                ).run(),
+                name="telemon-alerts-relay",
+            ),
             asyncio.create_task(
                 probe_forever(health, lambda: pool.fetchval("SELECT 1"), consumer.topics),
                 name="telemon-probes",

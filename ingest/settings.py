@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         default=25.0, gt=0, description="Budget for draining on SIGTERM (exit within 30 s)."
     )
+    alerts_enabled: bool = Field(
+        default=True, description="Run the clinical alert rules in the pipeline."
+    )
+    alert_programmes_file: Path | None = Field(
+        default=None,
+        description="The programmes' rule sets; default: the one shipped (alerts/programmes.toml).",
+    )
     partitions_ahead_days: int = Field(
         default=3, ge=0, description="Daily readings partitions created ahead of today."
     )

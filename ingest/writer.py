@@ -9,7 +9,10 @@ Inside the transaction, in this order (five round trips with BEGIN and COMMIT):
    transaction is then redone through a staging table with INSERT ... ON
    CONFLICT DO NOTHING, the path preferred for a while after such a conflict;
 3. the per-partition ledger and the new offsets (one statement), and the
-   dead letters, which are the DLQ outbox.
+   dead letters, which are the DLQ outbox;
+4. the alerts the batch raised, escalated or resolved, and their events (the
+   alerts outbox): alerts.lifecycle.
+A batch without offsets (a missing-data sweep) does only step 4.
 Kafka offsets may be committed only after `write` returns.
 """
 
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
 import numpy as np
 
+from alerts.lifecycle import Applied, apply_alerts
+from alerts.model import Severity
 from devices.decode import Rejection
 from ingest.batch import ReadingRows, WriteBatch
 from ingest.clock import Clock
@@ -48,13 +53,22 @@ class WriteOutcome:
     rejections: list[Rejection]  # the rejections it stored
     commit_offsets: dict[int, int]  # partition -> next offset, for the Kafka commit
     durable_at_us: int  # when the transaction had committed
+    alerts: Applied | None = None
 
 
 class BatchWriter:
-    def __init__(self, *, consumer_group: str, partitions: ReadingPartitions, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        consumer_group: str,
+        partitions: ReadingPartitions,
+        clock: Clock,
+        alert_cooldown_us: Mapping[Severity, int] | None = None,
+    ) -> None:
         self._group = consumer_group
         self._partitions = partitions
         self._clock = clock
+        self._cooldown_us = alert_cooldown_us
         self._staging_batches_left = 0
 
     @staticmethod
@@ -86,8 +100,11 @@ class BatchWriter:
     ) -> WriteOutcome:
         written_at_us = self._clock.now_ms() * 1000
         async with conn.transaction():
-            stored_offsets = await self._fence(conn, batch)
-            rows, rejections, ledger = _drop_durable(batch, stored_offsets)
+            if batch.spans:
+                stored_offsets = await self._fence(conn, batch)
+                rows, rejections, ledger = _drop_durable(batch, stored_offsets)
+            else:
+                rows, rejections, ledger = batch.rows, batch.rejections, []
             unique = _first_of_each_reading(rows)
             if not len(unique):
                 inserted: dict[int, int] = {}
@@ -98,6 +115,15 @@ class BatchWriter:
             await self._record(conn, batch.topic, ledger, inserted, rejections, written_at_us)
             if rejections:
                 await _insert_dead_letters(conn, rejections, written_at_us)
+            applied = None
+            if batch.alerts is not None and self._cooldown_us is not None:
+                applied = await apply_alerts(
+                    conn,
+                    batch.alerts.candidates,
+                    batch.alerts.arrivals,
+                    cooldown_us=self._cooldown_us,
+                    now_us=self._clock.now_ms() * 1000,
+                )
         stored = sum(inserted.values())
         return WriteOutcome(
             stored=stored,
@@ -108,6 +134,7 @@ class BatchWriter:
             rejections=rejections,
             commit_offsets={p: s.next_offset for p, s in batch.spans.items()},
             durable_at_us=self._clock.now_ms() * 1000,
+            alerts=applied,
         )
 
     async def _fence(self, conn: Connection, batch: WriteBatch) -> dict[int, int]:

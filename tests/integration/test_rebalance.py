@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 
@@ -60,6 +61,7 @@ def _batch(partition: int, offsets: range, patient_key: int, device_key: int) ->
         measured_at_us=1_795_000_000_000_000 + np.arange(offsets.start, offsets.stop) * 1_000_000,
         source_partition=np.full(n, partition, np.int32),
         source_offset=np.arange(offsets.start, offsets.stop, dtype=np.int64),
+        reference_us=np.full(n, 1_795_000_000_000_000 + offsets.stop * 1_000_000, np.int64),
     )
     span = PartitionSpan(partition, np.arange(offsets.start, offsets.stop, dtype=np.int64))
     rejection = Rejection(
@@ -107,15 +109,7 @@ async def test_a_reading_stored_by_an_earlier_batch_is_a_duplicate(stack: Stack)
         again = _batch(0, range(10, 20), patient, device)
         shifted = again.rows.measured_at_us.copy()
         shifted[:5] -= 5_000_000  # rows 11..15 now repeat readings 6..10 (6..9 are stored)
-        rows = ReadingRows(
-            again.rows.patient_key,
-            again.rows.device_key,
-            again.rows.kind,
-            again.rows.value,
-            shifted,
-            again.rows.source_partition,
-            again.rows.source_offset,
-        )
+        rows = dataclasses.replace(again.rows, measured_at_us=shifted)
         second = await writer.write(db, WriteBatch("t", again.spans, rows, [], 10))
         assert (second.stored, second.duplicates) == (5, 4)
         assert await db.fetchval("SELECT count(*) FROM readings") == 14

@@ -47,6 +47,7 @@ def rows(n: int) -> ReadingRows:
         measured_at_us=np.full(n, PG_EPOCH_US + 1, np.int64),
         source_partition=np.full(n, 3, np.int32),
         source_offset=np.arange(n, dtype=np.int64),
+        reference_us=np.full(n, PG_EPOCH_US + 2, np.int64),
     )
 
 

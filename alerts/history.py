@@ -1,0 +1,281 @@
+"""What the rules remember of each patient: numpy arrays indexed by a patient slot.
+
+Per patient: the latest value of every kind (NEWS2, last transmission times),
+small rings of recent readings for the trend rules and graded answers, CGM
+counts per day, the days with data since enrollment (adherence), and the last
+reading of each device. Inserting a batch is vectorised and idempotent: a
+reading already in a ring (same time) is not added twice, CGM readings count
+once and in time order, day bits and latest values are set-like.
+
+One History serves the partitions a member owns; it is rebuilt from
+PostgreSQL when partitions are assigned (alerts.loader).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from devices.catalogue import BY_KIND, CATALOGUE, ValueType, VitalKind
+
+__all__ = [
+    "CGM_LOW_MG_DL",
+    "DAY_US",
+    "HOUR_US",
+    "NO_TIME",
+    "History",
+    "Ring",
+    "index_of_code",
+    "kind_index",
+]
+
+NO_TIME = np.iinfo(np.int64).min
+HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+
+# Catalogue codes are sparse; state uses a dense kind index.
+_MAX_CODE = max(v.code for v in CATALOGUE) + 1
+_KIND_INDEX = np.full(_MAX_CODE, -1, dtype=np.int16)
+for _i, _v in enumerate(CATALOGUE):
+    _KIND_INDEX[_v.code] = _i
+KINDS = len(CATALOGUE)
+
+
+def kind_index(kind: VitalKind) -> int:
+    return int(_KIND_INDEX[BY_KIND[kind].code])
+
+
+def index_of_code(code: int) -> int:
+    return int(_KIND_INDEX[code])
+
+
+# Rings: how many recent readings are kept, per kind (enough for the rules' windows at
+# the programmes' schedules; a continuous oximeter keeps its last hour).
+RING_SIZES: Mapping[VitalKind, int] = {
+    VitalKind.BODY_WEIGHT: 16,
+    VitalKind.SPO2: 64,
+    VitalKind.VENTILATOR_LEAK: 16,
+    **{v.kind: 4 for v in CATALOGUE if v.value_type is ValueType.GRADE},
+}
+CGM_DAYS = 16
+CGM_LOW_MG_DL = 70.0  # the consensus "below range" bound the CGM rule counts against
+ADHERENCE_DAYS = 64  # bits of the days-with-data mask, from the enrollment day
+
+
+@dataclass
+class Ring:
+    """The last `size` readings inserted, per slot (arrival order; windows filter by time)."""
+
+    values: npt.NDArray[np.float64]
+    times: npt.NDArray[np.int64]
+    head: npt.NDArray[np.int64]
+
+    @classmethod
+    def empty(cls, capacity: int, size: int) -> Ring:
+        return cls(
+            np.zeros((capacity, size)),
+            np.full((capacity, size), NO_TIME),
+            np.zeros(capacity, np.int64),
+        )
+
+    def grow(self, capacity: int) -> None:
+        extra = capacity - len(self.head)
+        size = self.values.shape[1]
+        self.values = np.vstack([self.values, np.zeros((extra, size))])
+        self.times = np.vstack([self.times, np.full((extra, size), NO_TIME)])
+        self.head = np.concatenate([self.head, np.zeros(extra, np.int64)])
+
+    def insert(
+        self,
+        slot: npt.NDArray[np.int32],
+        value: npt.NDArray[np.float64],
+        time: npt.NDArray[np.int64],
+    ) -> None:
+        """Append readings (in arrival order); a reading whose time is there already is not."""
+        if not len(slot):
+            return
+        known = (self.times[slot] == time[:, None]).any(axis=1)
+        order = np.lexsort((np.arange(len(slot)), slot))  # by slot, arrival order within
+        slot, value, time = slot[order], value[order], time[order]
+        fresh = ~known[order]
+        fresh[1:] &= ~((slot[1:] == slot[:-1]) & (time[1:] == time[:-1]))  # repeats in batch
+        slot, value, time = slot[fresh], value[fresh], time[fresh]
+        if not len(slot):
+            return
+        first = np.r_[True, slot[1:] != slot[:-1]]
+        group_start = np.maximum.accumulate(np.where(first, np.arange(len(slot)), 0))
+        rank = np.arange(len(slot)) - group_start
+        size = self.values.shape[1]
+        position = (self.head[slot] + rank) % size
+        self.values[slot, position] = value  # later readings overwrite earlier ones: last n
+        self.times[slot, position] = time
+        counts = np.bincount(slot, minlength=len(self.head))
+        self.head = (self.head + counts) % size
+
+    def window(
+        self, slot: npt.NDArray[np.int32], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Per row: the slot's ring values, and which of them lie in [start, end)."""
+        times = self.times[slot]
+        inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
+        return self.values[slot], inside
+
+
+class History:
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self.slot_of: dict[int, int] = {}
+        self.patient_key = np.zeros(capacity, np.int32)
+        self.programme = np.zeros(capacity, np.int8)
+        self.enrolled_us = np.zeros(capacity, np.int64)
+        self.partition = np.zeros(capacity, np.int32)
+        self.active = np.zeros(capacity, np.bool_)  # followed (not discharged)
+        self.last_value = np.zeros((capacity, KINDS))
+        self.last_time = np.full((capacity, KINDS), NO_TIME)
+        self.rings = {kind_index(k): Ring.empty(capacity, n) for k, n in RING_SIZES.items()}
+        self.cgm_day = np.full((capacity, CGM_DAYS), -1, np.int64)
+        self.cgm_below = np.zeros((capacity, CGM_DAYS), np.int32)
+        self.cgm_total = np.zeros((capacity, CGM_DAYS), np.int32)
+        self.cgm_last = np.full(capacity, NO_TIME)
+        self.days_with_data = np.zeros(capacity, np.uint64)
+        # Devices: each a row, with its patient's slot.
+        self.device_of: dict[int, int] = {}
+        self.device_slot = np.zeros(0, np.int32)
+        self.device_type = np.zeros(0, np.int8)
+        self.device_last = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    # -- patients and devices -------------------------------------------------------------
+
+    def add(self, patient_key: int, programme: int, enrolled_us: int, partition: int) -> int:
+        """The patient's slot, created empty if it is new."""
+        slot = self.slot_of.get(patient_key)
+        if slot is None:
+            slot = len(self.slot_of)
+            if slot == self._capacity:
+                self._grow(self._capacity * 2)
+            self.slot_of[patient_key] = slot
+        self.patient_key[slot] = patient_key
+        self.programme[slot] = programme
+        self.enrolled_us[slot] = enrolled_us
+        self.partition[slot] = partition
+        self.active[slot] = True
+        return slot
+
+    def add_device(self, device_key: int, slot: int, device_type: int, since_us: int) -> None:
+        if device_key in self.device_of:
+            return
+        self.device_of[device_key] = len(self.device_slot)
+        self.device_slot = np.append(self.device_slot, np.int32(slot))
+        self.device_type = np.append(self.device_type, np.int8(device_type))
+        self.device_last = np.append(self.device_last, np.int64(since_us))
+
+    def slots(self, patient_keys: Sequence[int] | npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """Slots of the given patients; -1 for those not loaded."""
+        get = self.slot_of.get
+        return np.array([get(int(k), -1) for k in patient_keys], dtype=np.int32)
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self._capacity
+        for name in (
+            "patient_key",
+            "programme",
+            "enrolled_us",
+            "partition",
+            "active",
+            "cgm_last",
+            "days_with_data",
+        ):
+            array = getattr(self, name)
+            pad = NO_TIME if name == "cgm_last" else 0
+            setattr(self, name, np.concatenate([array, np.full(extra, pad, array.dtype)]))
+        fills: tuple[tuple[str, float | int], ...] = (
+            ("last_value", 0.0),
+            ("last_time", NO_TIME),
+            ("cgm_day", -1),
+            ("cgm_below", 0),
+            ("cgm_total", 0),
+        )
+        for name, fill in fills:
+            array = getattr(self, name)
+            block = np.full((extra, array.shape[1]), fill, array.dtype)
+            setattr(self, name, np.vstack([array, block]))
+        for ring in self.rings.values():
+            ring.grow(capacity)
+        self._capacity = capacity
+
+    # -- readings ---------------------------------------------------------------------------
+
+    def insert(
+        self,
+        slot: npt.NDArray[np.int32],
+        kind: npt.NDArray[np.int16],
+        value: npt.NDArray[np.float64],
+        time: npt.NDArray[np.int64],
+        device: npt.NDArray[np.int32] | None = None,
+    ) -> None:
+        """Take a batch of readings (arrival order) into the state."""
+        if not len(slot):
+            return
+        k = _KIND_INDEX[kind]
+        self._latest(slot, k, value, time)
+        for ring_kind, ring in self.rings.items():
+            mine = k == ring_kind
+            if mine.any():
+                ring.insert(slot[mine], value[mine], time[mine])
+        cgm = kind == BY_KIND[VitalKind.GLUCOSE_CGM].code
+        if cgm.any():
+            self._count_cgm(slot[cgm], value[cgm], time[cgm])
+        day = (time - self.enrolled_us[slot]) // DAY_US
+        inside = (day >= 0) & (day < ADHERENCE_DAYS)
+        bits = np.left_shift(np.uint64(1), day[inside].astype(np.uint64))
+        np.bitwise_or.at(self.days_with_data, slot[inside], bits)
+        if device is not None and self.device_of:
+            rows = np.array([self.device_of.get(int(d), -1) for d in device], dtype=np.int64)
+            seen = rows >= 0
+            np.maximum.at(self.device_last, rows[seen], time[seen])
+
+    def _latest(
+        self,
+        slot: npt.NDArray[np.int32],
+        k: npt.NDArray[np.int16],
+        value: npt.NDArray[np.float64],
+        time: npt.NDArray[np.int64],
+    ) -> None:
+        order = np.lexsort((time, k, slot))  # the newest of each (slot, kind) comes last
+        slot, k, value, time = slot[order], k[order], value[order], time[order]
+        last = np.r_[(slot[1:] != slot[:-1]) | (k[1:] != k[:-1]), True]
+        slot, k, value, time = slot[last], k[last], value[last], time[last]
+        newer = time > self.last_time[slot, k]
+        self.last_value[slot[newer], k[newer]] = value[newer]
+        self.last_time[slot[newer], k[newer]] = time[newer]
+
+    def _count_cgm(
+        self,
+        slot: npt.NDArray[np.int32],
+        value: npt.NDArray[np.float64],
+        time: npt.NDArray[np.int64],
+    ) -> None:
+        """Count each CGM reading once, in time order: one not newer than the patient's
+        latest counted reading (a re-send, a back-fill) is not counted."""
+        order = np.lexsort((time, slot))
+        slot, value, time = slot[order], value[order], time[order]
+        fresh = time > self.cgm_last[slot]
+        fresh[1:] &= ~((slot[1:] == slot[:-1]) & (time[1:] == time[:-1]))
+        slot, value, time = slot[fresh], value[fresh], time[fresh]
+        if not len(slot):
+            return
+        day = time // DAY_US
+        bucket = day % CGM_DAYS
+        stale = self.cgm_day[slot, bucket] < day
+        self.cgm_below[slot[stale], bucket[stale]] = 0
+        self.cgm_total[slot[stale], bucket[stale]] = 0
+        self.cgm_day[slot[stale], bucket[stale]] = day[stale]
+        np.add.at(self.cgm_below, (slot, bucket), (value < CGM_LOW_MG_DL).astype(np.int32))
+        np.add.at(self.cgm_total, (slot, bucket), 1)
+        np.maximum.at(self.cgm_last, slot, time)

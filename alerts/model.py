@@ -1,0 +1,125 @@
+"""The vocabulary of the alert engine: severities, rules, parameters, firings.
+
+A rule is a pure function over column arrays. It reads the batch's readings,
+the patients' history and their parameters, and returns the rows (or
+patients) that fire, with the values that made them fire. It does no I/O and
+reads no clock: `now` comes in with the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from alerts.history import History
+
+__all__ = [
+    "Firings",
+    "Parameter",
+    "Rows",
+    "Rule",
+    "RuleContext",
+    "RuleKind",
+    "Severity",
+]
+
+
+class Severity(IntEnum):
+    """info: dashboard; orange: review or call back; red: prompt medical review (advise 15)."""
+
+    INFO = 1
+    ORANGE = 2
+    RED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class RuleKind(StrEnum):
+    READING = "reading"  # evaluated on arrival, over the batch's current readings
+    SWEEP = "sweep"  # evaluated periodically, over every patient (missing data, adherence)
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    default: float
+    unit: str
+    description: str
+    verified: bool = True  # False: a design default ([U] in CLINICAL.md), not a published value
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Readings of a batch, as the rules see them (one entry per reading)."""
+
+    slot: npt.NDArray[np.int32]  # patient index in the History
+    kind: npt.NDArray[np.int16]  # catalogue code
+    value: npt.NDArray[np.float64]
+    measured_at: npt.NDArray[np.int64]  # µs
+    current: npt.NDArray[np.bool_]  # recent enough to raise a current-value alert
+
+    def __len__(self) -> int:
+        return len(self.slot)
+
+    @classmethod
+    def empty(cls) -> Rows:
+        return cls(
+            np.empty(0, np.int32),
+            np.empty(0, np.int16),
+            np.empty(0, np.float64),
+            np.empty(0, np.int64),
+            np.empty(0, np.bool_),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    rows: Rows
+    history: History
+    params: Mapping[str, npt.NDArray[np.float64]]  # this rule's parameters, per slot
+    now_us: npt.NDArray[np.int64]  # per slot (sweeps); the engine's "now"
+
+
+@dataclass(frozen=True, slots=True)
+class Firings:
+    """What fired: one entry per firing (a reading, or a patient for sweeps)."""
+
+    slot: npt.NDArray[np.int32]
+    severity: npt.NDArray[np.int8]
+    at: npt.NDArray[np.int64]  # event time it fired at, µs
+    values: Mapping[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.slot)
+
+    @classmethod
+    def none(cls) -> Firings:
+        return cls(np.empty(0, np.int32), np.empty(0, np.int8), np.empty(0, np.int64))
+
+
+Evaluate = Callable[[RuleContext], Firings]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    version: int
+    title: str
+    source: str  # the clinical source, as cited in CLINICAL.md
+    kind: RuleKind
+    kinds: frozenset[int]  # catalogue codes it reads (for READING rules: what triggers it)
+    severities: tuple[Severity, ...]
+    parameters: Mapping[str, Parameter]
+    evaluate: Evaluate
+    disableable: bool = True
+    resolved_by_kinds: frozenset[int] = frozenset()  # data that closes its alerts
+
+    def defaults(self) -> dict[str, float]:
+        return {name: p.default for name, p in self.parameters.items()}

@@ -1,0 +1,522 @@
+"""A per-reading, scalar implementation of every alert rule: the parity oracle.
+
+Written from CLINICAL.md and the rule definitions, with plain Python loops and
+dictionaries, sharing nothing with the numpy engine but its configuration. The
+parity tests require identical candidates from both on the same input.
+
+Semantics both follow (documented in docs/alerts.md):
+- a batch is first taken into the history, then evaluated;
+- rings keep the last N readings inserted per (patient, kind), a reading whose
+  time is already there is not added again;
+- CGM readings count once, if newer than the latest counted before the batch;
+- a rule's candidate for a patient is its most severe firing, then the latest.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from alerts.catalogue import PATIENT_PARAMETERS, RULES
+from alerts.engine import PatientProfile
+from alerts.history import RING_SIZES
+from alerts.missing import DEVICE_PERIOD_HOURS, QUESTIONNAIRE_KINDS
+from alerts.programmes import ENABLED, AlertConfig
+from devices.catalogue import BY_CODE, BY_KIND, ValueType
+from devices.catalogue import VitalKind as K
+
+HOUR = 3_600_000_000
+DAY = 24 * HOUR
+
+
+@dataclass
+class Patient:
+    profile: PatientProfile
+    params: dict[str, dict[str, float]]
+    active: bool = True
+    latest: dict[K, tuple[int, float]] = field(default_factory=dict)  # kind -> (time, value)
+    rings: dict[K, deque[tuple[int, float]]] = field(default_factory=dict)
+    cgm_last: int | None = None
+    cgm_days: dict[int, list[int]] = field(default_factory=dict)  # day -> [below, total]
+    days: set[int] = field(default_factory=set)  # days since enrollment with data
+    devices: dict[int, tuple[str, int]] = field(default_factory=dict)  # key -> (type, last)
+
+
+@dataclass(frozen=True)
+class Fired:
+    patient_key: int
+    rule_id: str
+    severity: int
+    at: int
+    values: Mapping[str, float | None]
+
+
+class ReferenceEngine:
+    def __init__(self, config: AlertConfig) -> None:
+        self.config = config
+        self.patients: dict[int, Patient] = {}
+
+    def add_patients(self, profiles: Sequence[PatientProfile]) -> None:
+        for profile in profiles:
+            programme = self.config.programmes[profile.programme]
+            params: dict[str, dict[str, float]] = {}
+            for rule in RULES.values():
+                values: dict[str, float] = {}
+                for name, parameter in {**rule.parameters, **PATIENT_PARAMETERS}.items():
+                    key = f"patient.{name}" if name in PATIENT_PARAMETERS else f"{rule.id}.{name}"
+                    values[name] = profile.overrides.get(
+                        key, programme.parameters.get(key, parameter.default)
+                    )
+                switch = profile.overrides.get(
+                    f"{rule.id}.{ENABLED}", programme.parameters.get(f"{rule.id}.{ENABLED}", 1)
+                )
+                runs = rule.id in programme.rules and (switch == 1 or not rule.disableable)
+                values[ENABLED] = 1.0 if runs else 0.0
+                params[rule.id] = values
+            patient = Patient(profile, params)
+            for device_key, device_type in profile.devices:
+                patient.devices[device_key] = (device_type.value, profile.enrolled_us)
+            self.patients[profile.patient_key] = patient
+
+    # -- history --------------------------------------------------------------------------
+
+    def _take(self, rows: list[tuple[int, int, float, int, int | None]]) -> None:
+        """Readings (patient, code, value, time, device) in arrival order into the history."""
+        newest: dict[tuple[int, K], tuple[int, float]] = {}
+        cgm_before = {p: self.patients[p].cgm_last for p, *_ in rows}
+        ring_before = {
+            (p, kind): {t for t, _ in ring}
+            for p in {r[0] for r in rows}
+            for kind, ring in self.patients[p].rings.items()
+        }
+        inserted: set[tuple[int, K, int]] = set()
+        counted: set[tuple[int, int]] = set()
+        for patient_key, code, value, time, device in rows:
+            patient = self.patients[patient_key]
+            kind = BY_CODE[code].kind
+            seen = newest.get((patient_key, kind))
+            if seen is None or time >= seen[0]:
+                newest[(patient_key, kind)] = (time, value)
+            if kind in RING_SIZES:
+                ring = patient.rings.setdefault(kind, deque(maxlen=RING_SIZES[kind]))
+                known = ring_before.get((patient_key, kind), set())
+                if time not in known and (patient_key, kind, time) not in inserted:
+                    inserted.add((patient_key, kind, time))
+                    ring.append((time, value))
+            if kind is K.GLUCOSE_CGM:
+                before = cgm_before[patient_key]
+                if (before is None or time > before) and (patient_key, time) not in counted:
+                    counted.add((patient_key, time))
+                    below_total = patient.cgm_days.setdefault(time // DAY, [0, 0])
+                    below_total[0] += value < 70
+                    below_total[1] += 1
+                    patient.cgm_last = max(patient.cgm_last or time, time)
+            day = (time - patient.profile.enrolled_us) // DAY
+            if 0 <= day < 64:
+                patient.days.add(day)
+            if device is not None and device in patient.devices:
+                device_type, last = patient.devices[device]
+                patient.devices[device] = (device_type, max(last, time))
+        for (patient_key, kind), (time, value) in newest.items():
+            latest = self.patients[patient_key].latest
+            if kind not in latest or time > latest[kind][0]:
+                latest[kind] = (time, value)
+
+    # -- reading rules --------------------------------------------------------------------
+
+    def evaluate(self, rows: list[tuple[int, int, float, int, int, int | None]]) -> list[Fired]:
+        """Rows: (patient, code, value, measured_at, reference, device), arrival order."""
+        rows = [r for r in rows if r[0] in self.patients]
+        self._take([(p, c, v, t, d) for p, c, v, t, _, d in rows])
+        fired: list[Fired] = []
+        window = self.config.current_window_us
+        current = [r for r in rows if r[3] >= r[4] - window and self.patients[r[0]].active]
+        for p, code, value, time, _, _ in current:
+            fired.extend(self._on_reading(p, BY_CODE[code].kind, value, time))
+        news2_at: dict[int, int] = {}
+        inputs = {
+            K.RESPIRATORY_RATE,
+            K.SPO2,
+            K.ON_OXYGEN,
+            K.OXYGEN_FLOW,
+            K.SYSTOLIC_BP,
+            K.HEART_RATE,
+            K.NEW_CONFUSION,
+            K.BODY_TEMPERATURE,
+        }
+        for p, code, _, time, _, _ in current:
+            if BY_CODE[code].kind in inputs:
+                news2_at[p] = max(news2_at.get(p, time), time)
+        for p, at in news2_at.items():
+            result = self._news2(p, at)
+            if result:
+                fired.append(result)
+        return self._collapse(fired)
+
+    def _on_reading(self, p: int, kind: K, v: float, t: int) -> list[Fired]:
+        patient = self.patients[p]
+        out = []
+
+        def add(rule: str, severity: int, **values: float | None) -> None:
+            if severity:
+                out.append(Fired(p, rule, severity, t, {"value": v, **values}))
+
+        def param(rule: str, name: str) -> float:
+            return patient.params[rule][name]
+
+        def le(x: float, bound: float) -> bool:
+            return not math.isnan(bound) and x <= bound
+
+        def ge(x: float, bound: float) -> bool:
+            return not math.isnan(bound) and x >= bound
+
+        if kind is K.SPO2:
+            if param("spo2_scale1", "spo2_scale") == 1:
+                add(
+                    "spo2_scale1",
+                    3
+                    if v <= param("spo2_scale1", "red_at_or_below")
+                    else 2
+                    if v <= param("spo2_scale1", "orange_at_or_below")
+                    else 0,
+                )
+            if param("spo2_scale2", "spo2_scale") == 2:
+                oxygen = self._on_oxygen(p)
+                red = v <= param("spo2_scale2", "red_at_or_below") or (
+                    oxygen and v >= param("spo2_scale2", "red_on_o2_at_or_above")
+                )
+                orange = v <= param("spo2_scale2", "orange_at_or_below") or (
+                    oxygen and v >= param("spo2_scale2", "orange_on_o2_at_or_above")
+                )
+                add("spo2_scale2", 3 if red else 2 if orange else 0, on_oxygen=float(oxygen))
+            day = (t - patient.profile.enrolled_us) / DAY
+            if day < param("spo2_covid", "first_days"):
+                add(
+                    "spo2_covid",
+                    3 if v < param("spo2_covid", "red_below") else 0,
+                    day_of_follow_up=float(math.floor(day)),
+                )
+            ring = [
+                (tt, vv)
+                for tt, vv in patient.rings.get(K.SPO2, ())
+                if t - param("spo2_drop_baseline", "baseline_days") * DAY <= tt < t
+            ]
+            if len(ring) >= param("spo2_drop_baseline", "min_readings"):
+                median = statistics.median(vv for _, vv in ring)
+                add(
+                    "spo2_drop_baseline",
+                    2 if median - v >= param("spo2_drop_baseline", "drop_points") else 0,
+                    baseline_median=median,
+                )
+        banded = {
+            K.RESPIRATORY_RATE: "respiratory_rate",
+            K.HEART_RATE: "heart_rate",
+            K.SYSTOLIC_BP: "systolic_bp",
+            K.BODY_TEMPERATURE: "body_temperature",
+        }
+        if kind in banded:
+            rule = banded[kind]
+            red = le(v, param(rule, "red_at_or_below")) or ge(v, param(rule, "red_at_or_above"))
+            orange = le(v, param(rule, "orange_at_or_below")) or ge(
+                v, param(rule, "orange_at_or_above")
+            )
+            add(rule, 3 if red else 2 if orange else 0)
+        if kind in (K.GLUCOSE, K.GLUCOSE_CGM):
+            add(
+                "glucose",
+                3
+                if v < param("glucose", "red_below")
+                else 2
+                if v < param("glucose", "orange_below") or v > param("glucose", "orange_above")
+                else 0,
+            )
+        if BY_KIND[kind].value_type is ValueType.GRADE:
+            earlier = [(tt, vv) for tt, vv in patient.rings.get(kind, ()) if tt < t]
+            previous = max(earlier)[1] if earlier else math.nan
+            high = v >= param("symptom_grade", "orange_at_or_above")
+            rise = previous == 0 and v >= param("symptom_grade", "rise_from_0_to")
+            add("symptom_grade", 2 if high or rise else 0, previous=previous)
+        for yes_no, rule, severity in (
+            (K.BREATHLESS_AT_REST, "breathless_at_rest", 3),
+            (K.NEW_CONFUSION, "new_confusion", 3),
+            (K.CALLBACK_REQUESTED, "callback_requested", 2),
+        ):
+            if kind is yes_no:
+                add(rule, severity if v == 1 else 0)
+        if kind is K.BODY_WEIGHT:
+            for rule, severity in (("hf_weight_gain_3d", 2), ("weight_gain_24h", 1)):
+                weights = [
+                    vv
+                    for tt, vv in patient.rings.get(K.BODY_WEIGHT, ())
+                    if t - param(rule, "window_hours") * HOUR <= tt < t
+                ]
+                lowest = min(weights) if weights else math.nan
+                add(
+                    rule,
+                    severity if weights and v - lowest > param(rule, "gain_kg") else 0,
+                    minimum_before=lowest,
+                )
+        if kind is K.VENTILATOR_LEAK:
+            run_days = int(param("ventilator_leak_3d", "days"))
+            threshold = param("ventilator_leak_3d", "threshold_l_min")
+            over_days = {tt // DAY for tt, vv in patient.rings.get(kind, ()) if vv > threshold}
+            run = [t // DAY - back in over_days for back in range(run_days)]
+            add(
+                "ventilator_leak_3d",
+                2 if run_days > 0 and all(run) else 0,
+                days_over=float(sum(run)),
+            )
+        if kind is K.GLUCOSE_CGM:
+            days = min(param("cgm_time_below_range", "days"), 16)
+            today = t // DAY
+            counts = [c for d, c in patient.cgm_days.items() if today - days < d <= today]
+            below, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+            share = below / total if total else 0.0
+            fires = total >= param("cgm_time_below_range", "min_readings") and share * 100 > param(
+                "cgm_time_below_range", "below_percent"
+            )
+            add(
+                "cgm_time_below_range",
+                2 if fires else 0,
+                percent_below=share * 100,
+                readings=float(total),
+            )
+        return out
+
+    def _on_oxygen(self, p: int) -> bool:
+        latest = self.patients[p].latest
+        return (K.ON_OXYGEN in latest and latest[K.ON_OXYGEN][1] == 1) or (
+            K.OXYGEN_FLOW in latest and latest[K.OXYGEN_FLOW][1] > 0
+        )
+
+    def _news2(self, p: int, at: int) -> Fired | None:
+        patient = self.patients[p]
+        params = patient.params["news2"]
+        since = at - int(params["window_hours"] * 3.6e9)
+
+        def recent(kind: K) -> float | None:
+            found = patient.latest.get(kind)
+            return found[1] if found and found[0] > since else None
+
+        rr, spo2, answer = recent(K.RESPIRATORY_RATE), recent(K.SPO2), recent(K.ON_OXYGEN)
+        flow, sbp, hr = recent(K.OXYGEN_FLOW), recent(K.SYSTOLIC_BP), recent(K.HEART_RATE)
+        confused, temp = recent(K.NEW_CONFUSION), recent(K.BODY_TEMPERATURE)
+        oxygen = answer == 1 or (flow is not None and flow > 0)
+        scores: dict[str, float | None] = {
+            "respiration": None if rr is None else news2_respiration(rr),
+            "spo2": None if spo2 is None else news2_spo2(spo2, params["spo2_scale"], oxygen),
+            "oxygen": None if answer is None and flow is None else (2.0 if oxygen else 0.0),
+            "systolic_bp": None if sbp is None else news2_systolic(sbp),
+            "pulse": None if hr is None else news2_pulse(hr),
+            "consciousness": None if confused is None else (3.0 if confused == 1 else 0.0),
+            "temperature": None if temp is None else news2_temperature(temp),
+        }
+        present = [s for s in scores.values() if s is not None]
+        total = float(sum(present))
+        if total >= params["red_at_or_above"]:
+            severity = 3
+        elif total >= params["orange_at_or_above"] or (
+            params["single_3_is_orange"] == 1 and 3.0 in present
+        ):
+            severity = 2
+        elif total >= 1 and params["low_band_is_info"] == 1:
+            severity = 1
+        else:
+            return None
+        values: dict[str, float | None] = {
+            "score": total,
+            "complete": float(len(present) == 7),
+            "parameters_present": float(len(present)),
+            **{f"component_{k}": v for k, v in scores.items()},
+        }
+        return Fired(p, "news2", severity, at, values)
+
+    # -- sweep ----------------------------------------------------------------------------
+
+    def sweep(self, now_by_partition: Mapping[int, int]) -> list[Fired]:
+        fired: list[Fired] = []
+        for p, patient in self.patients.items():
+            if not patient.active:
+                continue
+            now = now_by_partition.get(patient.profile.partition, 0)
+            offset = self._offset(now)
+            fired.extend(
+                f
+                for f in (
+                    self._questionnaire(p, now, offset),
+                    self._weight_missing(p, now, offset),
+                    self._glucose_missing(p, now),
+                    self._device_silent(p, now),
+                    self._adherence(p, now, 1),
+                    self._adherence(p, now, 2),
+                )
+                if f is not None
+            )
+        return self._collapse(fired)
+
+    def _offset(self, now: int) -> float:
+        moment = datetime.fromtimestamp(now / 1e6, self.config.timezone).utcoffset()
+        return moment.total_seconds() / 3600 if moment else 0.0
+
+    @staticmethod
+    def _day_start(t: int, offset: float) -> int:
+        shift = int(offset * HOUR)
+        return ((t + shift) // DAY) * DAY - shift
+
+    def _deadline(self, now: int, offset: float, hour: float) -> int:
+        today = self._day_start(now, offset) + int(hour * HOUR)
+        return today if today <= now else today - DAY
+
+    def _last(self, p: int, *kinds: K) -> int:
+        times = [self.patients[p].latest[k][0] for k in kinds if k in self.patients[p].latest]
+        return max(times, default=-(2**63))
+
+    def _questionnaire(self, p: int, now: int, offset: float) -> Fired | None:
+        params = self.patients[p].params["questionnaire_missed"]
+        grace = int(params["grace_hours"] * HOUR)
+        due = None
+        for hour in (params["first_hour"], params["second_hour"]):
+            if not math.isnan(hour):
+                deadline = self._deadline(now - grace, offset, hour)
+                due = deadline if due is None else max(due, deadline)
+        if due is None or due < self.patients[p].profile.enrolled_us:
+            return None
+        opens = due - int(params["window_before_hours"] * HOUR)
+        if self._last(p, *QUESTIONNAIRE_KINDS) >= opens:
+            return None
+        return Fired(
+            p,
+            "questionnaire_missed",
+            2,
+            due + grace,
+            {"scheduled_at_s": due / 1e6, "data_since_s": opens / 1e6},
+        )
+
+    def _weight_missing(self, p: int, now: int, offset: float) -> Fired | None:
+        params = self.patients[p].params["hf_weight_missing"]
+        enrolled = self.patients[p].profile.enrolled_us
+        deadline = self._deadline(now, offset, params["deadline_hour"])
+        day_start = self._day_start(deadline, offset)
+        weighed = self._last(p, K.BODY_WEIGHT)
+        if weighed >= day_start or enrolled >= day_start:
+            return None
+        since = max(weighed, enrolled - DAY)
+        days = (day_start - self._day_start(since, offset)) // DAY
+        severity = 3 if days >= params["red_after_days"] else 2
+        return Fired(
+            p,
+            "hf_weight_missing",
+            severity,
+            deadline,
+            {"days_without_weight": float(days), "data_since_s": day_start / 1e6},
+        )
+
+    def _glucose_missing(self, p: int, now: int) -> Fired | None:
+        params = self.patients[p].params["glucose_missing"]
+        last = max(self._last(p, K.GLUCOSE, K.GLUCOSE_CGM), self.patients[p].profile.enrolled_us)
+        limit = int(params["days"] * DAY)
+        if now - last < limit:
+            return None
+        return Fired(
+            p,
+            "glucose_missing",
+            2,
+            last + limit,
+            {"last_reading_s": last / 1e6, "data_since_s": (last + 1) / 1e6},
+        )
+
+    def _device_silent(self, p: int, now: int) -> Fired | None:
+        periods = self.patients[p].params["device_silent"]["periods"]
+        silent = []
+        for key, (device_type, last) in self.patients[p].devices.items():
+            hours = next(h for t, h in DEVICE_PERIOD_HOURS.items() if t.value == device_type)
+            since = last + int(hours * HOUR * periods)
+            if now >= since:
+                silent.append((since, key))
+        if not silent:
+            return None
+        since, key = min(silent)
+        last = self.patients[p].devices[key][1]
+        return Fired(
+            p,
+            "device_silent",
+            1,
+            since,
+            {"device_key": float(key), "data_since_s": (last + 1) / 1e6},
+        )
+
+    def _adherence(self, p: int, now: int, month: int) -> Fired | None:
+        patient = self.patients[p]
+        first = 30 * (month - 1)
+        end = patient.profile.enrolled_us + (first + 30) * DAY
+        days = sum(1 for d in patient.days if first <= d < first + 30)
+        percent = days / 30 * 100
+        rule = f"adherence_m{month}"
+        if now < end or percent > patient.params[rule]["at_most_percent"]:
+            return None
+        return Fired(p, rule, 2, end, {"days_with_data": float(days), "percent": percent})
+
+    # -- candidates -----------------------------------------------------------------------
+
+    def _collapse(self, fired: list[Fired]) -> list[Fired]:
+        best: dict[tuple[int, str], Fired] = {}
+        for f in fired:
+            if self.patients[f.patient_key].params[f.rule_id][ENABLED] != 1:
+                continue
+            key = (f.patient_key, f.rule_id)
+            if key not in best or (f.severity, f.at) >= (best[key].severity, best[key].at):
+                best[key] = f
+        return list(best.values())
+
+
+def news2_respiration(v: float) -> float:
+    return 3 if v <= 8 else 1 if v <= 11 else 0 if v <= 20 else 2 if v <= 24 else 3
+
+
+def news2_spo2(v: float, scale: float, oxygen: bool) -> float:
+    if scale != 2:
+        return 3 if v <= 91 else 2 if v <= 93 else 1 if v <= 95 else 0
+    if v <= 83:
+        return 3
+    if v <= 85:
+        return 2
+    if v <= 87:
+        return 1
+    if v <= 92 or not oxygen:
+        return 0
+    return 1 if v <= 94 else 2 if v <= 96 else 3
+
+
+def news2_systolic(v: float) -> float:
+    return 3 if v <= 90 else 2 if v <= 100 else 1 if v <= 110 else 0 if v <= 219 else 3
+
+
+def news2_pulse(v: float) -> float:
+    return (
+        3
+        if v <= 40
+        else 1
+        if v <= 50
+        else 0
+        if v <= 90
+        else 1
+        if v <= 110
+        else (2 if v <= 130 else 3)
+    )
+
+
+def news2_temperature(v: float) -> float:
+    return 3 if v <= 35.0 else 1 if v <= 36.0 else 0 if v <= 38.0 else 1 if v <= 39.0 else 2
+
+
+def as_fired(candidates: Sequence[Any]) -> list[Fired]:
+    """The engine's candidates in the reference's terms, for comparison."""
+    return [
+        Fired(c.patient_key, c.rule_id, int(c.severity), c.fired_at_us, c.explanation["values"])
+        for c in candidates
+    ]
