@@ -26,7 +26,7 @@ from devices.catalogue import VitalKind as K
 from devices.registry import DeviceType, Programme
 from ingest.db import Connection
 
-__all__ = ["kafka_partition", "load_partitions", "load_patients"]
+__all__ = ["kafka_partition", "load_partitions", "load_patients", "load_profiles"]
 
 HISTORY_DAYS = 30  # how far back the latest value of a kind is looked for
 
@@ -57,6 +57,14 @@ async def load_patients(
     """Profiles and history of these patients into the engine."""
     if not patient_keys:
         return
+    await load_profiles(conn, engine, patient_keys, partitions)
+    await _history(conn, engine, list(patient_keys), now_us)
+
+
+async def load_profiles(
+    conn: Connection, engine: Engine, patient_keys: Sequence[int], partitions: int
+) -> None:
+    """Programme, enrolment, devices and overrides of these patients; no history."""
     keys = list(patient_keys)
     patients = await conn.fetch(
         """
@@ -91,7 +99,6 @@ async def load_patients(
         for r in patients
     )
     engine.set_discharged(r["patient_key"] for r in patients if r["gone"])
-    await _history(conn, engine, keys, now_us)
 
 
 async def _history(conn: Connection, engine: Engine, keys: list[int], now_us: int) -> None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
 from alerts.model import Severity
 from devices.registry import Programme
+from ingest.errors import ConfigurationError
 
 __all__ = ["AlertConfig", "ProgrammeConfig", "load_config", "parameter_names"]
 
@@ -63,7 +64,7 @@ class AlertConfig:
         return offset.total_seconds() / 3600 if offset else 0.0
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError):
     """The programmes file is wrong; the message says where."""
 
 

@@ -2,13 +2,15 @@
 
 Rebuilt from PostgreSQL when partitions are assigned, reset when they are
 revoked; run over every batch (before its transaction, which then applies the
-lifecycle); swept periodically for missing data and adherence.
+lifecycle); ticked between batches: threshold overrides changed by clinicians
+are applied within `OVERRIDE_POLL_S`, and the missing-data and adherence rules
+are swept every `sweep_interval_seconds`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -21,7 +23,9 @@ from ingest.batch import ReadingRows
 from ingest.clock import Clock
 from ingest.metrics import IngestMetrics
 
-__all__ = ["AlertStep", "AlertWork"]
+__all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
+
+OVERRIDE_POLL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +46,16 @@ class AlertStep:
         self._metrics = metrics
         self._partitions = 1
         self._last_sweep = 0.0
+        self._last_override_poll = 0.0
+        self._override_seen = 0  # id in threshold_override_history
 
     async def assigned(self, partitions: Sequence[int], partition_count: int) -> None:
         self.engine.reset()
         self._partitions = partition_count
         async with self._pool.acquire() as conn:
+            self._override_seen = await conn.fetchval(
+                "SELECT coalesce(max(id), 0) FROM threshold_override_history"
+            )
             loaded = await load_partitions(
                 conn, self.engine, partitions, partition_count, self._clock.now_ms() * 1000
             )
@@ -77,15 +86,40 @@ class AlertStep:
         self._metrics.alert_evaluation_seconds.observe(time.perf_counter() - started)
         return AlertWork(candidates, _arrivals(rows))
 
-    def sweep_due(self) -> bool:
-        return self._clock.monotonic() - self._last_sweep >= self.engine.config.sweep_interval_s
-
-    def sweep(self, now_by_partition: Mapping[int, int]) -> AlertWork:
+    async def tick(self, now_by_partition: Callable[[], Mapping[int, int]]) -> AlertWork | None:
+        """Between batches: new threshold overrides, then the sweep when it is due."""
+        if self._clock.monotonic() - self._last_override_poll >= OVERRIDE_POLL_S:
+            await self._refresh_overrides()
+            self._last_override_poll = self._clock.monotonic()
+        if self._clock.monotonic() - self._last_sweep < self.engine.config.sweep_interval_s:
+            return None
         self._last_sweep = self._clock.monotonic()
         started = time.perf_counter()
-        candidates = self.engine.sweep(now_by_partition)
+        candidates = self.engine.sweep(now_by_partition())
         self._metrics.alert_sweep_seconds.observe(time.perf_counter() - started)
-        return AlertWork(candidates, Arrivals.none())
+        return AlertWork(candidates, Arrivals.none()) if candidates else None
+
+    async def _refresh_overrides(self) -> None:
+        """Apply the overrides changed since the last look to the patients followed here."""
+        async with self._pool.acquire() as conn:
+            changes = await conn.fetch(
+                "SELECT id, patient_key FROM threshold_override_history WHERE id > $1",
+                self._override_seen,
+            )
+            if not changes:
+                return
+            keys = list({r["patient_key"] for r in changes} & self.engine.history.slot_of.keys())
+            current = await conn.fetch(
+                "SELECT patient_key, parameter, value FROM threshold_overrides "
+                "WHERE patient_key = ANY($1::int[])",
+                keys,
+            )
+        self._override_seen = max(r["id"] for r in changes)
+        overrides: dict[int, dict[str, float]] = {key: {} for key in keys}
+        for r in current:
+            overrides[r["patient_key"]][r["parameter"]] = r["value"]
+        for key, values in overrides.items():
+            self.engine.override(key, values)
 
 
 def _arrivals(rows: ReadingRows) -> Arrivals:

@@ -13,7 +13,9 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +134,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     connections(p)
     _simulation_arguments(p)
+
+    rules = sub.add_parser("rules", help="The alert rules: list them, replay one over history.")
+    actions = rules.add_subparsers(required=True, metavar="action")
+    p = actions.add_parser("list", help="Every rule: id, version, severities, source, parameters.")
+    p.set_defaults(handler=_rules_list)
+    p = actions.add_parser(
+        "replay",
+        help="What a rule (or a changed threshold) would have raised over stored history; "
+        "writes nothing.",
+    )
+    p.set_defaults(handler=_rules_replay)
+    connections(p)
+    p.add_argument("--rule", required=True)
+    p.add_argument("--from", dest="start", required=True, type=_instant, help="ISO date or time")
+    p.add_argument("--to", dest="end", required=True, type=_instant, help="ISO date or time")
+    p.add_argument(
+        "--set", action="append", default=[], type=_assignment, metavar="PARAMETER=VALUE"
+    )
+    p.add_argument("--programme", action="append", help="default: the programmes that run it")
+
+    p = command("override", _override, "Set or remove one patient's threshold override.")
+    connections(p)
+    p.add_argument("--patient", required=True)
+    p.add_argument("--parameter", required=True, help="<rule>.<name>, see `telemon rules list`")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--value", type=float)
+    group.add_argument("--remove", action="store_true")
+    p.add_argument("--by", required=True, help="who changes it")
+    p.add_argument("--note")
 
     p = command(
         "demo",
@@ -268,6 +299,99 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
             result.patients,
             result.devices,
         )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _assignment(text: str) -> tuple[str, float]:
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{text!r} is not PARAMETER=VALUE")
+    return name, float(value)
+
+
+def _rules_list(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.catalogue import RULES
+
+    for rule in RULES.values():
+        severities = "/".join(s.label for s in rule.severities)
+        fixed = "" if rule.disableable else ", cannot be disabled"
+        print(f"{rule.id} v{rule.version} [{severities}{fixed}] {rule.title}")
+        print(f"    source: {rule.source}")
+        for name, parameter in rule.parameters.items():
+            mark = "" if parameter.verified else " (design default)"
+            print(
+                f"    {rule.id}.{name} = {parameter.default:g} {parameter.unit}"
+                f"  {parameter.description}{mark}"
+            )
+    return 0
+
+
+def _rules_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.programmes import load_config
+    from alerts.replay import replay
+    from devices.registry import Programme
+    from ingest.db import connect
+
+    _require_connections(settings, kafka=False)
+    config = load_config(settings.alert_programmes_file)
+    programmes = [Programme(p) for p in args.programme] if args.programme else None
+
+    async def run() -> int:
+        assert settings.database_url is not None
+        conn = await connect(settings.database_url, settings.database_schema)
+        try:
+            report = await replay(
+                conn,
+                config,
+                args.rule,
+                int(args.start.timestamp() * 1e6),
+                int(args.end.timestamp() * 1e6),
+                parameters=dict(args.set),
+                programmes=programmes,
+            )
+        finally:
+            await conn.close()
+        print(
+            f"{report.rule_id} from {args.start.isoformat()} to {args.end.isoformat()}: "
+            f"{len(report.episodes)} alerts for {report.patients} patients "
+            f"({report.readings} readings replayed, nothing written)"
+        )
+        print(f"{'day':<12}{'severity':<10}{'alerts':>8}{'patients':>10}")
+        for day, severity, alerts, patients in report.by_day():
+            print(f"{day:<12}{severity:<10}{alerts:>8}{patients:>10}")
+        for patient_id, count in Counter(p for p, _ in report.episodes).most_common(10):
+            print(f"  {patient_id}: {count}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def _override(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.actions import remove_override, set_override
+    from ingest.db import connect
+
+    _require_connections(settings, kafka=False)
+
+    async def run() -> int:
+        assert settings.database_url is not None
+        conn = await connect(settings.database_url, settings.database_schema)
+        try:
+            if args.remove:
+                await remove_override(conn, args.patient, args.parameter, args.by, args.note)
+            else:
+                await set_override(
+                    conn, args.patient, args.parameter, args.value, args.by, args.note
+                )
+        finally:
+            await conn.close()
+        log.info("override of %s for %s saved", args.parameter, args.patient)
         return 0
 
     return asyncio.run(run())

@@ -246,9 +246,9 @@ class IngestPipeline:
                     await self._prepared.put(batch)
                 finally:
                     self._decoded.task_done()
-            if self._alerts is not None and self._health.joined_group and self._alerts.sweep_due():
-                work = self._alerts.sweep(self._sweep_now())
-                if work.candidates:
+            if self._alerts is not None and self._health.joined_group:
+                work = await self._database(partial(self._alerts.tick, self._sweep_now), "alerts")
+                if work is not None:
                     await self._prepared.put(WriteBatch.alerts_only(self._topic, work))
 
     def _sweep_now(self) -> dict[int, int]:
