@@ -10,7 +10,7 @@ cool down) is applied by alerts.lifecycle inside the batch transaction.
 
 from __future__ import annotations
 
-import math
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +62,8 @@ class Engine:
         self._params = _no_parameters()
         self._reading_rules = [r for r in RULES.values() if r.kind is RuleKind.READING]
         self._sweep_rules = [r for r in RULES.values() if r.kind is RuleKind.SWEEP]
+        self._reads = {r.id: _reads(r) for r in self._reading_rules}
+        self._described = {r.id: _describe(r) for r in RULES.values()}
 
     # -- patients -------------------------------------------------------------------------
 
@@ -71,18 +73,29 @@ class Engine:
         self._params = _no_parameters()
 
     def add_patients(self, profiles: Iterable[PatientProfile]) -> None:
-        for profile in profiles:
-            slot = self.history.add(
-                profile.patient_key,
-                PROGRAMMES.index(profile.programme),
-                profile.enrolled_us,
-                profile.partition,
-            )
-            for device_key, device_type in profile.devices:
-                self.history.add_device(
-                    device_key, slot, DEVICE_TYPES.index(device_type), profile.enrolled_us
-                )
-            self._set_parameters(slot, profile.programme, profile.overrides)
+        profiles = list(profiles)
+        history = self.history
+        slots = [
+            history.add(p.patient_key, PROGRAMMES.index(p.programme), p.enrolled_us, p.partition)
+            for p in profiles
+        ]
+        keys, owners, types, since = [], [], [], []
+        for slot, p in zip(slots, profiles, strict=True):
+            for device_key, device_type in p.devices:
+                keys.append(device_key)
+                owners.append(slot)
+                types.append(DEVICE_TYPES.index(device_type))
+                since.append(p.enrolled_us)
+        history.add_devices(keys, owners, types, since)
+        self._reserve(len(history))
+        plain: dict[Programme, list[int]] = defaultdict(list)  # no overrides: set by programme
+        for slot, p in zip(slots, profiles, strict=True):
+            if p.overrides:
+                self._set_parameters(slot, p.programme, p.overrides)
+            else:
+                plain[p.programme].append(slot)
+        for programme, group in plain.items():
+            self._set_parameters(np.array(group, np.int64), programme, {})
 
     def knows(self, patient_keys: Iterable[int]) -> list[int]:
         """The given patients the engine has no profile of yet."""
@@ -95,17 +108,25 @@ class Engine:
             programme = PROGRAMMES[int(self.history.programme[slot])]
             self._set_parameters(slot, programme, overrides)
 
+    def _reserve(self, slots: int) -> None:
+        """Room for `slots` patients in every parameter array."""
+        for params in self._params.values():
+            for name, values in params.items():
+                if len(values) < slots:
+                    grown = np.full(max(2 * len(values), slots, 64), np.nan)
+                    grown[: len(values)] = values
+                    params[name] = grown
+
     def _set_parameters(
-        self, slot: int, programme: Programme, overrides: Mapping[str, float]
+        self,
+        slot: int | npt.NDArray[np.int64],
+        programme: Programme,
+        overrides: Mapping[str, float],
     ) -> None:
         chosen = self.config.programmes[programme]
         for rule_id, params in self._params.items():
             rule = RULES[rule_id]
             for name in params:
-                if len(params[name]) <= slot:
-                    grown = np.full(max(2 * len(params[name]), slot + 1, 64), np.nan)
-                    grown[: len(params[name])] = params[name]
-                    params[name] = grown
                 params[name][slot] = self._resolve(
                     rule, name, chosen.rules, chosen.parameters, overrides
                 )
@@ -161,16 +182,18 @@ class Engine:
         current = (measured_at >= reference - self.config.current_window_us) & self.history.active[
             slot
         ]
-        rows = Rows(slot, kind, value, measured_at, current)
         if not current.any():
             return []
+        rows = Rows(slot, kind, value, measured_at, current)
         now = np.zeros(0, np.int64)
         candidates: list[Candidate] = []
         for rule in self._reading_rules:
-            if not (np.isin(kind, list(rule.kinds)) & current).any():
-                continue
-            firings = rule.evaluate(RuleContext(rows, self.history, self._params[rule.id], now))
-            candidates.extend(self._candidates(rule, firings))
+            params = self._params[rule.id]
+            # Each rule sees the current readings of its kinds, of the patients it runs for.
+            mine = current & self._reads[rule.id][kind] & (params[ENABLED][slot] == 1)
+            if mine.any():
+                context = RuleContext(rows.select(mine), self.history, params, now)
+                candidates.extend(self._candidates(rule, rule.evaluate(context)))
         return candidates
 
     def sweep(self, now_by_partition: Mapping[int, int]) -> list[Candidate]:
@@ -205,34 +228,33 @@ class Engine:
         slot = firings.slot[order]
         last = np.r_[slot[1:] != slot[:-1], True]
         chosen = order[last]
+        slots = firings.slot[chosen]
         params = self._params[rule.id]
-        out = []
-        for i in chosen.tolist():
-            s = int(firings.slot[i])
-            values = {name: _number(v[i]) for name, v in firings.values.items()}
-            out.append(
-                Candidate(
-                    patient_key=int(self.history.patient_key[s]),
-                    rule_id=rule.id,
-                    rule_version=rule.version,
-                    severity=Severity(int(firings.severity[i])),
-                    fired_at_us=int(firings.at[i]),
-                    explanation={
-                        "rule": rule.id,
-                        "version": rule.version,
-                        "title": rule.title,
-                        "source": rule.source,
-                        "values": values,
-                        "parameters": {n: _number(params[n][s]) for n in rule.parameters},
-                        "kinds": sorted(
-                            BY_CODE[c].kind.value
-                            for c in rule.kinds
-                            if rule.kind is RuleKind.READING
-                        ),
-                    },
+        values = {name: _numbers(v[chosen]) for name, v in firings.values.items()}
+        thresholds = {name: _numbers(params[name][slots]) for name in rule.parameters}
+        described = self._described[rule.id]
+        return [
+            Candidate(
+                patient_key=patient_key,
+                rule_id=rule.id,
+                rule_version=rule.version,
+                severity=_SEVERITY[severity],
+                fired_at_us=at,
+                explanation={
+                    **described,
+                    "values": {name: column[j] for name, column in values.items()},
+                    "parameters": {name: column[j] for name, column in thresholds.items()},
+                },
+            )
+            for j, (patient_key, severity, at) in enumerate(
+                zip(
+                    self.history.patient_key[slots].tolist(),
+                    firings.severity[chosen].tolist(),
+                    firings.at[chosen].tolist(),
+                    strict=True,
                 )
             )
-        return out
+        ]
 
 
 def _no_parameters() -> dict[str, dict[str, npt.NDArray[np.float64]]]:
@@ -243,9 +265,34 @@ def _no_parameters() -> dict[str, dict[str, npt.NDArray[np.float64]]]:
     }
 
 
-def _number(value: Any) -> float | None:
-    number = float(value)
-    return None if math.isnan(number) else number
+def _numbers(values: npt.NDArray[Any]) -> list[float | None]:
+    """Floats for JSON, NaN (no such bound) as None."""
+    out = values.astype(np.float64).astype(object)
+    out[np.isnan(values.astype(np.float64))] = None
+    return list(out.tolist())
+
+
+def _describe(rule: Rule) -> dict[str, Any]:
+    """The part of an explanation every firing of the rule shares."""
+    return {
+        "rule": rule.id,
+        "version": rule.version,
+        "title": rule.title,
+        "source": rule.source,
+        "kinds": sorted(BY_CODE[c].kind.value for c in rule.kinds)
+        if rule.kind is RuleKind.READING
+        else [],
+    }
+
+
+def _reads(rule: Rule) -> npt.NDArray[np.bool_]:
+    """Indexed by kind code: whether the rule reads that kind."""
+    table = np.zeros(max(BY_CODE) + 1, np.bool_)
+    table[list(rule.kinds)] = True
+    return table
+
+
+_SEVERITY = {int(s): s for s in Severity}
 
 
 def _padded(values: npt.NDArray[Any], length: int) -> npt.NDArray[Any]:

@@ -27,6 +27,7 @@ __all__ = [
     "HOUR_US",
     "NO_TIME",
     "History",
+    "KeyIndex",
     "Ring",
     "index_of_code",
     "kind_index",
@@ -124,10 +125,40 @@ class Ring:
         return self.values[slot], inside
 
 
+class KeyIndex:
+    """Integer keys (serial patient or device keys) to dense rows, looked up an array at a
+    time through a table indexed by key."""
+
+    def __init__(self) -> None:
+        self.row_of: dict[int, int] = {}
+        self._table = np.full(0, -1, np.int32)  # key -> row, -1 for none
+
+    def add(self, key: int) -> int:
+        row = self.row_of.get(key)
+        if row is None:
+            row = self.row_of[key] = len(self.row_of)
+            if key >= len(self._table):
+                grown = np.full(max(2 * len(self._table), key + 1, 1024), -1, np.int32)
+                grown[: len(self._table)] = self._table
+                self._table = grown
+            self._table[key] = row
+        return row
+
+    def rows(self, keys: Sequence[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
+        """Each key's row; -1 for unknown keys."""
+        keys = np.asarray(keys, np.int64)
+        inside = (keys >= 0) & (keys < len(self._table))
+        if inside.all():
+            rows: npt.NDArray[np.int32] = self._table[keys]
+            return rows
+        return np.where(inside, self._table[np.where(inside, keys, 0)], -1).astype(np.int32)
+
+
 class History:
     def __init__(self, capacity: int = 1024) -> None:
         self._capacity = capacity
-        self.slot_of: dict[int, int] = {}
+        self._patients = KeyIndex()
+        self.slot_of = self._patients.row_of  # patient key -> slot
         self.patient_key = np.zeros(capacity, np.int32)
         self.programme = np.zeros(capacity, np.int8)
         self.enrolled_us = np.zeros(capacity, np.int64)
@@ -142,7 +173,8 @@ class History:
         self.cgm_last = np.full(capacity, NO_TIME)
         self.days_with_data = np.zeros(capacity, np.uint64)
         # Devices: each a row, with its patient's slot.
-        self.device_of: dict[int, int] = {}
+        self._devices = KeyIndex()
+        self.device_of = self._devices.row_of  # device key -> row
         self.device_slot = np.zeros(0, np.int32)
         self.device_type = np.zeros(0, np.int8)
         self.device_last = np.zeros(0, np.int64)
@@ -154,12 +186,9 @@ class History:
 
     def add(self, patient_key: int, programme: int, enrolled_us: int, partition: int) -> int:
         """The patient's slot, created empty if it is new."""
-        slot = self.slot_of.get(patient_key)
-        if slot is None:
-            slot = len(self.slot_of)
-            if slot == self._capacity:
-                self._grow(self._capacity * 2)
-            self.slot_of[patient_key] = slot
+        slot = self._patients.add(patient_key)
+        if slot == self._capacity:
+            self._grow(self._capacity * 2)
         self.patient_key[slot] = patient_key
         self.programme[slot] = programme
         self.enrolled_us[slot] = enrolled_us
@@ -167,18 +196,24 @@ class History:
         self.active[slot] = True
         return slot
 
-    def add_device(self, device_key: int, slot: int, device_type: int, since_us: int) -> None:
-        if device_key in self.device_of:
-            return
-        self.device_of[device_key] = len(self.device_slot)
-        self.device_slot = np.append(self.device_slot, np.int32(slot))
-        self.device_type = np.append(self.device_type, np.int8(device_type))
-        self.device_last = np.append(self.device_last, np.int64(since_us))
+    def add_devices(
+        self,
+        device_keys: Sequence[int],
+        slots: Sequence[int],
+        types: Sequence[int],
+        since_us: Sequence[int],
+    ) -> None:
+        """Devices (with their patient's slot, type and enrolment); known ones are kept."""
+        new = [i for i, key in enumerate(device_keys) if key not in self.device_of]
+        for i in new:
+            self._devices.add(device_keys[i])
+        self.device_slot = np.concatenate([self.device_slot, np.array(slots, np.int32)[new]])
+        self.device_type = np.concatenate([self.device_type, np.array(types, np.int8)[new]])
+        self.device_last = np.concatenate([self.device_last, np.array(since_us, np.int64)[new]])
 
     def slots(self, patient_keys: Sequence[int] | npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
         """Slots of the given patients; -1 for those not loaded."""
-        get = self.slot_of.get
-        return np.array([get(int(k), -1) for k in patient_keys], dtype=np.int32)
+        return self._patients.rows(patient_keys)
 
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
@@ -236,7 +271,7 @@ class History:
         bits = np.left_shift(np.uint64(1), day[inside].astype(np.uint64))
         np.bitwise_or.at(self.days_with_data, slot[inside], bits)
         if device is not None and self.device_of:
-            rows = np.array([self.device_of.get(int(d), -1) for d in device], dtype=np.int64)
+            rows = self._devices.rows(device)
             seen = rows >= 0
             np.maximum.at(self.device_last, rows[seen], time[seen])
 

@@ -68,6 +68,15 @@ class Rows:
     def __len__(self) -> int:
         return len(self.slot)
 
+    def select(self, mask: npt.NDArray[np.bool_]) -> Rows:
+        return Rows(
+            self.slot[mask],
+            self.kind[mask],
+            self.value[mask],
+            self.measured_at[mask],
+            self.current[mask],
+        )
+
     @classmethod
     def empty(cls) -> Rows:
         return cls(

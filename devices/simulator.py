@@ -28,6 +28,7 @@ from devices.registry import Enrollment, Programme
 
 __all__ = [
     "COVIDOM_MIX",
+    "VITAL_MODELS",
     "CohortConfig",
     "Faults",
     "SimMessage",
@@ -61,7 +62,7 @@ class VitalModel:
 
 
 # Per programme: vital models, and devices with their daily times (hours) and kinds.
-_VITALS: Mapping[Programme, Mapping[K, VitalModel]] = {
+VITAL_MODELS: Mapping[Programme, Mapping[K, VitalModel]] = {
     Programme.COVID: {
         K.SPO2: VitalModel(97.6, 0.6, 0.7, 87, high=100),
         K.HEART_RATE: VitalModel(72, 7, 5, 118),
@@ -229,7 +230,7 @@ def build_cohort(config: CohortConfig) -> list[SimPatient]:
         )
         baseline = {
             kind: rng.gauss(model.mean, model.between_sd)
-            for kind, model in _VITALS[programme].items()
+            for kind, model in VITAL_MODELS[programme].items()
         }
         worsening = _worsening(rng, config) if n in worsening_ids else None
         cohort.append(
@@ -398,8 +399,8 @@ class Simulation:
         value_type = BY_KIND[kind].value_type
         if value_type is ValueType.BOOLEAN:
             return self._answer(kind, severity)
-        models = _VITALS[patient.programme]
-        model = models.get(kind) or _VITALS[Programme.COVID][kind]
+        models = VITAL_MODELS[patient.programme]
+        model = models.get(kind) or VITAL_MODELS[Programme.COVID][kind]
         base = patient.baseline.get(kind, model.mean)
         if kind is K.BODY_WEIGHT:
             worst = base + model.worst
