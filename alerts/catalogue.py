@@ -250,7 +250,8 @@ _RULES = (
         (ORANGE,),
         {
             "gain_kg": P(2, "kg", "more than this above the minimum of"),
-            "window_hours": P(72, "h", "the previous hours"),
+            # 3 days, plus 2 h: a daily weight taken a little earlier 3 days ago still counts.
+            "window_hours": P(74, "h", "the previous hours (3 days + 2 h slack)", False),
         },
         trends.hf_weight_gain,
     ),
@@ -264,7 +265,7 @@ _RULES = (
         (INFO,),
         {
             "gain_kg": P(1, "kg", "more than this above the minimum of", False),
-            "window_hours": P(24, "h", "the previous hours", False),
+            "window_hours": P(26, "h", "the previous hours (24 h + 2 h slack)", False),
         },
         trends.weight_gain_24h,
     ),
