@@ -15,7 +15,7 @@ from alerts.model import Parameter, Rule, RuleKind, Severity
 from alerts.thresholds import GRADED, code
 from devices.catalogue import VitalKind as K
 
-__all__ = ["PATIENT_PARAMETERS", "RULES"]
+__all__ = ["PATIENT_PARAMETERS", "RESOLVED_BY_DATA", "RULES"]
 
 ORANGE, RED, INFO = Severity.ORANGE, Severity.RED, Severity.INFO
 NAN = float("nan")
@@ -397,3 +397,8 @@ _RULES = (
 )
 
 RULES: Mapping[str, Rule] = {rule.id: rule for rule in _RULES}
+
+# The rules whose alerts data resolves, with the kind codes that do.
+RESOLVED_BY_DATA: Mapping[str, frozenset[int]] = {
+    rule.id: rule.resolved_by_kinds for rule in _RULES if rule.resolved_by_kinds
+}

@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
-from alerts.history import History
+from alerts.history import NO_TIME, History
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Severity
 from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
@@ -60,6 +60,7 @@ class Engine:
         self.config = config
         self.history = History()
         self._params = _no_parameters()
+        self._emitted = _no_emissions()
         self._reading_rules = [r for r in RULES.values() if r.kind is RuleKind.READING]
         self._sweep_rules = [r for r in RULES.values() if r.kind is RuleKind.SWEEP]
         self._reads = {r.id: _reads(r) for r in self._reading_rules}
@@ -71,6 +72,7 @@ class Engine:
         """Forget every patient (partitions revoked; the next assignment rebuilds)."""
         self.history = History()
         self._params = _no_parameters()
+        self._emitted = _no_emissions()
 
     def add_patients(self, profiles: Iterable[PatientProfile]) -> None:
         profiles = list(profiles)
@@ -109,13 +111,13 @@ class Engine:
             self._set_parameters(slot, programme, overrides)
 
     def _reserve(self, slots: int) -> None:
-        """Room for `slots` patients in every parameter array."""
+        """Room for `slots` patients in every per-slot array."""
         for params in self._params.values():
             for name, values in params.items():
-                if len(values) < slots:
-                    grown = np.full(max(2 * len(values), slots, 64), np.nan)
-                    grown[: len(values)] = values
-                    params[name] = grown
+                params[name] = _room(values, slots, np.nan)
+        for emitted in self._emitted.values():
+            for name, times in emitted.items():
+                emitted[name] = _room(times, slots, NO_TIME)
 
     def _set_parameters(
         self,
@@ -216,6 +218,30 @@ class Engine:
             candidates.extend(self._candidates(rule, firings))
         return candidates
 
+    def _not_repeats(
+        self, rule: Rule, chosen: npt.NDArray[np.intp], firings: Firings
+    ) -> npt.NDArray[np.intp]:
+        """Drop firings that repeat the last one emitted (no more severe, within the repeat
+        window): the lifecycle could only absorb them, or drop them within a cool-down.
+        Remember the others as emitted."""
+        window = self.config.repeat_window_us
+        if not window:
+            return chosen
+        emitted = self._emitted[rule.id]
+        slot = firings.slot[chosen]
+        severity = firings.severity[chosen].astype(np.int64)
+        at = firings.at[chosen]
+        repeat = (
+            (emitted["at"][slot] != NO_TIME)
+            & (severity <= emitted["severity"][slot])
+            & (at <= emitted["at"][slot] + window)
+        )
+        kept: npt.NDArray[np.intp] = chosen[~repeat]
+        slot = slot[~repeat]
+        emitted["severity"][slot] = severity[~repeat]
+        emitted["at"][slot] = np.maximum(emitted["at"][slot], at[~repeat])
+        return kept
+
     def _candidates(self, rule: Rule, firings: Firings) -> list[Candidate]:
         """One candidate per patient: the most severe firing, then the latest."""
         if not len(firings):
@@ -227,7 +253,9 @@ class Engine:
         order = order[enabled[order]]
         slot = firings.slot[order]
         last = np.r_[slot[1:] != slot[:-1], True]
-        chosen = order[last]
+        chosen = self._not_repeats(rule, order[last], firings)
+        if not len(chosen):
+            return []
         slots = firings.slot[chosen]
         params = self._params[rule.id]
         values = {name: _numbers(v[chosen]) for name, v in firings.values.items()}
@@ -255,6 +283,14 @@ class Engine:
                 )
             )
         ]
+
+
+def _no_emissions() -> dict[str, dict[str, npt.NDArray[np.int64]]]:
+    """Per rule: the severity and event time of the last candidate emitted, per slot."""
+    return {
+        rule.id: {"severity": np.zeros(0, np.int64), "at": np.zeros(0, np.int64)}
+        for rule in RULES.values()
+    }
 
 
 def _no_parameters() -> dict[str, dict[str, npt.NDArray[np.float64]]]:
@@ -293,6 +329,18 @@ def _reads(rule: Rule) -> npt.NDArray[np.bool_]:
 
 
 _SEVERITY = {int(s): s for s in Severity}
+
+
+A = TypeVar("A", bound=np.generic)
+
+
+def _room(values: npt.NDArray[A], slots: int, fill: float | int) -> npt.NDArray[A]:
+    """`values`, grown (filled with `fill`) if it has fewer than `slots` entries."""
+    if len(values) >= slots:
+        return values
+    grown = np.full(max(2 * len(values), slots, 64), fill, values.dtype)
+    grown[: len(values)] = values
+    return grown
 
 
 def _padded(values: npt.NDArray[Any], length: int) -> npt.NDArray[Any]:

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from alerts.catalogue import RULES
+from alerts.catalogue import RESOLVED_BY_DATA
 from alerts.engine import Candidate
 from alerts.model import Severity
 from ingest.db import Connection
@@ -56,8 +56,8 @@ class Applied:
 
 # Rules whose alerts data resolves, by the kind code that does it.
 _RESOLVED_BY: Mapping[int, tuple[str, ...]] = {
-    code: tuple(r.id for r in RULES.values() if code in r.resolved_by_kinds)
-    for code in {c for r in RULES.values() for c in r.resolved_by_kinds}
+    code: tuple(rule for rule, kinds in RESOLVED_BY_DATA.items() if code in kinds)
+    for code in frozenset().union(*RESOLVED_BY_DATA.values())
 }
 
 

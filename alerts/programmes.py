@@ -29,6 +29,7 @@ class _Engine(BaseModel):
     current_window_minutes: float = Field(gt=0)
     sweep_interval_seconds: float = Field(gt=0)
     cooldown_hours: dict[str, float]
+    repeat_minutes: float = Field(ge=0)
 
 
 class _Programme(BaseModel):
@@ -57,6 +58,9 @@ class AlertConfig:
     sweep_interval_s: float
     cooldown_us: Mapping[Severity, int]
     programmes: Mapping[Programme, ProgrammeConfig]
+    # A firing no more severe than the last one the engine emitted for the same patient and
+    # rule, at most this much event time after it, is not emitted (0: every firing is).
+    repeat_window_us: int = 0
 
     def utc_offset_hours(self, at_us: int) -> float:
         moment = datetime.fromtimestamp(at_us / 1e6, self.timezone)
@@ -118,10 +122,15 @@ def load_config(path: Path | None = None) -> AlertConfig:
     }
     if set(cooldown) != set(Severity):
         raise ConfigError("cooldown_hours needs info, orange and red")
+    repeat_window_us = int(raw.engine.repeat_minutes * 6e7)
+    if repeat_window_us >= min(cooldown.values()):
+        # Within a cool-down a repeat is dropped anyway: suppressing it changes nothing.
+        raise ConfigError("repeat_minutes must be shorter than every cool-down")
     return AlertConfig(
         timezone=ZoneInfo(raw.engine.timezone),
         current_window_us=int(raw.engine.current_window_minutes * 6e7),
         sweep_interval_s=raw.engine.sweep_interval_seconds,
         cooldown_us=cooldown,
         programmes=programmes,
+        repeat_window_us=repeat_window_us,
     )

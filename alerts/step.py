@@ -9,18 +9,21 @@ are swept every `sweep_interval_seconds`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
-import numpy as np
 
+from alerts.awaited import AwaitedData
+from alerts.catalogue import RESOLVED_BY_DATA
 from alerts.engine import Candidate, Engine
 from alerts.lifecycle import Arrivals
 from alerts.loader import load_partitions, load_patients
 from ingest.batch import ReadingRows
 from ingest.clock import Clock
+from ingest.db import Connection
 from ingest.metrics import IngestMetrics
 
 __all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
@@ -48,6 +51,7 @@ class AlertStep:
         self._last_sweep = 0.0
         self._last_override_poll = 0.0
         self._override_seen = 0  # id in threshold_override_history
+        self._awaited = AwaitedData()
 
     async def assigned(self, partitions: Sequence[int], partition_count: int) -> None:
         self.engine.reset()
@@ -59,10 +63,27 @@ class AlertStep:
             loaded = await load_partitions(
                 conn, self.engine, partitions, partition_count, self._clock.now_ms() * 1000
             )
+            await self._load_awaited(conn)
         self._metrics.alert_patients.set(loaded)
+
+    async def _load_awaited(self, conn: Connection) -> None:
+        """The unresolved missing-data alerts of the patients followed here."""
+        self._awaited.clear()
+        for r in await conn.fetch(
+            """
+            SELECT patient_key, rule_id,
+                   coalesce((explanation -> 'values' ->> 'data_since_s')::float8 * 1e6, 0)::bigint
+                       AS since_us
+            FROM alerts WHERE status <> 'resolved' AND rule_id = ANY($1::text[])
+            """,
+            list(RESOLVED_BY_DATA),
+        ):
+            if r["patient_key"] in self.engine.history.slot_of:
+                self._awaited.expect(r["patient_key"], r["rule_id"], r["since_us"])
 
     def revoked(self) -> None:
         self.engine.reset()
+        self._awaited.clear()
         self._metrics.alert_patients.set(0)
 
     async def evaluate(self, rows: ReadingRows) -> AlertWork:
@@ -75,7 +96,11 @@ class AlertStep:
                     conn, self.engine, unknown, self._partitions, self._clock.now_ms() * 1000
                 )
         started = time.perf_counter()
-        candidates = self.engine.evaluate(
+        # In a thread: numpy releases the GIL in its loops, so the event loop (the writer's
+        # COPY, the intake) goes on meanwhile. Nothing else touches the engine until this
+        # returns: the prepare stage awaits it, and rebalances drain that stage first.
+        candidates = await asyncio.to_thread(
+            self.engine.evaluate,
             rows.patient_key,
             rows.kind,
             rows.value,
@@ -84,7 +109,8 @@ class AlertStep:
             rows.device_key,
         )
         self._metrics.alert_evaluation_seconds.observe(time.perf_counter() - started)
-        return AlertWork(candidates, _arrivals(rows))
+        arrivals = self._awaited.arrivals(rows.patient_key, rows.kind, rows.measured_at_us)
+        return AlertWork(candidates, arrivals)
 
     async def tick(self, now_by_partition: Callable[[], Mapping[int, int]]) -> AlertWork | None:
         """Between batches: new threshold overrides, then the sweep when it is due."""
@@ -96,6 +122,7 @@ class AlertStep:
         self._last_sweep = self._clock.monotonic()
         started = time.perf_counter()
         candidates = self.engine.sweep(now_by_partition())
+        self._awaited.expect_candidates(candidates)
         self._metrics.alert_sweep_seconds.observe(time.perf_counter() - started)
         return AlertWork(candidates, Arrivals.none()) if candidates else None
 
@@ -120,12 +147,3 @@ class AlertStep:
             overrides[r["patient_key"]][r["parameter"]] = r["value"]
         for key, values in overrides.items():
             self.engine.override(key, values)
-
-
-def _arrivals(rows: ReadingRows) -> Arrivals:
-    """The latest measured_at per (patient, kind) of the batch."""
-    pairs = np.stack([rows.patient_key.astype(np.int64), rows.kind.astype(np.int64)])
-    unique, inverse = np.unique(pairs, axis=1, return_inverse=True)
-    latest = np.full(unique.shape[1], np.iinfo(np.int64).min)
-    np.maximum.at(latest, inverse.ravel(), rows.measured_at_us)
-    return Arrivals(unique[0].tolist(), unique[1].tolist(), latest.tolist())

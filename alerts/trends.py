@@ -61,18 +61,31 @@ def spo2_drop_baseline(ctx: RuleContext) -> Firings:
     rows = _current(ctx, K.SPO2)
     p = {n: v[ctx.rows.slot[rows]] for n, v in ctx.params.items()}
     values, inside = _window(ctx, K.SPO2, rows, p["baseline_days"] * 24)
-    enough = inside.sum(axis=1) >= p["min_readings"]
-    masked = np.where(inside, values, np.nan)
+    drop = p["drop_points"]
+    # The median is at most the window's highest value: only rows that far below it can
+    # fire, and only they need a median (the costly part).
+    highest = np.where(inside, values, -np.inf).max(axis=1, initial=-np.inf)
+    possible = (inside.sum(axis=1) >= p["min_readings"]) & (highest - ctx.rows.value[rows] >= drop)
     median = np.full(len(rows), np.nan)
-    if enough.any():
-        median[enough] = np.nanmedian(masked[enough], axis=1)
+    if possible.any():
+        median[possible] = _row_medians(values[possible], inside[possible])
     with np.errstate(invalid="ignore"):
-        fired = enough & (median - ctx.rows.value[rows] >= p["drop_points"])
+        fired = possible & (median - ctx.rows.value[rows] >= drop)
     mask = np.zeros(len(ctx.rows), np.bool_)
     mask[rows[fired]] = True
     baseline = np.full(len(ctx.rows), np.nan)
     baseline[rows] = median
     return fire(ctx, mask, np.full(len(ctx.rows), ORANGE, np.int8), baseline_median=baseline)
+
+
+def _row_medians(
+    values: npt.NDArray[np.float64], inside: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float64]:
+    """Per row, the median of the values inside (every row has at least one)."""
+    ordered = np.sort(np.where(inside, values, np.inf), axis=1)  # the others sort last
+    count = inside.sum(axis=1)
+    row = np.arange(len(values))
+    return np.asarray((ordered[row, (count - 1) // 2] + ordered[row, count // 2]) / 2)
 
 
 def ventilator_leak_days(ctx: RuleContext) -> Firings:

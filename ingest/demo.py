@@ -78,24 +78,26 @@ async def _first(awaitable: Awaitable[object], ingest: asyncio.Task[Totals]) -> 
 
 
 async def _show_progress(registry: CollectorRegistry, every_s: float = 2.0) -> None:
-    def value(name: str) -> float:
-        return registry.get_sample_value(name) or 0.0
-
-    previous = value("telemon_ingest_readings_stored_total")
-    while True:
-        await asyncio.sleep(every_s)
-        stored = value("telemon_ingest_readings_stored_total")
-        rejected = sum(
+    def total(metric: str, **labels: str) -> float:
+        """The sum of a counter's samples, over the label values not given."""
+        return sum(
             s.value
             for m in registry.collect()
-            if m.name == "telemon_ingest_rejected"
+            if m.name == metric
             for s in m.samples
-            if s.name.endswith("_total")
+            if s.name.endswith("_total") and labels.items() <= s.labels.items()
         )
+
+    previous = total("telemon_ingest_readings_stored")
+    while True:
+        await asyncio.sleep(every_s)
+        stored = total("telemon_ingest_readings_stored")
         print(
             f"  {(stored - previous) / every_s:8.0f} readings/s  {stored:10.0f} stored  "
-            f"{value('telemon_ingest_readings_duplicate_total'):6.0f} duplicates  "
-            f"{rejected:6.0f} rejected",
+            f"{total('telemon_ingest_readings_duplicate'):6.0f} duplicates  "
+            f"{total('telemon_ingest_rejected'):6.0f} rejected  "
+            f"alerts raised: {total('telemon_alerts_raised', severity='red'):5.0f} red "
+            f"{total('telemon_alerts_raised', severity='orange'):5.0f} orange",
             flush=True,
         )
         previous = stored

@@ -14,6 +14,7 @@ implementations that agree.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from tests.unit.test_alert_parity import key
 HOUR_US = 3_600_000_000
 NOW_US = 1_795_000_000_000_000  # 2026-11-18
 BATCH = 20_000
+# The rules themselves, as the reference computes them: every firing emitted.
+RULES_ONLY = dataclasses.replace(load_config(), repeat_window_us=0)
 DEVICE = {
     Programme.COVID: DeviceType.PULSE_OXIMETER,
     Programme.HEART_FAILURE: DeviceType.SCALE,
@@ -109,7 +112,7 @@ def readings(count: int, programmes: list[Programme], rng: np.random.Generator) 
 def run_engine(
     profiles: list[PatientProfile], data: Readings, stop: int
 ) -> tuple[float, list[Candidate]]:
-    engine = Engine(load_config())
+    engine = Engine(RULES_ONLY)
     engine.add_patients(profiles)
     reference = np.full(BATCH, NOW_US, np.int64)
     candidates: list[Candidate] = []
@@ -123,7 +126,7 @@ def run_engine(
 
 
 def run_reference(profiles: list[PatientProfile], data: Readings, stop: int) -> tuple[float, list]:  # type: ignore[type-arg]
-    reference = ReferenceEngine(load_config())
+    reference = ReferenceEngine(RULES_ONLY)
     reference.add_patients(profiles)
     fired = []
     started = time.perf_counter()

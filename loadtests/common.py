@@ -85,7 +85,7 @@ def messages(
         readings = [
             {
                 "kind": "spo2",
-                "value": 90 + (n + r) % 10,
+                "value": spo2_value(n + r),
                 "unit": "%",
                 "measured_at": _iso(base + r * 1000),
             }
@@ -95,6 +95,11 @@ def messages(
         yield f"p-{patient}".encode(), json.dumps(body).encode()
 
 
+def spo2_value(n: int) -> int:
+    """Reading `n`'s SpO2: 95-99 %, and 91 % (red for a COVID patient) one time in 997."""
+    return 91 if n % 997 == 0 else 95 + n % 5
+
+
 def measured_now(n: int, patients: int, now_ms: int) -> tuple[bytes, bytes]:
     """Message `n`: one SpO2 reading of patient n % patients, measured at `now_ms`."""
     patient = n % patients
@@ -102,7 +107,7 @@ def measured_now(n: int, patients: int, now_ms: int) -> tuple[bytes, bytes]:
         "device_id": f"oxi-{patient}",
         "patient_id": f"p-{patient}",
         "readings": [
-            {"kind": "spo2", "value": 90 + n % 10, "unit": "%", "measured_at": _iso(now_ms)}
+            {"kind": "spo2", "value": spo2_value(n), "unit": "%", "measured_at": _iso(now_ms)}
         ],
     }
     return f"p-{patient}".encode(), json.dumps(body).encode()

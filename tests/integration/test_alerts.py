@@ -59,14 +59,16 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
     await stack.enroll([("p-1", "oxi-p-1"), ("p-2", "oxi-p-2")])
     db = await stack.db()
     async with stack.ingest(alert_programmes_file=sweeping_every_second(tmp_path)):
-        # Orange, then red (escalates the same alert), then orange again (absorbed).
-        await stack.produce([heart_rate("p-1", 115, 10)])
+        # Orange, then red (escalates the same alert), then orange twice: a repeat within
+        # 15 minutes of event time is not even sent to the lifecycle, a later one is absorbed.
+        await stack.produce([heart_rate("p-1", 115, 40)])
         await eventually(lambda: _count(alerts_of(stack, "p-1", "heart_rate"), 1), what="raise")
         # A back-filled reading two days old is stored but raises nothing.
         await stack.produce([heart_rate("p-2", 140, 2 * 24 * 60)])
-        await stack.produce([heart_rate("p-1", 135, 5)])
+        await stack.produce([heart_rate("p-1", 135, 35)])
         await eventually(lambda: _red(stack, "p-1"), what="escalation")
-        await stack.produce([heart_rate("p-1", 115, 3)])
+        await stack.produce([heart_rate("p-1", 115, 33)])
+        await stack.produce([heart_rate("p-1", 115, 15)])
         await stack.wait_drained()
         (alert,) = await alerts_of(stack, "p-1", "heart_rate")
         assert (alert["status"], alert["severity"], alert["fire_count"]) == ("open", 3, 3)
@@ -132,7 +134,7 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
         ("p-1", "red"),
         ("p-2", "red"),
     ]
-    assert report.readings == 6
+    assert report.readings == 7
     assert await db.fetchval("SELECT count(*) FROM alerts") == alerts_before
 
 

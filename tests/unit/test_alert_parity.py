@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from devices.registry import DeviceType, Programme
 from devices.simulator import CohortConfig, Simulation, build_cohort
 from tests.reference_rules import Fired, ReferenceEngine, as_fired
 
-CONFIG = load_config()
+# The reference emits every firing: so does the engine here (no repeat window).
+CONFIG = dataclasses.replace(load_config(), repeat_window_us=0)
 HOUR = 3_600_000_000
 DAY = 24 * HOUR
 BASE = 1_795_000_000_000_000  # 2026-11-18, µs
