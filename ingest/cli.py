@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 import urllib.error
@@ -326,8 +327,9 @@ def _rules_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"    source: {rule.source}")
         for name, parameter in rule.parameters.items():
             mark = "" if parameter.verified else " (design default)"
+            default = "none" if math.isnan(parameter.default) else f"{parameter.default:g}"
             print(
-                f"    {rule.id}.{name} = {parameter.default:g} {parameter.unit}"
+                f"    {rule.id}.{name} = {default} {parameter.unit}"
                 f"  {parameter.description}{mark}"
             )
     return 0
