@@ -329,8 +329,7 @@ def _rules_list(args: argparse.Namespace, settings: Settings) -> int:
             mark = "" if parameter.verified else " (design default)"
             default = "none" if math.isnan(parameter.default) else f"{parameter.default:g}"
             print(
-                f"    {rule.id}.{name} = {default} {parameter.unit}"
-                f"  {parameter.description}{mark}"
+                f"    {rule.id}.{name} = {default} {parameter.unit}  {parameter.description}{mark}"
             )
     return 0
 
