@@ -187,28 +187,23 @@ class IngestPipeline:
                 self._pending_messages += len(records)
                 self._metrics.messages_consumed.inc(len(records))
                 self.totals.messages += len(records)
-            if self._batch_due():
+            if self._batch_due() and not self._decoded.full():
                 await self._flush()
         self._update_lag()
-        await asyncio.sleep(0)  # getmany returns at once when records are buffered: yield
 
     def _poll_timeout_ms(self) -> int:
         if not self._pending:
             return 200
         waited_ms = (self._clock.monotonic() - self._pending_since) * 1000
-        return max(5, min(200, int(self._settings.batch_max_wait_ms - waited_ms)))
+        return max(0, min(200, int(self._settings.batch_max_wait_ms - waited_ms)))
 
     def _batch_due(self) -> bool:
-        """A batch leaves when it is full, or when it has waited `batch_max_wait_ms` and the
-        next stage is free. Under load batches grow rather than queue: fewer and larger
-        transactions, less waiting in between. Never into a full queue (see _wait_for_room).
-        """
-        if not self._pending or self._decoded.full():
+        if not self._pending:
             return False
         if self._pending_messages >= self._settings.batch_max_messages:
             return True
         waited_ms = (self._clock.monotonic() - self._pending_since) * 1000
-        return waited_ms >= self._settings.batch_max_wait_ms and self._decoded.empty()
+        return waited_ms >= self._settings.batch_max_wait_ms
 
     async def _flush(self) -> None:
         slices, self._pending, self._pending_messages = self._pending, [], 0
