@@ -99,7 +99,7 @@ class Ring:
         if not len(slot):
             return
         known = (self.times[slot] == time[:, None]).any(axis=1)
-        order = np.lexsort((np.arange(len(slot)), slot))  # by slot, arrival order within
+        order = np.argsort(slot, kind="stable")  # by slot, arrival order within
         slot, value, time = slot[order], value[order], time[order]
         fresh = ~known[order]
         fresh[1:] &= ~((slot[1:] == slot[:-1]) & (time[1:] == time[:-1]))  # repeats in batch
@@ -113,8 +113,9 @@ class Ring:
         position = (self.head[slot] + rank) % size
         self.values[slot, position] = value  # later readings overwrite earlier ones: last n
         self.times[slot, position] = time
-        counts = np.bincount(slot, minlength=len(self.head))
-        self.head = (self.head + counts) % size
+        touched = slot[first]
+        counts = np.diff(np.r_[np.flatnonzero(first), len(slot)])
+        self.head[touched] = (self.head[touched] + counts) % size
 
     def window(
         self, slot: npt.NDArray[np.int32], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
