@@ -52,8 +52,10 @@ class AlertStep:
         self._last_override_poll = 0.0
         self._override_seen = 0  # id in threshold_override_history
         self._awaited = AwaitedData()
+        self._loaded = False  # no sweep of a half-rebuilt state: it would miss their data
 
     async def assigned(self, partitions: Sequence[int], partition_count: int) -> None:
+        self._loaded = False
         self.engine.reset()
         self._partitions = partition_count
         async with self._pool.acquire() as conn:
@@ -64,6 +66,7 @@ class AlertStep:
                 conn, self.engine, partitions, partition_count, self._clock.now_ms() * 1000
             )
             await self._load_awaited(conn)
+        self._loaded = True
         self._metrics.alert_patients.set(loaded)
 
     async def _load_awaited(self, conn: Connection) -> None:
@@ -82,6 +85,7 @@ class AlertStep:
                 self._awaited.expect(r["patient_key"], r["rule_id"], r["since_us"])
 
     def revoked(self) -> None:
+        self._loaded = False
         self.engine.reset()
         self._awaited.clear()
         self._metrics.alert_patients.set(0)
@@ -114,6 +118,8 @@ class AlertStep:
 
     async def tick(self, now_by_partition: Callable[[], Mapping[int, int]]) -> AlertWork | None:
         """Between batches: new threshold overrides, then the sweep when it is due."""
+        if not self._loaded:
+            return None
         if self._clock.monotonic() - self._last_override_poll >= OVERRIDE_POLL_S:
             await self._refresh_overrides()
             self._last_override_poll = self._clock.monotonic()
