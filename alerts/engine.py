@@ -25,10 +25,34 @@ from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
 from devices.registry import DeviceType, Programme
 
-__all__ = ["DEVICE_TYPES", "PROGRAMMES", "Candidate", "Engine", "PatientProfile"]
+__all__ = ["DEVICE_TYPES", "PROGRAMMES", "Candidate", "Engine", "Explanations", "PatientProfile"]
 
 PROGRAMMES = list(Programme)
 DEVICE_TYPES = list(DeviceType)
+
+
+class Explanations:
+    """What one rule's candidates of one batch were fired by, built only when asked for
+    (most candidates are absorbed or dropped by the lifecycle, unread)."""
+
+    __slots__ = ("_described", "_thresholds", "_values")
+
+    def __init__(
+        self,
+        described: Mapping[str, Any],
+        values: Mapping[str, list[float | None]],
+        thresholds: Mapping[str, list[float | None]],
+    ) -> None:
+        self._described = described
+        self._values = values
+        self._thresholds = thresholds
+
+    def of(self, row: int) -> dict[str, Any]:
+        return {
+            **self._described,
+            "values": {name: column[row] for name, column in self._values.items()},
+            "parameters": {name: column[row] for name, column in self._thresholds.items()},
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +64,13 @@ class Candidate:
     rule_version: int
     severity: Severity
     fired_at_us: int  # event time
-    explanation: dict[str, Any]
+    _explanations: Explanations = field(repr=False, compare=False)
+    _row: int = field(repr=False, compare=False)
+
+    @property
+    def explanation(self) -> dict[str, Any]:
+        """Rule, version, title, source, kinds, the values that fired it, the parameters."""
+        return self._explanations.of(self._row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,22 +288,13 @@ class Engine:
             return []
         slots = firings.slot[chosen]
         params = self._params[rule.id]
-        values = {name: _numbers(v[chosen]) for name, v in firings.values.items()}
-        thresholds = {name: _numbers(params[name][slots]) for name in rule.parameters}
-        described = self._described[rule.id]
+        explanations = Explanations(
+            self._described[rule.id],
+            {name: _numbers(v[chosen]) for name, v in firings.values.items()},
+            {name: _numbers(params[name][slots]) for name in rule.parameters},
+        )
         return [
-            Candidate(
-                patient_key=patient_key,
-                rule_id=rule.id,
-                rule_version=rule.version,
-                severity=_SEVERITY[severity],
-                fired_at_us=at,
-                explanation={
-                    **described,
-                    "values": {name: column[j] for name, column in values.items()},
-                    "parameters": {name: column[j] for name, column in thresholds.items()},
-                },
-            )
+            Candidate(patient_key, rule.id, rule.version, _SEVERITY[severity], at, explanations, j)
             for j, (patient_key, severity, at) in enumerate(
                 zip(
                     self.history.patient_key[slots].tolist(),
