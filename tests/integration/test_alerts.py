@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alerts.actions import acknowledge, resolve, set_override
+import pytest
+
+from alerts.actions import AlertActionError, acknowledge, resolve, set_override, snooze
 from alerts.programmes import load_config
 from alerts.replay import replay
 from alerts.step import OVERRIDE_POLL_S
@@ -85,10 +87,18 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
         await stack.wait_drained()
         assert await alerts_of(stack, "p-2", "heart_rate") == []
 
-        # Acknowledged, then resolved; a new firing within the red cool-down is dropped.
+        # Acknowledged, snoozed, then resolved (once); a new firing within the red
+        # cool-down is dropped.
         async with stack.connection() as conn:
             await acknowledge(conn, alert["alert_id"], "nurse-b")
+            await snooze(conn, alert["alert_id"], "nurse-b", NOW + timedelta(hours=2))
+            snoozed = await conn.fetchval(
+                "SELECT snoozed_until FROM alerts WHERE alert_id = $1", alert["alert_id"]
+            )
+            assert snoozed == NOW + timedelta(hours=2)
             await resolve(conn, alert["alert_id"], "dr-a", "called, rate controlled")
+            with pytest.raises(AlertActionError, match="already resolved"):
+                await resolve(conn, alert["alert_id"], "dr-a")
         await stack.produce([heart_rate("p-1", 135, 1)])
         await stack.wait_drained()
         (alert,) = await alerts_of(stack, "p-1", "heart_rate")
@@ -97,6 +107,7 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
             "raised",
             "escalated",
             "acknowledged",
+            "snoozed",
             "resolved",
         ]
         # Every event reaches telemon.alerts.v1 once, after it is durable.
