@@ -136,6 +136,15 @@ def _parser() -> argparse.ArgumentParser:
     connections(p)
     _simulation_arguments(p)
 
+    p = command(
+        "retention",
+        _retention,
+        "Drop the daily partitions of readings older than --keep-days (UTC days).",
+    )
+    connections(p)
+    p.add_argument("--keep-days", type=int, required=True, help="today and the days before")
+    p.add_argument("--dry-run", action="store_true", help="say what would be dropped")
+
     rules = sub.add_parser("rules", help="The alert rules: list them, replay one over history.")
     actions = rules.add_subparsers(required=True, metavar="action")
     p = actions.add_parser("list", help="Every rule: id, version, severities, source, parameters.")
@@ -300,6 +309,32 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
             result.patients,
             result.devices,
         )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _retention(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.db import connect
+    from ingest.partitions import ReadingPartitions, day_of_us
+
+    _require_connections(settings, kafka=False)
+    if args.keep_days < 1:
+        print("telemon retention: --keep-days must be at least 1", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        assert settings.database_url is not None
+        conn = await connect(settings.database_url, settings.database_schema)
+        try:
+            today = day_of_us(int(datetime.now(UTC).timestamp() * 1e6))
+            dropped = await ReadingPartitions().drop_before(
+                conn, today - args.keep_days + 1, dry_run=args.dry_run
+            )
+        finally:
+            await conn.close()
+        verb = "would drop" if args.dry_run else "dropped"
+        log.info("%s %d partitions: %s", verb, len(dropped), ", ".join(dropped) or "none")
         return 0
 
     return asyncio.run(run())

@@ -69,6 +69,15 @@ class ReadingPartitions:
     async def ensure_ahead(self, conn: Connection, today: int, days_ahead: int) -> None:
         await self.ensure(conn, range(today, today + days_ahead + 1))
 
-    def forget(self, days: Iterable[int]) -> None:
-        """Dropped by retention."""
-        self._known.difference_update(days)
+    async def drop_before(self, conn: Connection, day: int, *, dry_run: bool = False) -> list[str]:
+        """Retention: drop the partitions of the days before `day` (their readings go with
+        them); returns their names. A process that still believes one exists finds out at
+        its next write to that day and creates it again (BatchWriter.write)."""
+        await self.load(conn)
+        old = sorted(d for d in self._known if d < day)
+        if not dry_run:
+            for d in old:
+                await conn.execute(f"DROP TABLE IF EXISTS {partition_name(d)}")
+                log.info("dropped partition %s", partition_name(d))
+            self._known.difference_update(old)
+        return [partition_name(d) for d in old]

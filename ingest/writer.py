@@ -79,6 +79,15 @@ class BatchWriter:
         )
 
     async def write(self, conn: Connection, batch: WriteBatch) -> WriteOutcome:
+        try:
+            return await self._write(conn, batch)
+        except asyncpg.CheckViolationError:
+            # "No partition for the row": retention dropped a day this process had seen.
+            # Look again (the day's partition is then created for these late readings).
+            await self._partitions.load(conn)
+            return await self._write(conn, batch)
+
+    async def _write(self, conn: Connection, batch: WriteBatch) -> WriteOutcome:
         if len(batch.rows):
             days = np.unique(batch.rows.measured_at_us // US_PER_DAY)
             await self._partitions.ensure(conn, days.tolist())
