@@ -93,7 +93,6 @@ class Engine:
         self._emitted = _no_emissions()
         self._reading_rules = [r for r in RULES.values() if r.kind is RuleKind.READING]
         self._sweep_rules = [r for r in RULES.values() if r.kind is RuleKind.SWEEP]
-        self._reads = {r.id: _reads(r) for r in self._reading_rules}
         self._described = {r.id: _describe(r) for r in RULES.values()}
 
     # -- patients -------------------------------------------------------------------------
@@ -217,14 +216,20 @@ class Engine:
         if not current.any():
             return []
         rows = Rows(slot, kind, value, measured_at, current)
+        of_kind = _rows_by_kind(kind[current], np.flatnonzero(current))
         now = np.zeros(0, np.int64)
         candidates: list[Candidate] = []
         for rule in self._reading_rules:
+            # Each rule sees the current readings of its kinds, of the patients it runs for,
+            # in arrival order.
+            parts = [of_kind[code] for code in rule.kinds if code in of_kind]
+            if not parts:
+                continue
+            mine = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
             params = self._params[rule.id]
-            # Each rule sees the current readings of its kinds, of the patients it runs for.
-            mine = current & self._reads[rule.id][kind] & (params[ENABLED][slot] == 1)
-            if mine.any():
-                context = RuleContext(rows.select(mine), self.history, params, now)
+            mine = mine[params[ENABLED][slot[mine]] == 1]
+            if len(mine):
+                context = RuleContext(rows.take(mine), self.history, params, now)
                 candidates.extend(self._candidates(rule, rule.evaluate(context)))
         return candidates
 
@@ -342,11 +347,14 @@ def _describe(rule: Rule) -> dict[str, Any]:
     }
 
 
-def _reads(rule: Rule) -> npt.NDArray[np.bool_]:
-    """Indexed by kind code: whether the rule reads that kind."""
-    table = np.zeros(max(BY_CODE) + 1, np.bool_)
-    table[list(rule.kinds)] = True
-    return table
+def _rows_by_kind(
+    kind: npt.NDArray[np.int16], rows: npt.NDArray[np.intp]
+) -> dict[int, npt.NDArray[np.intp]]:
+    """The row numbers of each kind code, in arrival order."""
+    order = np.argsort(kind, kind="stable")
+    codes, starts = np.unique(kind[order], return_index=True)
+    groups = np.split(rows[order], starts[1:])
+    return {int(code): group for code, group in zip(codes.tolist(), groups, strict=True)}
 
 
 _SEVERITY = {int(s): s for s in Severity}

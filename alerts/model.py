@@ -68,13 +68,13 @@ class Rows:
     def __len__(self) -> int:
         return len(self.slot)
 
-    def select(self, mask: npt.NDArray[np.bool_]) -> Rows:
+    def take(self, index: npt.NDArray[np.intp]) -> Rows:
         return Rows(
-            self.slot[mask],
-            self.kind[mask],
-            self.value[mask],
-            self.measured_at[mask],
-            self.current[mask],
+            self.slot[index],
+            self.kind[index],
+            self.value[index],
+            self.measured_at[index],
+            self.current[index],
         )
 
     @classmethod
