@@ -283,10 +283,11 @@ class History:
         value: npt.NDArray[np.float64],
         time: npt.NDArray[np.int64],
     ) -> None:
-        order = np.lexsort((time, k, slot))  # the newest of each (slot, kind) comes last
-        slot, k, value, time = slot[order], k[order], value[order], time[order]
-        last = np.r_[(slot[1:] != slot[:-1]) | (k[1:] != k[:-1]), True]
-        slot, k, value, time = slot[last], k[last], value[last], time[last]
+        pair = slot.astype(np.int64) * KINDS + k
+        order = np.lexsort((time, pair))  # the newest of each (slot, kind) comes last
+        pair = pair[order]
+        chosen = order[np.r_[pair[1:] != pair[:-1], True]]
+        slot, k, value, time = slot[chosen], k[chosen], value[chosen], time[chosen]
         newer = time > self.last_time[slot, k]
         self.last_value[slot[newer], k[newer]] = value[newer]
         self.last_time[slot[newer], k[newer]] = time[newer]
