@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import shutil
 import signal
@@ -120,7 +121,7 @@ class EmbeddedKafka:
             # Its own session: a terminal's Ctrl-C reaches telemon, which drains first and then
             # stops the broker; and it dies with telemon even on kill -9.
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL),  # memory: no flush
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
