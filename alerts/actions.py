@@ -8,13 +8,13 @@ catalogue, kept with who changed them and when (and every change in
 `threshold_override_history`); running ingest processes pick them up
 (alerts.step polls the history).
 
-The API of the clinician feed calls these; so does `telemon override`.
+`telemon override` calls the override functions; the clinicians' API (issue 6)
+is to call all of them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 
 from alerts.programmes import check_parameter
@@ -23,9 +23,7 @@ from ingest.errors import TelemonError
 
 __all__ = [
     "AlertActionError",
-    "Override",
     "acknowledge",
-    "overrides_of",
     "remove_override",
     "resolve",
     "set_override",
@@ -35,16 +33,6 @@ __all__ = [
 
 class AlertActionError(TelemonError):
     """An action that does not apply: unknown alert or patient, or a closed alert."""
-
-
-@dataclass(frozen=True, slots=True)
-class Override:
-    patient_id: str
-    parameter: str
-    value: float
-    changed_by: str
-    changed_at: datetime
-    note: str | None
 
 
 async def acknowledge(conn: Connection, alert_id: int, by: str) -> None:
@@ -180,15 +168,3 @@ async def _change_override(
             by,
             note,
         )
-
-
-async def overrides_of(conn: Connection, patient_id: str) -> list[Override]:
-    rows = await conn.fetch(
-        """
-        SELECT p.patient_id, o.parameter, o.value, o.changed_by, o.changed_at, o.note
-        FROM threshold_overrides o JOIN patients p USING (patient_key)
-        WHERE p.patient_id = $1 ORDER BY o.parameter
-        """,
-        patient_id,
-    )
-    return [Override(**dict(r)) for r in rows]

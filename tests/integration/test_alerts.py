@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from alerts.actions import AlertActionError, acknowledge, resolve, set_override, snooze
+from alerts.actions import (
+    AlertActionError,
+    acknowledge,
+    remove_override,
+    resolve,
+    set_override,
+    snooze,
+)
 from alerts.programmes import load_config
 from alerts.replay import replay
 from alerts.step import OVERRIDE_POLL_S
@@ -147,6 +154,16 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
     ]
     assert report.readings == 7
     assert await db.fetchval("SELECT count(*) FROM alerts") == alerts_before
+
+    # Who changed a threshold, and when, is kept; removing it is a change too.
+    async with stack.connection() as conn:
+        await remove_override(conn, "p-2", "heart_rate.orange_at_or_above", "dr-c")
+    history = await db.fetch(
+        "SELECT value, changed_by, note, changed_at IS NOT NULL AS dated "
+        "FROM threshold_override_history ORDER BY id"
+    )
+    assert [tuple(r) for r in history] == [(130, "dr-a", "AF", True), (None, "dr-c", None, True)]
+    assert await db.fetchval("SELECT count(*) FROM threshold_overrides") == 0
 
 
 async def test_missing_weight_is_swept_and_resolved_by_data(stack: Stack, tmp_path: Path) -> None:
