@@ -194,6 +194,22 @@ class Stack:
         return env
 
 
+async def run_cli(stack: Stack, *args: str) -> str:
+    """`telemon <args>` in a child process on the stack's settings; its output (exit 0)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ingest.cli",
+        *args,
+        env=stack.environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
 class IngestProcess:
     """`telemon ingest` as a child process, for kill -9 and SIGTERM tests."""
 

@@ -25,7 +25,7 @@ from alerts.replay import replay
 from alerts.step import OVERRIDE_POLL_S
 from devices.registry import DeviceType, Enrollment, Programme, enroll
 from tests.records import message, reading
-from tests.support import Stack, eventually
+from tests.support import Stack, eventually, run_cli
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DEFAULT_PROGRAMMES = Path(__file__).parents[2] / "alerts" / "programmes.toml"
@@ -154,6 +154,17 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
     ]
     assert report.readings == 7
     assert await db.fetchval("SELECT count(*) FROM alerts") == alerts_before
+
+    printed = await run_cli(
+        stack,
+        "rules",
+        "replay",
+        "--rule=heart_rate",
+        f"--from={(NOW - timedelta(days=3)).isoformat()}",
+        f"--to={(NOW + timedelta(minutes=1)).isoformat()}",
+        "--set=heart_rate.orange_at_or_above=100",
+    )
+    assert "2 alerts for 2 patients (7 readings replayed, nothing written)" in printed
 
     # Who changed a threshold, and when, is kept; removing it is a change too.
     async with stack.connection() as conn:

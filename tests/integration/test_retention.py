@@ -3,13 +3,11 @@ one exists stores a late reading for that day all the same."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 
 from tests.records import message, reading
-from tests.support import Stack
+from tests.support import Stack, run_cli
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -18,22 +16,6 @@ def spo2(days_ago: int, value: int) -> tuple[bytes, bytes]:
     at = (NOW - timedelta(days=days_ago)).isoformat()
     body = message(reading("spo2", value, "%", at), patient="p-1", device="oxi-1")
     return b"p-1", json.dumps(body).encode()
-
-
-async def retention(stack: Stack, *args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "ingest.cli",
-        "retention",
-        *args,
-        env=stack.environment(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
 
 
 async def test_retention_drops_old_days_and_late_readings_still_land(stack: Stack) -> None:
@@ -45,9 +27,9 @@ async def test_retention_drops_old_days_and_late_readings_still_land(stack: Stac
         await stack.wait_drained()
         assert await db.fetchval("SELECT count(*) FROM readings") == 2
 
-        assert old_day in await retention(stack, "--keep-days", "5", "--dry-run")
+        assert old_day in await run_cli(stack, "retention", "--keep-days", "5", "--dry-run")
         assert await db.fetchval("SELECT to_regclass($1) IS NOT NULL", old_day)
-        assert old_day in await retention(stack, "--keep-days", "5")
+        assert old_day in await run_cli(stack, "retention", "--keep-days", "5")
         assert not await db.fetchval("SELECT to_regclass($1) IS NOT NULL", old_day)
         assert await db.fetchval("SELECT count(*) FROM readings") == 1
 
