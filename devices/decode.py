@@ -73,6 +73,29 @@ class Rejection:
     reading_index: int | None = None  # None: the whole message
     message_id: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        record: RawRecord,
+        reason: RejectReason,
+        detail: str,
+        reading_index: int | None = None,
+        message_id: str | None = None,
+    ) -> Rejection:
+        """The rejection of `record` (or of one of its readings)."""
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            reason,
+            detail,
+            reading_index,
+            message_id,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
@@ -192,7 +215,7 @@ class Decoder:
             patient_id, device_id, message_id, readings, count, faults = validated
             if record.key != patient_id.encode():
                 rejections.append(
-                    _reject(
+                    Rejection.of(
                         record,
                         RejectReason.KEY_MISMATCH,
                         f"record key {_show(record.key)} is not the message's patient_id "
@@ -210,7 +233,7 @@ class Decoder:
             record_us = record.timestamp * US_PER_MS  # reference_time_us, inlined: hot loop
             references.append(record_us if Y2000_US <= record_us <= latest_us else now_us)
             for position, (reason, text) in faults:
-                rejections.append(_reject(record, reason, text, position, message_id))
+                rejections.append(Rejection.of(record, reason, text, position, message_id))
             for position, reading in readings:
                 rule = unit_rules.get((reading.kind, reading.unit))
                 if rule is None:
@@ -255,11 +278,13 @@ class Decoder:
         or None when the whole message is rejected."""
         value = record.value
         if value is None:
-            rejections.append(_reject(record, RejectReason.INVALID_JSON, "record has no value"))
+            rejections.append(
+                Rejection.of(record, RejectReason.INVALID_JSON, "record has no value")
+            )
             return None
         if len(value) > self._max_message_bytes:
             rejections.append(
-                _reject(
+                Rejection.of(
                     record,
                     RejectReason.MESSAGE_TOO_LARGE,
                     f"{len(value)} bytes, limit {self._max_message_bytes}",
@@ -332,7 +357,7 @@ class Decoder:
                 int(ref[row]),
             )
             rejections.append(
-                _reject(
+                Rejection.of(
                     records[accepted.record_index[which]],
                     why,
                     detail,
@@ -364,7 +389,7 @@ def _salvage(
     envelope_errors = [e for e in errors if not _in_one_reading(e["loc"])]
     if envelope_errors:
         first = envelope_errors[0]
-        rejections.append(_reject(record, _reason_of(first), _describe(first)))
+        rejections.append(Rejection.of(record, _reason_of(first), _describe(first)))
         return None
     by_reading: dict[int, list[Any]] = {}
     for e in errors:
@@ -445,7 +470,7 @@ def _unit_rejection(
     record: RawRecord, position: int, reading: ReadingV1 | FastReading, message_id: str | None
 ) -> Rejection:
     accepted = ", ".join(f"`{u}`" for u in _units_of(reading.kind))
-    return _reject(
+    return Rejection.of(
         record,
         RejectReason.UNIT_NOT_CONVERTIBLE,
         f"readings[{position}]: unit {reading.unit!r} is not accepted for "
@@ -486,25 +511,4 @@ def _domain_detail(
         return f"{where}: measured_at is before 2000-01-01"
     return (
         f"{where}: measured_at is {(measured_us - ref_us) / 1e6:.0f} s after the record timestamp"
-    )
-
-
-def _reject(
-    record: RawRecord,
-    reason: RejectReason,
-    detail: str,
-    reading_index: int | None = None,
-    message_id: str | None = None,
-) -> Rejection:
-    return Rejection(
-        record.topic,
-        record.partition,
-        record.offset,
-        record.timestamp,
-        record.key,
-        record.value,
-        reason,
-        detail,
-        reading_index,
-        message_id,
     )

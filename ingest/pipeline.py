@@ -304,18 +304,12 @@ class IngestPipeline:
         for index in np.flatnonzero(resolved.patient_key < 0).tolist():
             record = columns.record(int(accepted.record_index[index]))
             rejections.append(
-                Rejection(
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.timestamp,
-                    record.key,
-                    record.value,
+                Rejection.of(
+                    record,
                     RejectReason.UNKNOWN_DEVICE,
                     f"device {accepted.device_id[index]!r} is not enrolled for patient "
                     f"{accepted.patient_id[index]!r}",
-                    None,
-                    accepted.message_id[index],
+                    message_id=accepted.message_id[index],
                 )
             )
         consumed = int(accepted.reading_count[resolved.patient_key >= 0].sum())
