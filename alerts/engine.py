@@ -128,9 +128,10 @@ class Engine:
         for programme, group in plain.items():
             self._set_parameters(np.array(group, np.int64), programme, {})
 
-    def knows(self, patient_keys: Iterable[int]) -> list[int]:
+    def unknown(self, patient_keys: npt.NDArray[np.int32]) -> list[int]:
         """The given patients the engine has no profile of yet."""
-        return [k for k in set(patient_keys) if k not in self.history.slot_of]
+        missing = patient_keys[self.history.slots(patient_keys) < 0]
+        return [int(k) for k in np.unique(missing)]
 
     def override(self, patient_key: int, overrides: Mapping[str, float]) -> None:
         """A clinician changed a patient's thresholds: apply them to the patient's slot."""

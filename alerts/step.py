@@ -93,7 +93,7 @@ class AlertStep:
     async def evaluate(self, rows: ReadingRows) -> AlertWork:
         if not len(rows):
             return AlertWork([], Arrivals.none())
-        unknown = self.engine.knows(rows.patient_key.tolist())
+        unknown = self.engine.unknown(rows.patient_key)
         if unknown:  # enrolled after the assignment (or mapped elsewhere by the gateway)
             async with self._pool.acquire() as conn:
                 await load_patients(
