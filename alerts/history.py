@@ -150,9 +150,11 @@ class KeyIndex:
         keys = np.asarray(keys, np.int64)
         inside = (keys >= 0) & (keys < len(self._table))
         if inside.all():
-            rows: npt.NDArray[np.int32] = self._table[keys]
-            return rows
-        return np.where(inside, self._table[np.where(inside, keys, 0)], -1).astype(np.int32)
+            found: npt.NDArray[np.int32] = self._table[keys]
+            return found
+        rows = np.full(len(keys), -1, np.int32)
+        rows[inside] = self._table[keys[inside]]  # none inside when the table is empty
+        return rows
 
 
 class History:
