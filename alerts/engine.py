@@ -32,7 +32,7 @@ DEVICE_TYPES = list(DeviceType)
 
 
 class Explanations:
-    """What one rule's candidates of one batch were fired by, built only when asked for
+    """What one rule's candidates of one batch were fired by, read out only when asked for
     (most candidates are absorbed or dropped by the lifecycle, unread)."""
 
     __slots__ = ("_described", "_thresholds", "_values")
@@ -40,8 +40,8 @@ class Explanations:
     def __init__(
         self,
         described: Mapping[str, Any],
-        values: Mapping[str, list[float | None]],
-        thresholds: Mapping[str, list[float | None]],
+        values: Mapping[str, npt.NDArray[np.floating[Any]]],
+        thresholds: Mapping[str, npt.NDArray[np.floating[Any]]],
     ) -> None:
         self._described = described
         self._values = values
@@ -50,12 +50,12 @@ class Explanations:
     def of(self, row: int) -> dict[str, Any]:
         return {
             **self._described,
-            "values": {name: column[row] for name, column in self._values.items()},
-            "parameters": {name: column[row] for name, column in self._thresholds.items()},
+            "values": {name: _number(column[row]) for name, column in self._values.items()},
+            "parameters": {name: _number(column[row]) for name, column in self._thresholds.items()},
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built by the ten thousand, and frozen costs 5x
 class Candidate:
     """A rule that fired for a patient: what the lifecycle will open, absorb or escalate."""
 
@@ -296,8 +296,8 @@ class Engine:
         params = self._params[rule.id]
         explanations = Explanations(
             self._described[rule.id],
-            {name: _numbers(v[chosen]) for name, v in firings.values.items()},
-            {name: _numbers(params[name][slots]) for name in rule.parameters},
+            {name: v[chosen] for name, v in firings.values.items()},
+            {name: params[name][slots] for name in rule.parameters},
         )
         return [
             Candidate(patient_key, rule.id, rule.version, _SEVERITY[severity], at, explanations, j)
@@ -328,11 +328,9 @@ def _no_parameters() -> dict[str, dict[str, npt.NDArray[np.float64]]]:
     }
 
 
-def _numbers(values: npt.NDArray[Any]) -> list[float | None]:
-    """Floats for JSON, NaN (no such bound) as None."""
-    out = values.astype(np.float64).astype(object)
-    out[np.isnan(values.astype(np.float64))] = None
-    return list(out.tolist())
+def _number(value: np.floating[Any]) -> float | None:
+    """A float for JSON, NaN (no such bound, no such value) as None."""
+    return None if np.isnan(value) else float(value)
 
 
 def _describe(rule: Rule) -> dict[str, Any]:

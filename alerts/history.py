@@ -73,6 +73,7 @@ class Ring:
     values: npt.NDArray[np.float64]
     times: npt.NDArray[np.int64]
     head: npt.NDArray[np.int64]
+    newest: npt.NDArray[np.int64]  # the latest time ever inserted, per slot
 
     @classmethod
     def empty(cls, capacity: int, size: int) -> Ring:
@@ -80,6 +81,7 @@ class Ring:
             np.zeros((capacity, size)),
             np.full((capacity, size), NO_TIME),
             np.zeros(capacity, np.int64),
+            np.full(capacity, NO_TIME),
         )
 
     def grow(self, capacity: int) -> None:
@@ -88,6 +90,7 @@ class Ring:
         self.values = np.vstack([self.values, np.zeros((extra, size))])
         self.times = np.vstack([self.times, np.full((extra, size), NO_TIME)])
         self.head = np.concatenate([self.head, np.zeros(extra, np.int64)])
+        self.newest = np.concatenate([self.newest, np.full(extra, NO_TIME)])
 
     def insert(
         self,
@@ -98,11 +101,14 @@ class Ring:
         """Append readings (in arrival order); a reading whose time is there already is not."""
         if not len(slot):
             return
-        known = (self.times[slot] == time[:, None]).any(axis=1)
         order = np.argsort(slot, kind="stable")  # by slot, arrival order within
         slot, value, time = slot[order], value[order], time[order]
-        fresh = ~known[order]
-        fresh[1:] &= ~((slot[1:] == slot[:-1]) & (time[1:] == time[:-1]))  # repeats in batch
+        fresh = np.ones(len(slot), np.bool_)
+        fresh[1:] = (slot[1:] != slot[:-1]) | (time[1:] != time[:-1])  # repeats in batch
+        # Only a reading not newer than its slot's newest can be in the ring already.
+        maybe = np.flatnonzero(time <= self.newest[slot])
+        if len(maybe):
+            fresh[maybe] &= ~(self.times[slot[maybe]] == time[maybe, None]).any(axis=1)
         slot, value, time = slot[fresh], value[fresh], time[fresh]
         if not len(slot):
             return
@@ -116,6 +122,7 @@ class Ring:
         touched = slot[first]
         counts = np.diff(np.r_[np.flatnonzero(first), len(slot)])
         self.head[touched] = (self.head[touched] + counts) % size
+        np.maximum.at(self.newest, slot, time)
 
     def window(
         self, slot: npt.NDArray[np.int32], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
@@ -170,6 +177,8 @@ class History:
         self.last_value = np.zeros((capacity, KINDS))
         self.last_time = np.full((capacity, KINDS), NO_TIME)
         self.rings = {kind_index(k): Ring.empty(capacity, n) for k, n in RING_SIZES.items()}
+        # Each ring's kind as a [start, stop) range of kind indexes, for searchsorted.
+        self._ring_bounds = np.array([(k, k + 1) for k in self.rings], np.int16).reshape(-1)
         self.cgm_day = np.full((capacity, CGM_DAYS), -1, np.int64)
         self.cgm_below = np.zeros((capacity, CGM_DAYS), np.int32)
         self.cgm_total = np.zeros((capacity, CGM_DAYS), np.int32)
@@ -262,17 +271,21 @@ class History:
             return
         k = _KIND_INDEX[kind]
         self._latest(slot, k, value, time)
-        for ring_kind, ring in self.rings.items():
-            mine = k == ring_kind
-            if mine.any():
+        by_kind = np.argsort(k, kind="stable")  # arrival order within each kind
+        bounds = np.searchsorted(k[by_kind], self._ring_bounds)
+        for ring, start, stop in zip(self.rings.values(), bounds[0::2], bounds[1::2], strict=True):
+            if stop > start:
+                mine = by_kind[start:stop]
                 ring.insert(slot[mine], value[mine], time[mine])
         cgm = kind == BY_KIND[VitalKind.GLUCOSE_CGM].code
         if cgm.any():
             self._count_cgm(slot[cgm], value[cgm], time[cgm])
         day = (time - self.enrolled_us[slot]) // DAY_US
         inside = (day >= 0) & (day < ADHERENCE_DAYS)
+        slot_in = slot[inside]
         bits = np.left_shift(np.uint64(1), day[inside].astype(np.uint64))
-        np.bitwise_or.at(self.days_with_data, slot[inside], bits)
+        new = (self.days_with_data[slot_in] & bits) == 0  # most days are known already
+        np.bitwise_or.at(self.days_with_data, slot_in[new], bits[new])
         if device is not None and self.device_of:
             rows = self._devices.rows(device)
             seen = rows >= 0
@@ -285,14 +298,14 @@ class History:
         value: npt.NDArray[np.float64],
         time: npt.NDArray[np.int64],
     ) -> None:
-        pair = slot.astype(np.int64) * KINDS + k
-        order = np.lexsort((time, pair))  # the newest of each (slot, kind) comes last
-        pair = pair[order]
-        chosen = order[np.r_[pair[1:] != pair[:-1], True]]
-        slot, k, value, time = slot[chosen], k[chosen], value[chosen], time[chosen]
-        newer = time > self.last_time[slot, k]
-        self.last_value[slot[newer], k[newer]] = value[newer]
-        self.last_time[slot[newer], k[newer]] = time[newer]
+        cell = slot.astype(np.int64) * KINDS + k  # into the flattened (slot, kind) arrays
+        last_time = np.reshape(self.last_time, -1, copy=False)  # views: writes go through
+        last_value = np.reshape(self.last_value, -1, copy=False)
+        newer = time > last_time[cell]
+        cell, value, time = cell[newer], value[newer], time[newer]
+        np.maximum.at(last_time, cell, time)
+        newest = time == last_time[cell]
+        last_value[cell[newest]] = value[newest]  # of equal times, the last to arrive
 
     def _count_cgm(
         self,

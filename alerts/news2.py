@@ -10,6 +10,8 @@ marked incomplete.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -47,32 +49,45 @@ COMPONENTS = (
 )
 
 
-def score_respiration(v: F) -> F:
-    return np.select([v <= 8, v <= 11, v <= 20, v <= 24], [3.0, 1.0, 0.0, 2.0], 3.0)
+def _banded(upper_bounds: tuple[float, ...], scores: tuple[float, ...]) -> Callable[[F], F]:
+    """Score by band, bands closed on their upper bound: v <= bounds[0] scores scores[0],
+    ..., v above every bound scores scores[-1]."""
+    bounds, table = np.array(upper_bounds), np.array(scores)
+
+    def score(v: F) -> F:
+        return np.asarray(table[np.searchsorted(bounds, v, side="left")])
+
+    return score
+
+
+score_respiration = _banded((8, 11, 20, 24), (3, 1, 0, 2, 3))
+score_systolic = _banded((90, 100, 110, 219), (3, 2, 1, 0, 3))
+score_pulse = _banded((40, 50, 90, 110, 130), (3, 1, 0, 1, 2, 3))
+score_temperature = _banded((35.0, 36.0, 38.0, 39.0), (3, 1, 0, 1, 2))
+_spo2_scale1 = _banded((91, 93, 95), (3, 2, 1, 0))
+_spo2_scale2_air = _banded((83, 85, 87), (3, 2, 1, 0))  # above 87 on air: 0
+_spo2_scale2_oxygen = _banded((83, 85, 87, 92, 94, 96), (3, 2, 1, 0, 1, 2, 3))
 
 
 def score_spo2(v: F, scale: F, oxygen: B) -> F:
-    scale1 = np.select([v <= 91, v <= 93, v <= 95], [3.0, 2.0, 1.0], 0.0)
-    scale2 = np.select(
-        [v <= 83, v <= 85, v <= 87, v <= 92, ~oxygen, v <= 94, v <= 96],
-        [3.0, 2.0, 1.0, 0.0, 0.0, 1.0, 2.0],
-        3.0,
-    )
-    return np.where(scale == 2, scale2, scale1)
+    scale2 = np.where(oxygen, _spo2_scale2_oxygen(v), _spo2_scale2_air(v))
+    return np.where(scale == 2, scale2, _spo2_scale1(v))
 
 
-def score_systolic(v: F) -> F:
-    return np.select([v <= 90, v <= 100, v <= 110, v <= 219], [3.0, 2.0, 1.0, 0.0], 3.0)
-
-
-def score_pulse(v: F) -> F:
-    return np.select(
-        [v <= 40, v <= 50, v <= 90, v <= 110, v <= 130], [3.0, 1.0, 0.0, 1.0, 2.0], 3.0
-    )
-
-
-def score_temperature(v: F) -> F:
-    return np.select([v <= 35.0, v <= 36.0, v <= 38.0, v <= 39.0], [3.0, 1.0, 0.0, 1.0], 2.0)
+# The parameters' columns in History.last_value / last_time, in this order.
+_READ = (
+    K.RESPIRATORY_RATE,
+    K.SPO2,
+    K.ON_OXYGEN,
+    K.OXYGEN_FLOW,
+    K.SYSTOLIC_BP,
+    K.HEART_RATE,
+    K.NEW_CONFUSION,
+    K.BODY_TEMPERATURE,
+)
+_COLUMNS = np.array([kind_index(k) for k in _READ])
+_IS_INPUT = np.zeros(max(INPUTS) + 1, np.bool_)
+_IS_INPUT[list(INPUTS)] = True
 
 
 def score_components(
@@ -81,23 +96,17 @@ def score_components(
     """Each component's score for the given patients at the given times (NaN: no value)."""
     history = ctx.history
     since = at - (ctx.params["window_hours"][slot] * 3.6e9).astype(np.int64)
-
-    def latest(kind: K) -> tuple[F, B]:
-        k = kind_index(kind)
-        time = history.last_time[slot, k]
-        return history.last_value[slot, k], (time != NO_TIME) & (time > since)
+    times = [history.last_time[slot, k] for k in _COLUMNS]
+    rr, spo2, answer, flow, sbp, hr, confused, temp = (
+        history.last_value[slot, k] for k in _COLUMNS
+    )
+    rr_ok, spo2_ok, answer_ok, flow_ok, sbp_ok, hr_ok, confused_ok, temp_ok = (
+        (t != NO_TIME) & (t > since) for t in times
+    )
 
     def scored(present: B, score: F) -> F:
         return np.where(present, score, np.nan)
 
-    rr, rr_ok = latest(K.RESPIRATORY_RATE)
-    spo2, spo2_ok = latest(K.SPO2)
-    answer, answer_ok = latest(K.ON_OXYGEN)
-    flow, flow_ok = latest(K.OXYGEN_FLOW)
-    sbp, sbp_ok = latest(K.SYSTOLIC_BP)
-    hr, hr_ok = latest(K.HEART_RATE)
-    confused, confused_ok = latest(K.NEW_CONFUSION)
-    temp, temp_ok = latest(K.BODY_TEMPERATURE)
     oxygen = (answer_ok & (answer == 1)) | (flow_ok & (flow > 0))
     scale = ctx.params["spo2_scale"][slot]
     return {
@@ -113,7 +122,7 @@ def score_components(
 
 def news2(ctx: RuleContext) -> Firings:
     rows = ctx.rows
-    triggers = rows.current & np.isin(rows.kind, list(INPUTS))
+    triggers = rows.current & _IS_INPUT[np.minimum(rows.kind, len(_IS_INPUT) - 1)]
     if not triggers.any():
         return Firings.none()
     slot, inverse = np.unique(rows.slot[triggers], return_inverse=True)
@@ -125,7 +134,15 @@ def news2(ctx: RuleContext) -> Firings:
     total = np.nansum(scores, axis=0)
     present = (~np.isnan(scores)).sum(axis=0)
     any_three = (scores == 3).any(axis=0)
-    p = {name: values[slot] for name, values in ctx.params.items()}
+    p = {
+        name: ctx.params[name][slot]
+        for name in (
+            "red_at_or_above",
+            "orange_at_or_above",
+            "single_3_is_orange",
+            "low_band_is_info",
+        )
+    }
     severity = np.select(
         [
             total >= p["red_at_or_above"],
