@@ -11,7 +11,7 @@ cool down) is applied by alerts.lifecycle inside the batch transaction.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -143,8 +143,7 @@ class Engine:
     def _reserve(self, slots: int) -> None:
         """Room for `slots` patients in every per-slot array."""
         for params in self._params.values():
-            for name, values in params.items():
-                params[name] = _room(values, slots, np.nan)
+            params.reserve(slots)
         for emitted in self._emitted.values():
             for name, times in emitted.items():
                 emitted[name] = _room(times, slots, NO_TIME)
@@ -320,12 +319,38 @@ def _no_emissions() -> dict[str, dict[str, npt.NDArray[np.int64]]]:
     }
 
 
-def _no_parameters() -> dict[str, dict[str, npt.NDArray[np.float64]]]:
+def _no_parameters() -> dict[str, ParameterTable]:
     """Per rule, per parameter: one value per slot. "enabled" says whether the rule runs."""
     return {
-        rule.id: {name: np.zeros(0) for name in [*rule.parameters, ENABLED, *PATIENT_PARAMETERS]}
+        rule.id: ParameterTable([*rule.parameters, ENABLED, *PATIENT_PARAMETERS])
         for rule in RULES.values()
     }
+
+
+class ParameterTable(Mapping[str, npt.NDArray[np.float64]]):
+    """One rule's parameters for every slot, a row per slot: the handful of values a rule
+    reads for a patient share a cache line (patients are read in random order, and a
+    gather from one array per parameter missed the cache once per parameter)."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._column = {name: j for j, name in enumerate(names)}
+        self._rows = np.zeros((0, len(names)))
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
+        return self._rows[:, self._column[name]]  # a view: writes go through
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._column)
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    def reserve(self, slots: int) -> None:
+        """Room for `slots` rows (new rows NaN)."""
+        if len(self._rows) < slots:
+            grown = np.full((max(2 * len(self._rows), slots, 64), len(self._column)), np.nan)
+            grown[: len(self._rows)] = self._rows
+            self._rows = grown
 
 
 def _number(value: np.floating[Any]) -> float | None:
