@@ -13,7 +13,7 @@ PostgreSQL when partitions are assigned (alerts.loader).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "History",
     "KeyIndex",
     "Ring",
+    "code_mask",
     "index_of_code",
     "kind_index",
 ]
@@ -51,6 +52,14 @@ def kind_index(kind: VitalKind) -> int:
 
 def index_of_code(code: int) -> int:
     return int(_KIND_INDEX[code])
+
+
+def code_mask(codes: Iterable[int]) -> npt.NDArray[np.bool_]:
+    """A table indexed by catalogue code, True for the given codes: `mask[kind]` tests a
+    column of kinds against a set in one gather."""
+    mask = np.zeros(_MAX_CODE, np.bool_)
+    mask[list(codes)] = True
+    return mask
 
 
 # Rings: how many recent readings are kept, per kind (enough for the rules' windows at

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from alerts.history import DAY_US, NO_TIME, index_of_code, kind_index
+from alerts.history import DAY_US, NO_TIME, code_mask, index_of_code, kind_index
 from alerts.model import Firings, RuleContext, Severity
 from devices.catalogue import BY_KIND, ValueType, VitalKind
 
@@ -39,6 +39,7 @@ def code(kind: VitalKind) -> int:
 
 
 GRADED = frozenset(v.code for v in BY_KIND.values() if v.value_type is ValueType.GRADE)
+_IS_GRADED = code_mask(GRADED)
 
 
 def fire(
@@ -157,20 +158,19 @@ def glucose(ctx: RuleContext) -> Firings:
 def symptom_grade(ctx: RuleContext) -> Firings:
     """A graded symptom at 3-4, or risen from 0 to 2 or more since the previous answer."""
     rows = ctx.rows
-    mine = rows.current & np.isin(rows.kind, list(GRADED))
+    mine = rows.current & _IS_GRADED[rows.kind]
     previous = np.full(len(rows), np.nan)
     for kind in GRADED:
         of_kind = np.flatnonzero(mine & (rows.kind == kind))
         if not len(of_kind):
             continue
         ring = ctx.history.rings[index_of_code(kind)]
-        values, inside = ring.window(
-            rows.slot[of_kind], np.full(len(of_kind), NO_TIME + 1), rows.measured_at[of_kind]
-        )
-        times = np.where(inside, ring.times[rows.slot[of_kind]], NO_TIME)
-        latest = times.argmax(axis=1)
-        found = inside.any(axis=1)
-        previous[of_kind] = np.where(found, values[np.arange(len(of_kind)), latest], np.nan)
+        slot = rows.slot[of_kind]
+        times = ring.times[slot]
+        before = np.where(times < rows.measured_at[of_kind, None], times, NO_TIME)
+        latest = before.argmax(axis=1)  # the answer just before this one
+        found = before[np.arange(len(of_kind)), latest] != NO_TIME
+        previous[of_kind] = np.where(found, ring.values[slot, latest], np.nan)
     v = rows.value
     high = v >= _param(ctx, "orange_at_or_above")
     rise = (previous == 0) & (v >= _param(ctx, "rise_from_0_to"))
