@@ -11,16 +11,17 @@ cool down) is applied by alerts.lifecycle inside the batch transaction.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from alerts.catalogue import PATIENT_PARAMETERS, RULES
+from alerts.catalogue import RULES
 from alerts.history import NO_TIME, History
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Severity
+from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
 from devices.registry import DeviceType, Programme
@@ -89,7 +90,7 @@ class Engine:
     def __init__(self, config: AlertConfig) -> None:
         self.config = config
         self.history = History()
-        self._params = _no_parameters()
+        self._parameters = Parameters(config)
         self._emitted = _no_emissions()
         self._reading_rules = [r for r in RULES.values() if r.kind is RuleKind.READING]
         self._sweep_rules = [r for r in RULES.values() if r.kind is RuleKind.SWEEP]
@@ -100,7 +101,7 @@ class Engine:
     def reset(self) -> None:
         """Forget every patient (partitions revoked; the next assignment rebuilds)."""
         self.history = History()
-        self._params = _no_parameters()
+        self._parameters = Parameters(self.config)
         self._emitted = _no_emissions()
 
     def add_patients(self, profiles: Iterable[PatientProfile]) -> None:
@@ -119,14 +120,11 @@ class Engine:
                 since.append(p.enrolled_us)
         history.add_devices(keys, owners, types, since)
         self._reserve(len(history))
-        plain: dict[Programme, list[int]] = defaultdict(list)  # no overrides: set by programme
+        alike: dict[tuple[Programme, tuple[tuple[str, float], ...]], list[int]] = defaultdict(list)
         for slot, p in zip(slots, profiles, strict=True):
-            if p.overrides:
-                self._set_parameters(slot, p.programme, p.overrides)
-            else:
-                plain[p.programme].append(slot)
-        for programme, group in plain.items():
-            self._set_parameters(np.array(group, np.int64), programme, {})
+            alike[p.programme, tuple(sorted(p.overrides.items()))].append(slot)
+        for (programme, overrides), group in alike.items():
+            self._parameters.assign(np.array(group, np.int64), programme, dict(overrides))
 
     def unknown(self, patient_keys: npt.NDArray[np.int32]) -> list[int]:
         """The given patients the engine has no profile of yet."""
@@ -138,47 +136,13 @@ class Engine:
         slot = self.history.slot_of.get(patient_key)
         if slot is not None:
             programme = PROGRAMMES[int(self.history.programme[slot])]
-            self._set_parameters(slot, programme, overrides)
+            self._parameters.assign(slot, programme, overrides)
 
     def _reserve(self, slots: int) -> None:
         """Room for `slots` patients in every per-slot array."""
-        for params in self._params.values():
-            params.reserve(slots)
         for emitted in self._emitted.values():
             for name, times in emitted.items():
                 emitted[name] = _room(times, slots, NO_TIME)
-
-    def _set_parameters(
-        self,
-        slot: int | npt.NDArray[np.int64],
-        programme: Programme,
-        overrides: Mapping[str, float],
-    ) -> None:
-        chosen = self.config.programmes[programme]
-        for rule_id, params in self._params.items():
-            rule = RULES[rule_id]
-            for name in params:
-                params[name][slot] = self._resolve(
-                    rule, name, chosen.rules, chosen.parameters, overrides
-                )
-
-    @staticmethod
-    def _resolve(
-        rule: Rule,
-        name: str,
-        rules: Sequence[str],
-        programme: Mapping[str, float],
-        patient: Mapping[str, float],
-    ) -> float:
-        if name == ENABLED:
-            listed = rule.id in rules
-            value = patient.get(f"{rule.id}.{ENABLED}", programme.get(f"{rule.id}.{ENABLED}", 1))
-            return 1.0 if listed and (value == 1 or not rule.disableable) else 0.0
-        key = f"patient.{name}" if name in PATIENT_PARAMETERS else f"{rule.id}.{name}"
-        default = (
-            PATIENT_PARAMETERS[name] if name in PATIENT_PARAMETERS else rule.parameters[name]
-        ).default
-        return float(patient.get(key, programme.get(key, default)))
 
     def set_discharged(self, patient_keys: Iterable[int]) -> None:
         for key in patient_keys:
@@ -199,16 +163,19 @@ class Engine:
     ) -> list[Candidate]:
         """Readings of a batch (arrival order) into the history, then the reading rules."""
         slot = self.history.slots(patient_key)
-        known = slot >= 0
-        if not known.all():
-            slot, kind, value, measured_at, reference = (
-                slot[known],
-                kind[known],
-                value[known],
-                measured_at[known],
-                reference[known],
-            )
-            device_key = device_key[known] if device_key is not None else None
+        # Patient by patient (arrival order kept within each; unknown patients, -1, left
+        # out): every rule treats patients apart, and the state is then read and written
+        # in address order instead of at random, which is what its cost was.
+        order = np.argsort(slot, kind="stable")
+        order = order[slot[order] >= 0]
+        slot, kind, value, measured_at, reference = (
+            slot[order],
+            kind[order],
+            value[order],
+            measured_at[order],
+            reference[order],
+        )
+        device_key = device_key[order] if device_key is not None else None
         self.history.insert(slot, kind, value, measured_at, device_key)
         current = (measured_at >= reference - self.config.current_window_us) & self.history.active[
             slot
@@ -226,8 +193,8 @@ class Engine:
             if not parts:
                 continue
             mine = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
-            params = self._params[rule.id]
-            mine = mine[params[ENABLED][slot[mine]] == 1]
+            params = self._parameters.of(rule.id)
+            mine = mine[params.value(ENABLED, slot[mine]) == 1]
             if len(mine):
                 context = RuleContext(rows.take(mine), self.history, params, now)
                 candidates.extend(self._candidates(rule, rule.evaluate(context)))
@@ -245,11 +212,8 @@ class Engine:
         rows = Rows.empty()
         candidates: list[Candidate] = []
         for rule in self._sweep_rules:
-            params = dict(self._params[rule.id])
-            params["utc_offset_hours"] = _padded(offset, len(params[ENABLED]))
-            firings = rule.evaluate(
-                RuleContext(rows, history, params, _padded(now, len(params[ENABLED])))
-            )
+            params = self._parameters.of(rule.id, {"utc_offset_hours": offset})
+            firings = rule.evaluate(RuleContext(rows, history, params, now))
             candidates.extend(self._candidates(rule, firings))
         return candidates
 
@@ -281,7 +245,8 @@ class Engine:
         """One candidate per patient: the most severe firing, then the latest."""
         if not len(firings):
             return []
-        enabled = self._params[rule.id][ENABLED][firings.slot] == 1
+        params = self._parameters.of(rule.id)
+        enabled = params.value(ENABLED, firings.slot) == 1
         if not enabled.any():
             return []
         order = np.lexsort((firings.at, firings.severity, firings.slot))
@@ -292,11 +257,10 @@ class Engine:
         if not len(chosen):
             return []
         slots = firings.slot[chosen]
-        params = self._params[rule.id]
         explanations = Explanations(
             self._described[rule.id],
             {name: v[chosen] for name, v in firings.values.items()},
-            {name: params[name][slots] for name in rule.parameters},
+            {name: params.value(name, slots) for name in rule.parameters},
         )
         return [
             Candidate(patient_key, rule.id, rule.version, _SEVERITY[severity], at, explanations, j)
@@ -317,40 +281,6 @@ def _no_emissions() -> dict[str, dict[str, npt.NDArray[np.int64]]]:
         rule.id: {"severity": np.zeros(0, np.int64), "at": np.zeros(0, np.int64)}
         for rule in RULES.values()
     }
-
-
-def _no_parameters() -> dict[str, ParameterTable]:
-    """Per rule, per parameter: one value per slot. "enabled" says whether the rule runs."""
-    return {
-        rule.id: ParameterTable([*rule.parameters, ENABLED, *PATIENT_PARAMETERS])
-        for rule in RULES.values()
-    }
-
-
-class ParameterTable(Mapping[str, npt.NDArray[np.float64]]):
-    """One rule's parameters for every slot, a row per slot: the handful of values a rule
-    reads for a patient share a cache line (patients are read in random order, and a
-    gather from one array per parameter missed the cache once per parameter)."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self._column = {name: j for j, name in enumerate(names)}
-        self._rows = np.zeros((0, len(names)))
-
-    def __getitem__(self, name: str) -> npt.NDArray[np.float64]:
-        return self._rows[:, self._column[name]]  # a view: writes go through
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._column)
-
-    def __len__(self) -> int:
-        return len(self._column)
-
-    def reserve(self, slots: int) -> None:
-        """Room for `slots` rows (new rows NaN)."""
-        if len(self._rows) < slots:
-            grown = np.full((max(2 * len(self._rows), slots, 64), len(self._column)), np.nan)
-            grown[: len(self._rows)] = self._rows
-            self._rows = grown
 
 
 def _number(value: np.floating[Any]) -> float | None:
@@ -394,11 +324,3 @@ def _room(values: npt.NDArray[A], slots: int, fill: float | int) -> npt.NDArray[
     grown = np.full(max(2 * len(values), slots, 64), fill, values.dtype)
     grown[: len(values)] = values
     return grown
-
-
-def _padded(values: npt.NDArray[Any], length: int) -> npt.NDArray[Any]:
-    if len(values) >= length:
-        return values
-    out = np.zeros(length, values.dtype)
-    out[: len(values)] = values
-    return out

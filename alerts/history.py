@@ -38,11 +38,23 @@ NO_TIME = np.iinfo(np.int64).min
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 
-# Catalogue codes are sparse; state uses a dense kind index.
+# Catalogue codes are sparse; state uses a dense kind index. The kinds NEWS2 reads
+# together come first, side by side in each patient's row of latest values.
+NEWS2_KINDS = (
+    VitalKind.RESPIRATORY_RATE,
+    VitalKind.SPO2,
+    VitalKind.ON_OXYGEN,
+    VitalKind.OXYGEN_FLOW,
+    VitalKind.SYSTOLIC_BP,
+    VitalKind.HEART_RATE,
+    VitalKind.NEW_CONFUSION,
+    VitalKind.BODY_TEMPERATURE,
+)
+_ORDER = [*NEWS2_KINDS, *(v.kind for v in CATALOGUE if v.kind not in NEWS2_KINDS)]
 _MAX_CODE = max(v.code for v in CATALOGUE) + 1
 _KIND_INDEX = np.full(_MAX_CODE, -1, dtype=np.int16)
-for _i, _v in enumerate(CATALOGUE):
-    _KIND_INDEX[_v.code] = _i
+for _i, _kind in enumerate(_ORDER):
+    _KIND_INDEX[BY_KIND[_kind].code] = _i
 KINDS = len(CATALOGUE)
 
 

@@ -59,7 +59,7 @@ def _everyone(ctx: RuleContext) -> tuple[npt.NDArray[np.int32], dict[str, F], I6
     """Slots of the followed patients, their parameters, their now."""
     history = ctx.history
     slot = np.flatnonzero(history.active[: len(history)]).astype(np.int32)
-    params = {name: values[slot] for name, values in ctx.params.items()}
+    params = ctx.params.of(slot)
     return slot, params, ctx.now_us[slot]
 
 
@@ -144,7 +144,7 @@ def device_silent(ctx: RuleContext) -> Firings:
         return Firings.none()
     device_slot = history.device_slot
     active = history.active[device_slot]
-    period = _PERIOD_US[history.device_type] * ctx.params["periods"][device_slot]
+    period = _PERIOD_US[history.device_type] * ctx.params.value("periods", device_slot)
     silent_since = history.device_last + period.astype(np.int64)
     silent = active & (ctx.now_us[device_slot] >= silent_since)
     if not silent.any():

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from alerts.history import History
+    from alerts.parameters import RuleParameters
 
 __all__ = [
     "Firings",
@@ -92,7 +93,7 @@ class Rows:
 class RuleContext:
     rows: Rows
     history: History
-    params: Mapping[str, npt.NDArray[np.float64]]  # this rule's parameters, per slot
+    params: RuleParameters  # this rule's parameters, looked up by slot
     now_us: npt.NDArray[np.int64]  # per slot (sweeps); the engine's "now"
 
 

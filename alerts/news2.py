@@ -15,30 +15,19 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from alerts.history import NO_TIME, code_mask, kind_index
+from alerts.history import NEWS2_KINDS, NO_TIME, code_mask, kind_index
 from alerts.model import Firings, RuleContext, Severity
 from alerts.thresholds import code
-from devices.catalogue import VitalKind as K
 
 __all__ = ["COMPONENTS", "INPUTS", "news2", "score_components"]
 
 F = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 
-# What the score reads, in the order score_components unpacks it.
-_READ = (
-    K.RESPIRATORY_RATE,
-    K.SPO2,
-    K.ON_OXYGEN,
-    K.OXYGEN_FLOW,
-    K.SYSTOLIC_BP,
-    K.HEART_RATE,
-    K.NEW_CONFUSION,
-    K.BODY_TEMPERATURE,
-)
-INPUTS = frozenset(code(k) for k in _READ)
+INPUTS = frozenset(code(k) for k in NEWS2_KINDS)
 _IS_INPUT = code_mask(INPUTS)
-_COLUMNS = [kind_index(k) for k in _READ]  # in History.last_value and last_time
+_COLUMNS = slice(0, len(NEWS2_KINDS))  # History puts them first in last_value and last_time
+assert [kind_index(k) for k in NEWS2_KINDS] == list(range(len(NEWS2_KINDS)))
 COMPONENTS = (
     "respiration",
     "spo2",
@@ -80,20 +69,17 @@ def score_components(
 ) -> dict[str, F]:
     """Each component's score for the given patients at the given times (NaN: no value)."""
     history = ctx.history
-    since = at - (ctx.params["window_hours"][slot] * 3.6e9).astype(np.int64)
-    times = [history.last_time[slot, k] for k in _COLUMNS]  # column by column: faster
-    rr, spo2, answer, flow, sbp, hr, confused, temp = (
-        history.last_value[slot, k] for k in _COLUMNS
-    )
-    rr_ok, spo2_ok, answer_ok, flow_ok, sbp_ok, hr_ok, confused_ok, temp_ok = (
-        (t != NO_TIME) & (t > since) for t in times
-    )
+    since = at - (ctx.params.value("window_hours", slot) * 3.6e9).astype(np.int64)
+    times = history.last_time[slot, _COLUMNS]
+    present = (times != NO_TIME) & (times > since[:, None])
+    rr, spo2, answer, flow, sbp, hr, confused, temp = history.last_value[slot, _COLUMNS].T
+    rr_ok, spo2_ok, answer_ok, flow_ok, sbp_ok, hr_ok, confused_ok, temp_ok = present.T
 
     def scored(present: B, score: F) -> F:
         return np.where(present, score, np.nan)
 
     oxygen = (answer_ok & (answer == 1)) | (flow_ok & (flow > 0))
-    scale = ctx.params["spo2_scale"][slot]
+    scale = ctx.params.value("spo2_scale", slot)
     return {
         "respiration": scored(rr_ok, score_respiration(rr)),
         "spo2": scored(spo2_ok, score_spo2(spo2, scale, oxygen)),
@@ -120,7 +106,7 @@ def news2(ctx: RuleContext) -> Firings:
     present = (~np.isnan(scores)).sum(axis=0)
     any_three = (scores == 3).any(axis=0)
     p = {
-        name: ctx.params[name][slot]
+        name: ctx.params.value(name, slot)
         for name in (
             "red_at_or_above",
             "orange_at_or_above",

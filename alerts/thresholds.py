@@ -60,7 +60,7 @@ def fire(
 
 
 def _param(ctx: RuleContext, name: str) -> npt.NDArray[np.float64]:
-    return ctx.params[name][ctx.rows.slot]
+    return ctx.params.value(name, ctx.rows.slot)
 
 
 def _banded(ctx: RuleContext, kind: VitalKind) -> Firings:

@@ -36,7 +36,7 @@ def _window(
 def weight_gain(ctx: RuleContext, severity: np.int8) -> Firings:
     """Weight above the minimum of the previous hours by more than the gain."""
     rows = _current(ctx, K.BODY_WEIGHT)
-    p = {n: v[ctx.rows.slot[rows]] for n, v in ctx.params.items()}
+    p = ctx.params.of(ctx.rows.slot[rows])
     values, inside = _window(ctx, K.BODY_WEIGHT, rows, p["window_hours"])
     lowest = np.where(inside, values, np.inf).min(axis=1)
     weight = ctx.rows.value[rows]
@@ -59,7 +59,7 @@ def weight_gain_24h(ctx: RuleContext) -> Firings:
 def spo2_drop_baseline(ctx: RuleContext) -> Firings:
     """SpO2 at least `drop` points below the median of the previous days' readings."""
     rows = _current(ctx, K.SPO2)
-    p = {n: v[ctx.rows.slot[rows]] for n, v in ctx.params.items()}
+    p = ctx.params.of(ctx.rows.slot[rows])
     values, inside = _window(ctx, K.SPO2, rows, p["baseline_days"] * 24)
     drop = p["drop_points"]
     # The median is at most the window's highest value: only rows that far below it can
@@ -92,7 +92,7 @@ def ventilator_leak_days(ctx: RuleContext) -> Firings:
     """Leak above the threshold on each of the last N calendar days (UTC), today included."""
     rows = _current(ctx, K.VENTILATOR_LEAK)
     slot = ctx.rows.slot[rows]
-    p = {n: v[slot] for n, v in ctx.params.items()}
+    p = ctx.params.of(slot)
     ring = ctx.history.rings[kind_index(K.VENTILATOR_LEAK)]
     today = ctx.rows.measured_at[rows] // DAY_US
     day = ring.times[slot] // DAY_US
@@ -115,7 +115,7 @@ def cgm_time_below_range(ctx: RuleContext) -> Firings:
     """Share of CGM readings below 70 mg/dL over the last days (today included) above a limit."""
     rows = _current(ctx, K.GLUCOSE_CGM)
     slot = ctx.rows.slot[rows]
-    p = {n: v[slot] for n, v in ctx.params.items()}
+    p = ctx.params.of(slot)
     history = ctx.history
     today = ctx.rows.measured_at[rows] // DAY_US
     days = history.cgm_day[slot]
