@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.catalogue import RULES
-from alerts.history import NO_TIME, History
+from alerts.history import NO_TIME, History, last_of_runs
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Severity
 from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
@@ -252,7 +252,7 @@ class Engine:
         order = np.lexsort((firings.at, firings.severity, firings.slot))
         order = order[enabled[order]]
         slot = firings.slot[order]
-        last = np.r_[slot[1:] != slot[:-1], True]
+        last = last_of_runs(slot)
         chosen = self._not_repeats(rule, order[last], firings)
         if not len(chosen):
             return []

@@ -30,8 +30,10 @@ __all__ = [
     "KeyIndex",
     "Ring",
     "code_mask",
+    "first_of_runs",
     "index_of_code",
     "kind_index",
+    "last_of_runs",
 ]
 
 NO_TIME = np.iinfo(np.int64).min
@@ -64,6 +66,22 @@ def kind_index(kind: VitalKind) -> int:
 
 def index_of_code(code: int) -> int:
     return int(_KIND_INDEX[code])
+
+
+def first_of_runs(keys: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+    """For sorted keys: True where a run of equal keys begins."""
+    first = np.empty(len(keys), np.bool_)
+    first[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    return first
+
+
+def last_of_runs(keys: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
+    """For sorted keys: True where a run of equal keys ends."""
+    last = np.empty(len(keys), np.bool_)
+    last[-1:] = True
+    np.not_equal(keys[1:], keys[:-1], out=last[:-1])
+    return last
 
 
 def code_mask(codes: Iterable[int]) -> npt.NDArray[np.bool_]:
@@ -133,15 +151,16 @@ class Ring:
         slot, value, time = slot[fresh], value[fresh], time[fresh]
         if not len(slot):
             return
-        first = np.r_[True, slot[1:] != slot[:-1]]
-        group_start = np.maximum.accumulate(np.where(first, np.arange(len(slot)), 0))
-        rank = np.arange(len(slot)) - group_start
+        first = first_of_runs(slot)
+        starts = np.flatnonzero(first)
+        counts = np.diff(starts, append=len(slot))
+        rank = np.arange(len(slot)) - np.repeat(starts, counts)  # 0, 1, ... within a slot
         size = self.values.shape[1]
         position = (self.head[slot] + rank) % size
-        self.values[slot, position] = value  # later readings overwrite earlier ones: last n
-        self.times[slot, position] = time
-        touched = slot[first]
-        counts = np.diff(np.r_[np.flatnonzero(first), len(slot)])
+        cell = slot.astype(np.int64) * size + position  # later readings overwrite: last n
+        np.reshape(self.values, -1, copy=False)[cell] = value
+        np.reshape(self.times, -1, copy=False)[cell] = time
+        touched = slot[starts]
         self.head[touched] = (self.head[touched] + counts) % size
         np.maximum.at(self.newest, slot, time)
 

@@ -45,6 +45,19 @@ def test_examples_parity(path: Any) -> None:
     same_outcome(path.read_bytes())
 
 
+def test_nanoseconds_are_truncated_as_the_contract_does() -> None:
+    """Found by the property below: msgspec rounded 08:00:00.123456789 up to ...457,
+    pydantic truncates to ...456, so one reading had two possible stored times."""
+    raw = (
+        b'{"device_id": "oxi-1", "patient_id": "p-1", "readings": [{"kind": "spo2",'
+        b' "value": 93, "unit": "%", "measured_at": "2026-11-23T08:00:00.123456789Z"}]}'
+    )
+    with pytest.raises(msgspec.ValidationError):
+        decode_fast(raw)
+    stored = ReadingsMessageV1.model_validate_json(raw).readings[0].measured_at
+    assert stored.microsecond == 123456
+
+
 def test_the_fast_path_takes_the_common_case() -> None:
     """Not just a test that cannot fail: valid messages do go the fast way."""
     raw = (EXAMPLES / "valid" / "oximeter.json").read_bytes()
