@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.catalogue import RULES
-from alerts.history import NO_TIME, History, last_of_runs
+from alerts.history import NO_TIME, History, last_of_runs, stable_order
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Severity
 from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
@@ -166,8 +166,8 @@ class Engine:
         # Patient by patient (arrival order kept within each; unknown patients, -1, left
         # out): every rule treats patients apart, and the state is then read and written
         # in address order instead of at random, which is what its cost was.
-        order = np.argsort(slot, kind="stable")
-        order = order[slot[order] >= 0]
+        known = np.flatnonzero(slot >= 0)
+        order = known[stable_order(slot[known])]
         slot, kind, value, measured_at, reference = (
             slot[order],
             kind[order],

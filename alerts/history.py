@@ -34,6 +34,7 @@ __all__ = [
     "index_of_code",
     "kind_index",
     "last_of_runs",
+    "stable_order",
 ]
 
 NO_TIME = np.iinfo(np.int64).min
@@ -66,6 +67,15 @@ def kind_index(kind: VitalKind) -> int:
 
 def index_of_code(code: int) -> int:
     return int(_KIND_INDEX[code])
+
+
+def stable_order(keys: npt.NDArray[np.int32]) -> npt.NDArray[np.intp]:
+    """`np.argsort(keys, kind="stable")` for keys in [0, 2**32): two radix passes of 16
+    bits (numpy radix-sorts 16-bit keys only; timsort of 20k slots took 3x as long)."""
+    low = np.argsort(keys.astype(np.uint16), kind="stable")
+    high = np.argsort((keys[low] >> 16).astype(np.uint16), kind="stable")
+    order: npt.NDArray[np.intp] = low[high]
+    return order
 
 
 def first_of_runs(keys: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
@@ -140,7 +150,7 @@ class Ring:
         """Append readings (in arrival order); a reading whose time is there already is not."""
         if not len(slot):
             return
-        order = np.argsort(slot, kind="stable")  # by slot, arrival order within
+        order = stable_order(slot)  # by slot, arrival order within
         slot, value, time = slot[order], value[order], time[order]
         fresh = np.ones(len(slot), np.bool_)
         fresh[1:] = (slot[1:] != slot[:-1]) | (time[1:] != time[:-1])  # repeats in batch
