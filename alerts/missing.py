@@ -64,7 +64,7 @@ def _everyone(ctx: RuleContext) -> tuple[npt.NDArray[np.int32], dict[str, F], I6
 
 
 def _last(ctx: RuleContext, slot: npt.NDArray[np.int32], *kinds: K) -> I64:
-    times = ctx.history.last_time[slot][:, [kind_index(k) for k in kinds]]
+    times = ctx.history.last_time.take(slot, axis=0)[:, [kind_index(k) for k in kinds]]
     return np.asarray(times.max(axis=1), dtype=np.int64)
 
 

@@ -70,9 +70,11 @@ def score_components(
     """Each component's score for the given patients at the given times (NaN: no value)."""
     history = ctx.history
     since = at - (ctx.params.value("window_hours", slot) * 3.6e9).astype(np.int64)
-    times = history.last_time[slot, _COLUMNS]
+    times = history.last_time.take(slot, axis=0)[:, _COLUMNS]
     present = (times != NO_TIME) & (times > since[:, None])
-    rr, spo2, answer, flow, sbp, hr, confused, temp = history.last_value[slot, _COLUMNS].T
+    rr, spo2, answer, flow, sbp, hr, confused, temp = history.last_value.take(slot, axis=0)[
+        :, _COLUMNS
+    ].T
     rr_ok, spo2_ok, answer_ok, flow_ok, sbp_ok, hr_ok, confused_ok, temp_ok = present.T
 
     def scored(present: B, score: F) -> F:

@@ -50,11 +50,11 @@ class RuleParameters:
         """Parameter `name` of each patient in `slot`."""
         if name in self._per_slot:
             return self._per_slot[name][slot]
-        return np.asarray(self._table[self._set_of[slot], self._column[name]])
+        return np.asarray(self._table[:, self._column[name]].take(self._set_of[slot]))
 
     def of(self, slot: Slots) -> dict[str, F]:
         """Every parameter of each patient in `slot`, by name."""
-        rows = self._table[self._set_of[slot]]
+        rows = self._table.take(self._set_of[slot], axis=0)
         found = {name: rows[:, j] for name, j in self._column.items()}
         found.update({name: values[slot] for name, values in self._per_slot.items()})
         return found

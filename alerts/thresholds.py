@@ -166,7 +166,7 @@ def symptom_grade(ctx: RuleContext) -> Firings:
             continue
         ring = ctx.history.rings[index_of_code(kind)]
         slot = rows.slot[of_kind]
-        times = ring.times[slot]
+        times = ring.times.take(slot, axis=0)
         before = np.where(times < rows.measured_at[of_kind, None], times, NO_TIME)
         latest = before.argmax(axis=1)  # the answer just before this one
         found = before[np.arange(len(of_kind)), latest] != NO_TIME

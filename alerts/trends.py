@@ -95,8 +95,8 @@ def ventilator_leak_days(ctx: RuleContext) -> Firings:
     p = ctx.params.of(slot)
     ring = ctx.history.rings[kind_index(K.VENTILATOR_LEAK)]
     today = ctx.rows.measured_at[rows] // DAY_US
-    day = ring.times[slot] // DAY_US
-    over = ring.values[slot] > p["threshold_l_min"][:, None]
+    day = ring.times.take(slot, axis=0) // DAY_US
+    over = ring.values.take(slot, axis=0) > p["threshold_l_min"][:, None]
     consecutive = np.zeros(len(rows))
     fired = np.ones(len(rows), np.bool_)
     for back in range(int(p["days"].max(initial=0))):
@@ -118,10 +118,10 @@ def cgm_time_below_range(ctx: RuleContext) -> Firings:
     p = ctx.params.of(slot)
     history = ctx.history
     today = ctx.rows.measured_at[rows] // DAY_US
-    days = history.cgm_day[slot]
+    days = history.cgm_day.take(slot, axis=0)
     recent = (days > (today - np.minimum(p["days"], CGM_DAYS))[:, None]) & (days <= today[:, None])
-    below = (history.cgm_below[slot] * recent).sum(axis=1)
-    total = (history.cgm_total[slot] * recent).sum(axis=1)
+    below = (history.cgm_below.take(slot, axis=0) * recent).sum(axis=1)
+    total = (history.cgm_total.take(slot, axis=0) * recent).sum(axis=1)
     share = np.where(total > 0, below / np.maximum(total, 1), 0.0)
     fired = (total >= p["min_readings"]) & (share * 100 > p["below_percent"])
     mask = np.zeros(len(ctx.rows), np.bool_)
