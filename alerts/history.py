@@ -166,7 +166,7 @@ class Ring:
             return
         first = first_of_runs(slot)
         starts = np.flatnonzero(first)
-        counts = np.diff(starts, append=len(slot))
+        counts = np.append(starts[1:], len(slot)) - starts
         rank = np.arange(len(slot)) - np.repeat(starts, counts)  # 0, 1, ... within a slot
         size = self.values.shape[1]
         position = (self.head[slot] + rank) % size
