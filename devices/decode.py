@@ -293,7 +293,7 @@ class Decoder:
             return None
         try:
             fast = decode_fast(value)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, UnicodeDecodeError):  # msgspec: bad UTF-8 in a string
             pass  # not necessarily invalid: the contract's own models decide, and explain
         else:
             readings = fast.readings

@@ -140,6 +140,12 @@ def test_future_tolerance_is_inclusive() -> None:
     [
         (b"", R.INVALID_JSON),
         (b"\xff\xfe\x00", R.INVALID_JSON),
+        # Found by the fuzzer (loadtests/fuzz_decoder.py): bad UTF-8 inside a string made
+        # the msgspec fast path raise UnicodeDecodeError, which stopped the decoder.
+        (
+            b'{"device_id": "oxi-7f3\xb7", "patient_id": "p-000123", "readings": [1]}',
+            R.INVALID_JSON,
+        ),
         (b"null", R.NOT_AN_OBJECT),
         (b'"text"', R.NOT_AN_OBJECT),
         (b'{"patient_id": "p-000123", "readings": []}', R.MISSING_FIELD),
