@@ -39,6 +39,7 @@ from ingest.clock import Clock
 from ingest.cursor import IntakeCursor
 from ingest.decoding import DecodeStep, RecordColumns
 from ingest.errors import DatabaseConnectionLost, RejectRatioError, is_transient_database_error
+from ingest.failpoints import failpoint
 from ingest.health import Health
 from ingest.metrics import IngestMetrics
 from ingest.resolve import RegistryCache
@@ -337,6 +338,7 @@ class IngestPipeline:
                 with self._metrics.write_seconds.time():
                     outcome = await self._database(partial(self._write, batch), "batch write")
                 self._account(batch, outcome)
+                failpoint("after_database_commit")
                 await self._commit(outcome.commit_offsets)
             finally:
                 self._prepared.task_done()

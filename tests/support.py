@@ -213,10 +213,13 @@ async def run_cli(stack: Stack, *args: str) -> str:
 class IngestProcess:
     """`telemon ingest` as a child process, for kill -9 and SIGTERM tests."""
 
-    def __init__(self, stack: Stack, log_path: Path, **overrides: Any) -> None:
+    def __init__(
+        self, stack: Stack, log_path: Path, failpoints: str = "", **overrides: Any
+    ) -> None:
         self.port = free_port()
         self.log_path = log_path
         env = stack.environment(http_port=self.port, **overrides)
+        env["TELEMON_FAILPOINTS"] = failpoints  # ingest.failpoints
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest.cli", "ingest"],

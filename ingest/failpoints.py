@@ -1,0 +1,34 @@
+"""Failpoints: named places where a reliability test may make the process die.
+
+Only a crash placed exactly between two steps shows that the steps' order is
+safe (FoundationDB and TiKV test this way). `TELEMON_FAILPOINTS` lists
+`name=probability` pairs, for instance `after_database_commit=0.05`; at each
+pass through a listed point the process exits at once (no cleanup, like
+kill -9) with that probability. Unset, which is the only setting for
+production, a failpoint is a dictionary lookup.
+
+Points:
+  after_database_commit  a batch is durable in PostgreSQL, its Kafka commit not sent
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+__all__ = ["EXIT_STATUS", "failpoint"]
+
+EXIT_STATUS = 86  # tells a test's crash from any other exit
+
+_ARMED = {
+    name.strip(): float(probability)
+    for name, _, probability in (
+        item.partition("=") for item in os.environ.get("TELEMON_FAILPOINTS", "").split(",") if item
+    )
+}
+
+
+def failpoint(name: str) -> None:
+    probability = _ARMED.get(name)
+    if probability is not None and random.random() < probability:
+        os._exit(EXIT_STATUS)
