@@ -95,9 +95,9 @@ async def latency(base: Settings, rate: float, seconds: float) -> tuple[float, .
     port = http_port()
     async with process(telemon_ingest(), settings, http_port=port):
         await asyncio.sleep(8)  # group join
-        await _paced(settings, rate, seconds)
+        await produce_at_rate(settings, rate, seconds)
         await asyncio.sleep(2)
-        metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        metrics = await asyncio.to_thread(fetch_text, f"http://127.0.0.1:{port}/metrics")
     figures = []
     for name in ("telemon_ingest_durable_latency_seconds", "telemon_alerts_latency_seconds"):
         buckets = _buckets(metrics, name)
@@ -107,7 +107,7 @@ async def latency(base: Settings, rate: float, seconds: float) -> tuple[float, .
     return tuple(figures)
 
 
-async def _paced(settings: Settings, rate: float, seconds: float) -> None:
+async def produce_at_rate(settings: Settings, rate: float, seconds: float) -> None:
     """Produce at `rate` with as little CPU as we can: batches built per partition (the
     default partitioner's choice, cached per key), no future per message."""
     from aiokafka.partitioner import murmur2
@@ -146,7 +146,7 @@ async def _paced(settings: Settings, rate: float, seconds: float) -> None:
         await producer.stop()
 
 
-def _get(url: str) -> str:
+def fetch_text(url: str) -> str:
     with urllib.request.urlopen(url) as response:  # noqa: S310 - our own endpoint
         return str(response.read().decode())
 

@@ -1,0 +1,151 @@
+"""Soak: telemon ingest (rules on) at 70 % of its measured peak for half an hour.
+
+    python -m loadtests.soak                      # 30 minutes at 70 % of the peak
+    python -m loadtests.soak --minutes 2 --rate 20000
+
+Readings are produced at a steady rate with measured_at = now. Every
+`--sample-seconds` it reads the process's metrics and resident set: stored
+readings, lag, RSS. It passes when throughput keeps up with the rate in the
+last third as in the first, RSS is flat after warm-up (< 15 % growth), lag
+stays bounded, and after the drain every produced reading is stored once
+(ledger contiguous, no duplicate, no dead letter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+
+import asyncpg
+import psutil
+
+from ingest.settings import Settings
+from loadtests.common import benchmark_stack, fresh, http_port, process, telemon_ingest
+from loadtests.ingest_benchmark import PATIENTS, drain_rate, fetch_text, produce_at_rate
+
+
+async def soak(base: Settings, rate: float, minutes: float, sample_s: float) -> bool:
+    settings = await fresh(base, "soak", PATIENTS)
+    port = http_port()
+    samples: list[tuple[float, float, float, float]] = []  # (t, stored, lag, rss MB)
+    async with process(telemon_ingest(), settings, http_port=port) as child:
+        await asyncio.sleep(8)  # group join
+        producing = asyncio.create_task(produce_at_rate(settings, rate, minutes * 60))
+        started = time.monotonic()
+        while not producing.done():
+            await asyncio.sleep(sample_s)
+            metrics = await asyncio.to_thread(fetch_text, f"http://127.0.0.1:{port}/metrics")
+            stored = _value(metrics, "telemon_ingest_readings_stored_total")
+            lag = _sum(metrics, "telemon_ingest_consumer_lag")
+            rss = _rss_mb(child.pid)
+            t = time.monotonic() - started
+            samples.append((t, stored, lag, rss))
+            print(f"  {t:6.0f} s  stored {stored:12,.0f}  lag {lag:9,.0f}  RSS {rss:6.0f} MB")
+        await producing
+        drained = await _drained(settings, timeout_s=300)
+    return _verdict(samples, rate, drained) and await _exactly_once(settings)
+
+
+def _verdict(samples: list[tuple[float, float, float, float]], rate: float, drained: bool) -> bool:
+    third = max(len(samples) // 3, 2)
+    first, last = samples[:third], samples[-third:]
+
+    def throughput(part: list[tuple[float, float, float, float]]) -> float:
+        return (part[-1][1] - part[0][1]) / (part[-1][0] - part[0][0])
+
+    warm = samples[min(len(samples) - 1, max(1, len(samples) // 6))][3]  # after warm-up
+    growth = samples[-1][3] / warm - 1
+    max_lag = max(s[2] for s in samples)
+    checks = {
+        f"throughput first third {throughput(first):,.0f}/s, last third "
+        f"{throughput(last):,.0f}/s (rate {rate:,.0f}/s)": throughput(last) > 0.9 * rate,
+        f"RSS {warm:.0f} MB after warm-up, {samples[-1][3]:.0f} MB at the end "
+        f"({growth:+.1%})": growth < 0.15,
+        f"largest lag {max_lag:,.0f} readings (bound: 10 s of load)": max_lag < 10 * rate,
+        "drained after the load": drained,
+    }
+    for text, ok in checks.items():
+        print(f"{'OK    ' if ok else 'FAILED'} {text}")
+    return all(checks.values())
+
+
+async def _drained(settings: Settings, timeout_s: float) -> bool:
+    """The stored offsets stop moving and every batch is written."""
+    assert settings.database_url is not None
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        schema = settings.database_schema
+        previous, still = -1, 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and still < 5:
+            current = await conn.fetchval(f'SELECT sum(next_offset) FROM "{schema}".ingest_offsets')
+            still = still + 1 if current == previous else 0
+            previous = current
+            await asyncio.sleep(1)
+        return still >= 5
+    finally:
+        await conn.close()
+
+
+async def _exactly_once(settings: Settings) -> bool:
+    assert settings.database_url is not None
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        s = settings.database_schema
+        row = await conn.fetchrow(
+            f'SELECT (SELECT count(*) FROM "{s}".readings) AS rows, sum(messages) AS messages, '
+            "sum(readings_duplicate) AS duplicate, sum(dead_letters) AS dead, "
+            f'(SELECT sum(next_offset) FROM "{s}".ingest_offsets) AS offsets '
+            f'FROM "{s}".ingest_ledger'
+        )
+        assert row is not None
+        ok = row["rows"] == row["messages"] == row["offsets"] and not row["duplicate"]
+        ok = ok and not row["dead"]
+        print(
+            f"{'OK    ' if ok else 'FAILED'} {row['rows']:,} rows for {row['messages']:,} "
+            f"messages over {row['offsets']:,} offsets, {row['duplicate']} duplicates, "
+            f"{row['dead']} dead letters"
+        )
+        return bool(ok)
+    finally:
+        await conn.close()
+
+
+def _value(metrics: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _sum(metrics: str, name: str) -> float:
+    return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", metrics, re.MULTILINE))
+
+
+def _rss_mb(pid: int) -> float:
+    parent = psutil.Process(pid)
+    members = [parent, *parent.children(recursive=True)]
+    return sum(p.memory_info().rss for p in members if p.is_running()) / 2**20
+
+
+async def main_async(args: argparse.Namespace) -> bool:
+    with benchmark_stack() as base:
+        rate = args.rate
+        if rate is None:
+            peak = await drain_rate(base, "telemon", 300_000)
+            rate = 0.7 * peak
+            print(f"peak {peak:,.0f} msg/s; soaking at 70 %: {rate:,.0f} msg/s", flush=True)
+        return await soak(base, rate, args.minutes, args.sample_seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--rate", type=float, help="msg/s; default: 70 %% of the measured peak")
+    parser.add_argument("--sample-seconds", type=float, default=30)
+    args = parser.parse_args()
+    raise SystemExit(0 if asyncio.run(main_async(args)) else 1)
+
+
+if __name__ == "__main__":
+    main()
