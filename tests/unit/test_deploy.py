@@ -1,0 +1,85 @@
+"""deploy/: what can be checked without Docker or Kubernetes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ingest.cli import _parser
+from ingest.settings import Settings
+
+DEPLOY = Path(__file__).parent.parent.parent / "deploy"
+SETTINGS = {f"TELEMON_{name.upper()}" for name in Settings.model_fields}
+SERVED = {"/healthz", "/readyz", "/metrics"}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in documents(path):
+            out[f"{doc['kind']}/{doc['metadata']['name'] if 'metadata' in doc else path.stem}"] = (
+                doc
+            )
+    return out
+
+
+def telemon_variables(mapping: dict[str, Any]) -> set[str]:
+    return {k for k in mapping if k.startswith("TELEMON_")}
+
+
+def test_compose_runs_real_commands_with_real_settings() -> None:
+    compose = documents(DEPLOY / "compose.yaml")[0]
+    telemon = {n: s for n, s in compose["services"].items() if s.get("image") == "telemon:latest"}
+    assert set(telemon) == {"migrate", "ingest"}
+    for name, service in telemon.items():
+        _parser().parse_args(service["command"])  # exits (fails the test) if not a command
+        unknown = telemon_variables(service["environment"]) - SETTINGS
+        assert not unknown, f"{name}: not settings: {unknown}"
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert telemon["ingest"]["deploy"]["replicas"] >= 2
+    assert compose["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == (
+        "broker,controller"
+    )
+    prometheus = documents(DEPLOY / "prometheus" / "prometheus.yml")[0]
+    assert prometheus["scrape_configs"][0]["dns_sd_configs"][0]["names"] == ["ingest"]
+
+
+def test_kubernetes_manifests() -> None:
+    found = manifests()
+    listed = documents(DEPLOY / "k8s" / "kustomization.yaml")[0]["resources"]
+    assert all((DEPLOY / "k8s" / name).exists() for name in listed)
+    config = found["ConfigMap/telemon"]["data"]
+    secret = found["Secret/telemon"]["stringData"]
+    assert not (telemon_variables(config) | telemon_variables(secret)) - SETTINGS
+    assert "TELEMON_DATABASE_URL" in secret  # it holds a password
+    assert "TELEMON_DATABASE_URL" not in config
+
+    deployment = found["Deployment/telemon-ingest"]
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels
+    assert found["PodDisruptionBudget/telemon-ingest"]["spec"]["selector"]["matchLabels"] == labels
+    assert found["Service/telemon-ingest"]["spec"]["selector"] == labels
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["spec"]["containers"]
+    _parser().parse_args(container["args"])
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] in SERVED
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    _parser().parse_args(
+        found["Job/telemon-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+@pytest.mark.parametrize("line", ["USER 10001", 'CMD ["telemon", "check", "--live"]'])
+def test_the_image_is_non_root_with_a_healthcheck(line: str) -> None:
+    assert line in (DEPLOY / "Dockerfile").read_text()
