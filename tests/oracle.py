@@ -51,13 +51,22 @@ class OracleProducer:
     """Devices that each send one SpO2 reading per message, second by second of their
     own sequence; some messages malformed on request."""
 
-    def __init__(self, stack: Stack, devices: int, prefix: str = "o", seed: int = 0) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        devices: int,
+        prefix: str = "o",
+        seed: int = 0,
+        low_every: int = 0,
+        start_ago_s: int = 3600,
+    ) -> None:
         self._stack = stack
+        self._low_every = low_every  # every n-th reading of a device at 88 % (alerts)
         self.pairs = [(f"{prefix}-{i}", f"oxi-{prefix}-{i}") for i in range(devices)]
         self._next = [0] * devices
         self._turn = 0
         self._rng = random.Random(seed)
-        self._start_ms = _now_ms() - 3_600_000  # an hour ago, second by second from there
+        self._start_ms = _now_ms() - start_ago_s * 1000  # second by second from there
         self.acknowledged: list[Acknowledged] = []
 
     async def enroll(self) -> None:
@@ -89,6 +98,9 @@ class OracleProducer:
             await self.send(min(step, messages - start), **options)  # type: ignore[arg-type]
             await asyncio.sleep(0.1)
 
+    def is_low(self, seq: int) -> bool:
+        return bool(self._low_every) and seq % self._low_every == self._low_every - 1
+
     def measured_at(self, seq: int, skew_ms: int = 0) -> datetime:
         return datetime.fromtimestamp((self._start_ms + seq * SECOND_MS + skew_ms) / 1000, UTC)
 
@@ -96,7 +108,7 @@ class OracleProducer:
         patient_id, device_id = self.pairs[device]
         reading = {
             "kind": "spo2",
-            "value": 95 + seq % 5,
+            "value": 88 if self.is_low(seq) else 95 + seq % 5,
             "unit": "%",
             "measured_at": self.measured_at(seq, skew_ms).isoformat(),
         }
