@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ingest.kafka import client_options
 from tests.support import Stack, ledger_is_contiguous
 
-__all__ = ["Acknowledged", "CommitWatch", "OracleProducer", "check"]
+__all__ = ["LONG", "Acknowledged", "CommitWatch", "OracleProducer", "check"]
+
+# The long versions of the scenarios (python -m loadtests.reliability).
+LONG = os.environ.get("TELEMON_RELIABILITY") == "long"
 
 SECOND_MS = 1000
 
@@ -169,7 +173,8 @@ async def check(
         "SELECT coalesce(sum(messages), 0) AS messages, coalesce(sum(next_offset - first_offset)"
         ", 0) AS span, coalesce(sum(readings_stored), 0) AS stored, coalesce(sum("
         "readings_duplicate), 0) AS duplicate, coalesce(sum(dead_letters), 0) AS dead "
-        "FROM ingest_ledger"
+        "FROM ingest_ledger WHERE consumer_group = $1",
+        stack.settings.consumer_group,
     )
     assert ledger is not None
     records = len(producer.acknowledged)  # every record on the topic is the oracle's

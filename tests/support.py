@@ -374,10 +374,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def ledger_is_contiguous(stack: Stack) -> None:
-    """Each partition's batches cover its offsets once: no gap, no overlap."""
+    """Each partition's batches (of the stack's group) cover its offsets once: no gap, no
+    overlap."""
     rows = await (await stack.db()).fetch(
-        "SELECT partition, first_offset, next_offset FROM ingest_ledger ORDER BY partition, "
-        "first_offset"
+        "SELECT partition, first_offset, next_offset FROM ingest_ledger "
+        "WHERE consumer_group = $1 ORDER BY partition, first_offset",
+        stack.settings.consumer_group,
     )
     previous: dict[int, int] = {}
     for r in rows:

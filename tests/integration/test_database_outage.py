@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.oracle import CommitWatch
+from tests.oracle import LONG, CommitWatch
 from tests.support import (
     RunningIngest,
     Stack,
@@ -52,7 +52,7 @@ async def _outage(
     await eventually(lambda: _status(ingest, "/readyz", 503), what="not ready")
     assert await _status(ingest, "/healthz", 200), "alive while the database is away"
     stored_during = await db.fetchval("SELECT count(*) FROM readings")
-    await asyncio.sleep(3)
+    await asyncio.sleep(60 if LONG else 3)
     assert await db.fetchval("SELECT count(*) FROM readings") == stored_during
     await proxy.restore()
     await producing

@@ -7,20 +7,18 @@ ones (python -m loadtests.reliability).
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devices.contract import RejectReason
 from ingest.errors import RejectRatioError
 from ingest.failpoints import EXIT_STATUS
-from tests.oracle import CommitWatch, OracleProducer, check
+from tests.oracle import LONG, CommitWatch, OracleProducer, check
 from tests.support import IngestProcess, RunningIngest, Stack
-
-LONG = os.environ.get("TELEMON_RELIABILITY") == "long"
 
 
 async def test_kill_minus_9_at_random_moments(stack: Stack, tmp_path: Path) -> None:
@@ -155,3 +153,34 @@ def _rejected_readings(ingest: RunningIngest) -> float:
         for reason in RejectReason
         if reason is not RejectReason.INVALID_JSON
     )
+
+
+async def test_full_replay_stores_and_raises_nothing_new(stack: Stack) -> None:
+    """A new consumer group reads the topic from the earliest offset: every reading is a
+    duplicate, no alert is raised again."""
+    producer = OracleProducer(stack, devices=100, low_every=20, start_ago_s=600)
+    await producer.enroll()
+    await producer.send(4_000)
+    async with stack.ingest(batch_max_messages=500):
+        await stack.wait_drained(120)
+    db = await stack.db()
+    before = await _alert_counts(db)
+    assert before["alerts"] > 0, "the low readings raised nothing to replay"
+
+    replaying = Stack(stack.settings.model_copy(update={"consumer_group": "replay"}))
+    try:
+        async with replaying.ingest(batch_max_messages=500) as ingest:
+            await replaying.wait_drained(120)
+            assert ingest.metric("telemon_ingest_readings_duplicate_total") == 4_000
+        assert await _alert_counts(db) == before
+        await check(stack, producer)
+    finally:
+        await replaying.close()
+
+
+async def _alert_counts(db: Any) -> dict[str, int]:
+    row = await db.fetchrow(
+        "SELECT (SELECT count(*) FROM alerts) AS alerts, (SELECT count(*) FROM alert_events) "
+        "AS events, (SELECT count(*) FROM readings) AS readings"
+    )
+    return dict(row)
