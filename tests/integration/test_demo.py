@@ -56,6 +56,32 @@ def test_demo_shows_progress_and_stops_cleanly(tmp_path: Path) -> None:
     assert embedded_processes() - before == set(), "embedded servers left running"
 
 
+def test_demo_killed_leaves_no_server_behind(tmp_path: Path) -> None:
+    """kill -9 (no cleanup runs): the broker dies with it, the database by its watcher."""
+    before = embedded_processes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMON_")}
+    env["TELEMON_HTTP_PORT"] = str(free_port())
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "ingest.cli", "demo", "--patients", "100", "--days", "1"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for_stored(log, demo, at_least=100, timeout_s=150)
+            started = embedded_processes() - before
+            assert len(started) == 2, "expected one postmaster and one broker"
+        finally:
+            demo.kill()
+            demo.wait(10)
+    deadline = time.monotonic() + 20
+    while embedded_processes() & started and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not embedded_processes() & started, "embedded servers left running"
+
+
 def _wait_for_stored(
     log: Path, demo: subprocess.Popen[bytes], at_least: int, timeout_s: float
 ) -> int:
