@@ -45,7 +45,9 @@ async def soak(base: Settings, rate: float, minutes: float, sample_s: float) -> 
             print(f"  {t:6.0f} s  stored {stored:12,.0f}  lag {lag:9,.0f}  RSS {rss:6.0f} MB")
         await producing
         drained = await _drained(settings, timeout_s=300)
-    return _verdict(samples, rate, drained) and await _exactly_once(settings)
+    steady = _verdict(samples, rate, drained)
+    exact = await _exactly_once(settings)  # checked whatever the verdict above
+    return steady and exact
 
 
 def _verdict(samples: list[tuple[float, float, float, float]], rate: float, drained: bool) -> bool:
