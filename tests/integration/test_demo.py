@@ -3,12 +3,15 @@ readings stored and alerts raised, and leaves no process behind on Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -26,29 +29,67 @@ def embedded_processes() -> set[int]:
     }
 
 
-def test_demo_shows_progress_and_stops_cleanly(tmp_path: Path) -> None:
-    before = embedded_processes()
+@dataclass
+class Demo:
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int
+
+    def wait_for_stored(self, at_least: int, timeout_s: float = 150) -> int:
+        """The stored count of its progress line, once at least `at_least`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            counts = re.findall(r"readings/s\s+(\d+) stored", self.log.read_text())
+            if counts and int(counts[-1]) >= at_least:
+                return int(counts[-1])
+            time.sleep(1)
+        raise AssertionError(
+            f"the demo stored fewer than {at_least} readings:\n{self.log.read_text()[-3000:]}"
+        )
+
+
+@contextlib.contextmanager
+def running_demo(tmp_path: Path, patients: int, days: int) -> Iterator[Demo]:
+    """`telemon demo` in a child process (killed on exit if it still runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMON_")}
-    env["TELEMON_HTTP_PORT"] = str(free_port())
+    port = free_port()
+    env["TELEMON_HTTP_PORT"] = str(port)
     log = tmp_path / "demo.log"
     with log.open("wb") as out:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "demo", "--patients", "300", "--days", "2"],
+        process = subprocess.Popen(  # noqa: S603 - our own CLI, integer arguments
+            [
+                sys.executable,
+                "-m",
+                "ingest.cli",
+                "demo",
+                "--patients",
+                str(patients),
+                "--days",
+                str(days),
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
-            stored = _wait_for_stored(log, demo, at_least=1_000, timeout_s=150)
-            demo.send_signal(signal.SIGINT)
-            code = demo.wait(60)
+            yield Demo(process, log, port)
         finally:
-            if demo.poll() is None:
-                demo.kill()
-    text = log.read_text()
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+def test_demo_shows_progress_and_stops_cleanly(tmp_path: Path) -> None:
+    before = embedded_processes()
+    with running_demo(tmp_path, patients=300, days=2) as demo:
+        stored = demo.wait_for_stored(at_least=1_000)
+        demo.process.send_signal(signal.SIGINT)
+        code = demo.process.wait(60)
+    text = demo.log.read_text()
     assert code == 0, text[-3000:]
     assert "telemon demo is running" in text
-    assert f"http://127.0.0.1:{env['TELEMON_HTTP_PORT']}/metrics" in text
+    assert f"http://127.0.0.1:{demo.port}/metrics" in text
     assert stored >= 1_000
     assert "alerts raised:" in text
     assert re.search(r"ingest stopped after .* readings stored", text)
@@ -59,39 +100,13 @@ def test_demo_shows_progress_and_stops_cleanly(tmp_path: Path) -> None:
 def test_demo_killed_leaves_no_server_behind(tmp_path: Path) -> None:
     """kill -9 (no cleanup runs): the broker dies with it, the database by its watcher."""
     before = embedded_processes()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMON_")}
-    env["TELEMON_HTTP_PORT"] = str(free_port())
-    log = tmp_path / "demo.log"
-    with log.open("wb") as out:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "demo", "--patients", "100", "--days", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_for_stored(log, demo, at_least=100, timeout_s=150)
-            started = embedded_processes() - before
-            assert len(started) == 2, "expected one postmaster and one broker"
-        finally:
-            demo.kill()
-            demo.wait(10)
+    with running_demo(tmp_path, patients=100, days=1) as demo:
+        demo.wait_for_stored(at_least=100)
+        started = embedded_processes() - before
+        assert len(started) == 2, "expected one postmaster and one broker"
+        demo.process.kill()
+        demo.process.wait(10)
     deadline = time.monotonic() + 20
     while embedded_processes() & started and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not embedded_processes() & started, "embedded servers left running"
-
-
-def _wait_for_stored(
-    log: Path, demo: subprocess.Popen[bytes], at_least: int, timeout_s: float
-) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert demo.poll() is None, log.read_text()[-3000:]
-        counts = re.findall(r"readings/s\s+(\d+) stored", log.read_text())
-        if counts and int(counts[-1]) >= at_least:
-            return int(counts[-1])
-        time.sleep(1)
-    raise AssertionError(
-        f"the demo stored fewer than {at_least} readings:\n{log.read_text()[-3000:]}"
-    )
