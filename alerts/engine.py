@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from alerts.catalogue import RULES
-from alerts.history import NO_TIME, History, last_of_runs, stable_order
+from alerts.history import NO_TIME, History, last_of_runs, stable_order, with_room
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Severity
 from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
@@ -142,7 +142,7 @@ class Engine:
         """Room for `slots` patients in every per-slot array."""
         for emitted in self._emitted.values():
             for name, times in emitted.items():
-                emitted[name] = _room(times, slots, NO_TIME)
+                emitted[name] = with_room(times, slots, NO_TIME)
 
     def set_discharged(self, patient_keys: Iterable[int]) -> None:
         for key in patient_keys:
@@ -312,15 +312,3 @@ def _rows_by_kind(
 
 
 _SEVERITY = {int(s): s for s in Severity}
-
-
-A = TypeVar("A", bound=np.generic)
-
-
-def _room(values: npt.NDArray[A], slots: int, fill: float | int) -> npt.NDArray[A]:
-    """`values`, grown (filled with `fill`) if it has fewer than `slots` entries."""
-    if len(values) >= slots:
-        return values
-    grown = np.full(max(2 * len(values), slots, 64), fill, values.dtype)
-    grown[: len(values)] = values
-    return grown

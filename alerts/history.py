@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +39,7 @@ __all__ = [
     "kind_index",
     "last_of_runs",
     "stable_order",
+    "with_room",
 ]
 
 NO_TIME = np.iinfo(np.int64).min
@@ -95,6 +97,18 @@ def last_of_runs(keys: npt.NDArray[np.integer]) -> npt.NDArray[np.bool_]:
     last[-1:] = True
     np.not_equal(keys[1:], keys[:-1], out=last[:-1])
     return last
+
+
+A = TypeVar("A", bound=np.generic)
+
+
+def with_room(values: npt.NDArray[A], slots: int, fill: float | int) -> npt.NDArray[A]:
+    """`values`, grown by doubling (new entries `fill`) if it has fewer than `slots`."""
+    if len(values) >= slots:
+        return values
+    grown = np.full(max(2 * len(values), slots, 64), fill, values.dtype)
+    grown[: len(values)] = values
+    return grown
 
 
 def code_mask(codes: Iterable[int]) -> npt.NDArray[np.bool_]:

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
+from alerts.history import with_room
 from alerts.model import Rule
 from alerts.programmes import ENABLED, AlertConfig
 from devices.registry import Programme
@@ -74,10 +75,6 @@ class Parameters:
     def of(self, rule_id: str, per_slot: Mapping[str, F] | None = None) -> RuleParameters:
         return RuleParameters(self._tables[rule_id], self._columns[rule_id], self._set_of, per_slot)
 
-    @property
-    def sets(self) -> int:
-        return len(self._sets)
-
     def assign(
         self, slot: int | Slots, programme: Programme, overrides: Mapping[str, float]
     ) -> None:
@@ -87,11 +84,7 @@ class Parameters:
         if number is None:
             number = self._sets[key] = len(self._sets)
             self._add_set(programme, overrides)
-        needed = int(np.max(slot, initial=-1)) + 1
-        if len(self._set_of) < needed:
-            grown = np.zeros(max(2 * len(self._set_of), needed, 64), np.int32)
-            grown[: len(self._set_of)] = self._set_of
-            self._set_of = grown
+        self._set_of = with_room(self._set_of, int(np.max(slot, initial=-1)) + 1, 0)
         self._set_of[slot] = number
 
     def _add_set(self, programme: Programme, overrides: Mapping[str, float]) -> None:
