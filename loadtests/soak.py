@@ -8,7 +8,8 @@ Readings are produced at a steady rate with measured_at = now. Every
 readings, lag, RSS. It passes when throughput keeps up with the rate in the
 last third as in the first, RSS is flat after warm-up (< 15 % growth), lag
 stays bounded, and after the drain every produced reading is stored once
-(ledger contiguous, no duplicate, no dead letter).
+(rows = the ledger's messages = the stored offsets, no duplicate, no dead
+letter).
 """
 
 from __future__ import annotations

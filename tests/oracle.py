@@ -229,11 +229,14 @@ class CommitWatch:
         try:
             topic = settings.readings_topic
             while True:
-                for p in range(settings.topic_partitions):
-                    committed = await consumer.committed(TopicPartition(topic, p))
-                    durable = (await self._stack.stored_offsets()).get(p, 0)
-                    if committed is not None and committed > durable:
-                        self.violations.append(f"partition {p}: committed {committed} > {durable}")
+                committed = {
+                    p: await consumer.committed(TopicPartition(topic, p))
+                    for p in range(settings.topic_partitions)
+                }
+                durable = await self._stack.stored_offsets()  # read after: it only grows
+                for p, offset in committed.items():
+                    if offset is not None and offset > durable.get(p, 0):
+                        self.violations.append(f"partition {p}: committed {offset} > {durable}")
                 self.samples += 1
                 await asyncio.sleep(0.1)
         finally:
