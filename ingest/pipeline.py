@@ -27,7 +27,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 import numpy as np
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError
 
 from alerts.model import Severity
@@ -153,16 +158,18 @@ class IngestPipeline:
             asyncio.create_task(self._prepare_loop(), name="telemon-prepare"),
             asyncio.create_task(self._write_loop(), name="telemon-write"),
         ]
+        stopping = asyncio.create_task(stop.wait(), name="telemon-stop")
         try:
             while not stop.is_set() and not any(w.done() for w in self._workers):
-                await self._turn()
+                await self._turn(stopping)
             self._raise_if_failed()
             await self._drain(self._settings.drain_timeout_s)
             self._raise_if_failed()
         finally:
+            stopping.cancel()
             for worker in self._workers:
                 worker.cancel()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            await asyncio.gather(stopping, *self._workers, return_exceptions=True)
 
     def _raise_if_failed(self) -> None:
         for worker in self._workers:
@@ -171,14 +178,14 @@ class IngestPipeline:
 
     # -- intake ------------------------------------------------------------------------------
 
-    async def _turn(self) -> None:
+    async def _turn(self, stopping: asyncio.Task[Any]) -> None:
         self._health.turned()
         await self._wait_for_room()
-        fetched = await self._consumer.getmany(
-            timeout_ms=self._poll_timeout_ms(), max_records=_SLICE
-        )
+        fetched = await self._fetch(stopping)
         async with self._intake_lock:
-            records = self._cursor.take(fetched)
+            records, seek_back = self._cursor.take(fetched)
+            for tp, offset in seek_back.items():
+                self._consumer.seek(tp, offset)
             if records:
                 if not self._pending:
                     self._pending_since = self._clock.monotonic()
@@ -191,6 +198,22 @@ class IngestPipeline:
             if self._batch_due() and not self._decoded.full():
                 await self._flush()
         self._update_lag()
+
+    async def _fetch(
+        self, stopping: asyncio.Task[Any]
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The next records, or none once `stopping` is done. During a rebalance aiokafka
+        waits for the new assignment whatever the timeout, and a rebalance the group never
+        completes (members gone mid-way) must not hold up shutdown."""
+        fetching = asyncio.ensure_future(
+            self._consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=_SLICE)
+        )
+        await asyncio.wait((fetching, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if fetching.done():
+            records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = fetching.result()
+            return records
+        fetching.cancel()  # nothing was taken: records are handed over only on completion
+        return {}
 
     def _poll_timeout_ms(self) -> int:
         if not self._pending:

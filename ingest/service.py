@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
 
@@ -34,6 +35,9 @@ from ingest.writer import BatchWriter
 __all__ = ["prepare_storage", "run_ingest"]
 
 log = logging.getLogger(__name__)
+
+# Shutdown: the drain takes at most settings.drain_timeout_s, then leaving the group this.
+_LEAVE_GROUP_S = 3.0
 
 
 async def prepare_storage(settings: Settings) -> None:
@@ -118,7 +122,7 @@ async def run_ingest(
         consumer.subscribe([settings.readings_topic], listener=pipeline.rebalance_listener())
         await consumer.start()
         # aiokafka does not call the rebalance listener on stop(): the pipeline drains first.
-        stack.push_async_callback(consumer.stop)
+        stack.push_async_callback(_leave_group, consumer)
 
         producer = make_producer(settings)
         await producer.start()
@@ -210,6 +214,18 @@ async def _keep_partitions_ahead(
             async with pool.acquire() as conn:
                 today = clock.now_ms() * 1000 // US_PER_DAY
                 await partitions.ensure_ahead(conn, today, settings.partitions_ahead_days)
+
+
+async def _leave_group(consumer: AIOKafkaConsumer) -> None:
+    """Stop the consumer, giving up after a few seconds: stop() first waits for a rebalance
+    under way, which the broker may hold for as long as departed members are expected."""
+    try:
+        await asyncio.wait_for(consumer.stop(), _LEAVE_GROUP_S)
+    except TimeoutError:
+        log.warning(
+            "left the consumer group without a goodbye (a rebalance was under way): the "
+            "broker hands this member's partitions over after its session timeout"
+        )
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
