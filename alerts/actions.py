@@ -8,8 +8,8 @@ catalogue, kept with who changed them and when (and every change in
 `threshold_override_history`); running ingest processes pick them up
 (alerts.step polls the history).
 
-`telemon override` calls the override functions; the clinicians' API (issue 6)
-is to call all of them.
+`telemon override` calls the override functions; the clinicians' API
+(alerts.feed.api) calls all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ingest.errors import TelemonError
 __all__ = [
     "AlertActionError",
     "acknowledge",
+    "escalate",
     "remove_override",
     "resolve",
     "set_override",
@@ -58,6 +59,11 @@ async def resolve(conn: Connection, alert_id: int, by: str, note: str | None = N
         (by, note),
         {"resolution": note},
     )
+
+
+async def escalate(conn: Connection, alert_id: int, by: str, note: str | None = None) -> None:
+    """Raise to red (a clinician's judgement, or a hand-over to the physician on call)."""
+    await _act(conn, alert_id, by, "escalated", "severity = 3", (), {"note": note})
 
 
 async def snooze(conn: Connection, alert_id: int, by: str, until: datetime) -> None:

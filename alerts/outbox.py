@@ -41,7 +41,8 @@ def event_json(r: asyncpg.Record) -> dict[str, object]:
 
 
 EVENTS_QUERY = """
-    SELECT e.event_id, e.type, e.at, e.actor, e.detail, e.severity, e.status,
+    SELECT e.event_id, e.txid::text::bigint AS txid, e.type, e.at, e.actor, e.detail,
+           e.severity, e.status,
            a.alert_id, a.rule_id, a.rule_version, a.first_fired_at, a.explanation,
            p.patient_id, p.programme
     FROM alert_events e

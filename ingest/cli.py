@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import math
 import signal
@@ -27,6 +28,7 @@ from ingest.settings import Settings
 
 if TYPE_CHECKING:
     from devices.gateways import GatewayPlan
+    from ingest.db import Connection
 
 __all__ = ["main"]
 
@@ -80,6 +82,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "readings_topic",
         "consumer_group",
         "database_schema",
+        "api_host",
+        "api_port",
     )
     return {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
 
@@ -173,6 +177,51 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--remove", action="store_true")
     p.add_argument("--by", required=True, help="who changes it")
     p.add_argument("--note")
+
+    p = command(
+        "api",
+        _api,
+        "The clinicians' API, live feed and worklist page (needs TELEMON_DATABASE_URL and "
+        "TELEMON_OIDC_ISSUER, or TELEMON_DEV_ISSUER_KEY_FILE in development).",
+    )
+    connections(p)
+    p.add_argument("--api-host", help="TELEMON_API_HOST")
+    p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
+
+    p = command(
+        "dev-token",
+        _dev_token,
+        "Print a token of the development issuer (TELEMON_DEV_ISSUER_KEY_FILE) for a clinician.",
+    )
+    p.add_argument("--subject", required=True, help="the clinician's identity (sub)")
+    p.add_argument("--name", help="display name")
+    p.add_argument("--api-host", help="TELEMON_API_HOST")
+    p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
+
+    team = sub.add_parser("team", help="Care teams: create, add clinicians, add patients.")
+    team_actions = team.add_subparsers(required=True, metavar="action")
+    p = team_actions.add_parser("create", help="Create (or rename) a care team.")
+    p.set_defaults(handler=_team_create)
+    connections(p)
+    p.add_argument("team")
+    p.add_argument("--name", required=True)
+    p = team_actions.add_parser("add-member", help="A clinician (token subject) joins a team.")
+    p.set_defaults(handler=_team_add_member)
+    connections(p)
+    p.add_argument("team")
+    p.add_argument("clinician")
+    p = team_actions.add_parser("add-patients", help="The team follows these patients.")
+    p.set_defaults(handler=_team_add_patients)
+    connections(p)
+    p.add_argument("team")
+    p.add_argument("patients", nargs="+")
+
+    p = command("audit", _audit, "The audit trail as JSON lines, oldest first.")
+    connections(p)
+    p.add_argument("--patient")
+    p.add_argument("--clinician")
+    p.add_argument("--since", type=_instant, help="ISO date or time")
+    p.add_argument("--limit", type=int, default=1000)
 
     p = command(
         "demo",
@@ -411,6 +460,43 @@ def _rules_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _override(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.actions import remove_override, set_override
+
+    async def work(conn: Connection) -> None:
+        if args.remove:
+            await remove_override(conn, args.patient, args.parameter, args.by, args.note)
+        else:
+            await set_override(conn, args.patient, args.parameter, args.value, args.by, args.note)
+        log.info("override of %s for %s saved", args.parameter, args.patient)
+
+    return _with_connection(settings, work)
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.feed.service import run_api
+
+    _require_connections(settings, kafka=False)
+
+    async def work(stop: asyncio.Event) -> int:
+        await run_api(settings, stop)
+        return 0
+
+    return run_until_signalled(work)
+
+
+def _dev_token(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.feed.auth import DevIssuer
+    from ingest.errors import ConfigurationError
+
+    if settings.dev_issuer_key_file is None or settings.token_issuer is None:
+        raise ConfigurationError("set TELEMON_DEV_ISSUER_KEY_FILE (the development issuer's key)")
+    issuer = DevIssuer(settings.token_issuer, settings.dev_issuer_key_file)
+    print(issuer.token(args.subject, args.name, settings.oidc_audience))
+    return 0
+
+
+def _with_connection(
+    settings: Settings, work: Callable[[Connection], Coroutine[Any, Any, None]]
+) -> int:
     from ingest.db import connect
 
     _require_connections(settings, kafka=False)
@@ -419,18 +505,51 @@ def _override(args: argparse.Namespace, settings: Settings) -> int:
         assert settings.database_url is not None
         conn = await connect(settings.database_url, settings.database_schema)
         try:
-            if args.remove:
-                await remove_override(conn, args.patient, args.parameter, args.by, args.note)
-            else:
-                await set_override(
-                    conn, args.patient, args.parameter, args.value, args.by, args.note
-                )
+            await work(conn)
         finally:
             await conn.close()
-        log.info("override of %s for %s saved", args.parameter, args.patient)
         return 0
 
     return asyncio.run(run())
+
+
+def _team_create(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.feed.teams import create_team
+
+    return _with_connection(settings, lambda conn: create_team(conn, args.team, args.name))
+
+
+def _team_add_member(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.feed.teams import add_member
+
+    return _with_connection(settings, lambda conn: add_member(conn, args.team, args.clinician))
+
+
+def _team_add_patients(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.feed.teams import add_patients
+
+    async def work(conn: Connection) -> None:
+        added = await add_patients(conn, args.team, args.patients)
+        log.info("team %s: %d patients added", args.team, added)
+
+    return _with_connection(settings, work)
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.feed.audit import query_audit
+
+    async def work(conn: Connection) -> None:
+        records = await query_audit(
+            conn,
+            patient_id=args.patient,
+            agent=args.clinician,
+            since=args.since,
+            limit=args.limit,
+        )
+        for record in records:
+            print(json.dumps(record, default=str))
+
+    return _with_connection(settings, work)
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,8 +35,11 @@ def advisory_lock_key(name: str) -> int:
     )
 
 
-def _server_settings(schema: str) -> dict[str, str]:
-    return {"search_path": schema, "application_name": "telemon"}
+def _server_settings(schema: str, role: str | None = None) -> dict[str, str]:
+    settings = {"search_path": schema, "application_name": "telemon"}
+    if role is not None:
+        settings["role"] = role  # as SET ROLE; RESET ALL on release keeps it
+    return settings
 
 
 async def create_pool(
@@ -44,10 +47,16 @@ async def create_pool(
     schema: str,
     size: int,
     init: _InitCallback[asyncpg.Record] | None = None,
+    role: str | None = None,
 ) -> asyncpg.Pool:
-    """A pool; `init` runs on every new physical connection (the pool may replace lost ones)."""
+    """A pool; `init` runs on every new physical connection (the pool may replace lost ones).
+    With `role`, every connection acts as that role (the API's, under row-level security)."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings=_server_settings(schema), init=init
+        dsn,
+        min_size=1,
+        max_size=size,
+        server_settings=_server_settings(schema, role),
+        init=init,
     )
     assert pool is not None
     return pool

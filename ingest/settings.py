@@ -127,6 +127,34 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
 
+    # -- Clinicians' API and worklist (telemon api) ------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (Pro Santé Connect, a hospital's IdP); bearer "
+        "tokens are validated against the keys it publishes.",
+    )
+    oidc_audience: str = Field(default="telemon", description="The `aud` a token must carry.")
+    dev_issuer_key_file: Path | None = Field(
+        default=None,
+        description="Development only: the API also serves an OpenID Connect issuer at "
+        "/dev-issuer signing with this key (created if missing); `telemon dev-token` mints "
+        "tokens with it. The demo sets it.",
+    )
+    api_source: str = Field(
+        default="telemon-api", description="This API process's name in audit records."
+    )
+
+    @property
+    def token_issuer(self) -> str | None:
+        """The issuer whose tokens the API accepts."""
+        if self.oidc_issuer is not None:
+            return self.oidc_issuer.rstrip("/")
+        if self.dev_issuer_key_file is not None:
+            return f"http://{self.api_host}:{self.api_port}/dev-issuer"
+        return None
+
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.readings_topic}.dlq"
@@ -151,6 +179,8 @@ class Settings(BaseSettings):
                 f"{self.kafka_security_protocol} needs kafka_sasl_mechanism, "
                 "kafka_sasl_username and kafka_sasl_password"
             )
+        if self.dev_issuer_key_file is not None and self.oidc_issuer is None and not self.api_port:
+            raise ValueError("the development issuer needs a fixed api_port (its URL)")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
         return self

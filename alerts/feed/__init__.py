@@ -1,0 +1,1 @@
+"""The clinicians' side: HTTP API, live feed, worklist page, authentication, audit."""
