@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The worklist's browser test drives Debian's chromium through its chromedriver.
+BROWSER := $(VENV)/.browser
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+$(BROWSER): $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+	touch $@
+
 demo: $(STAMP)
 	$(BIN)/telemon demo
 
@@ -26,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck $(BROWSER)
 	$(BIN)/pytest
 
 clean:

@@ -230,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
         "pipeline, with live progress. Ctrl-C stops everything.",
     )
     p.add_argument("--http-port", type=int, help="TELEMON_HTTP_PORT")
+    p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
     _simulation_arguments(p, patients=2000, days=7.0, rate=1000.0, follow=True)
     return parser
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from alerts.feed.auth import DevIssuer
+from alerts.feed.service import run_api
+from alerts.feed.teams import add_every_patient, add_member, create_team
 from devices.gateways import GatewayPlan, run_gateways
+from ingest.db import Connection, connect
 from ingest.kafka import make_producer
-from ingest.pipeline import Totals
 from ingest.service import run_ingest
 from ingest.settings import Settings
 
@@ -20,21 +26,50 @@ __all__ = ["run_demo"]
 log = logging.getLogger("telemon.demo")
 
 
+DEMO_TEAM = "demo"
+DEMO_CLINICIAN = "dr.demo"
+
+
 async def run_demo(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> int:
     assert settings.database_url is not None
     assert settings.kafka_bootstrap is not None
+    with tempfile.TemporaryDirectory(prefix="telemon-demo-") as keys:
+        settings = settings.model_copy(
+            update={"dev_issuer_key_file": Path(keys) / "dev-issuer.pem"}
+        )
+        return await _run(settings, plan, stop)
+
+
+async def _run(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> int:
+    assert settings.database_url is not None
     registry = CollectorRegistry()
     ready = asyncio.Event()
-    stop_ingest = asyncio.Event()
+    stop_services = asyncio.Event()
     ingest = asyncio.create_task(
-        run_ingest(settings, stop_ingest, registry=registry, on_ready=lambda _: ready.set())
+        run_ingest(settings, stop_services, registry=registry, on_ready=lambda _: ready.set())
     )
     await _first(ready.wait(), ingest)
-    host = settings.http_host
+    conn = await connect(settings.database_url, settings.database_schema)
+    await create_team(conn, DEMO_TEAM, "Demo telemonitoring centre")
+    await add_member(conn, DEMO_TEAM, DEMO_CLINICIAN)
+    api_ready = asyncio.Event()
+    api = asyncio.create_task(run_api(settings, stop_services, on_ready=lambda _: api_ready.set()))
+    await _first(api_ready.wait(), ingest, api)
+    assert settings.token_issuer is not None
+    assert settings.dev_issuer_key_file is not None
+    token = DevIssuer(settings.token_issuer, settings.dev_issuer_key_file).token(
+        DEMO_CLINICIAN, "Dr Demo", settings.oidc_audience
+    )
+    host, port = settings.http_host, settings.http_port
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
     print(
         f"\n  telemon demo is running (Ctrl-C stops everything)\n"
-        f"  metrics    http://{host}:{settings.http_port}/metrics\n"
-        f"  readiness  http://{host}:{settings.http_port}/readyz\n"
+        f"  worklist   {api_url}/#token={token}\n"
+        f"             (signed in as {DEMO_CLINICIAN}, team {DEMO_TEAM!r}; the link holds a\n"
+        f"              development token, valid 12 h)\n"
+        f"  API        {api_url}/docs\n"
+        f"  metrics    http://{host}:{port}/metrics\n"
+        f"  readiness  http://{host}:{port}/readyz\n"
         f"  a second terminal can add load:\n"
         f"    export TELEMON_DATABASE_URL='{settings.database_url}'\n"
         f"    export TELEMON_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}\n"
@@ -54,30 +89,34 @@ async def run_demo(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -
             stop=stop,
         )
     )
-    progress = asyncio.create_task(_show_progress(registry))
+    progress = asyncio.create_task(_show_progress(registry, conn))
     try:
-        await _first(stop.wait(), ingest)
+        await _first(stop.wait(), ingest, api)
     finally:
         stop.set()
         progress.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gateways
         await producer.stop()
-        stop_ingest.set()
-        await ingest
+        stop_services.set()
+        await asyncio.gather(ingest, api)
+        await conn.close()
     return 0
 
 
-async def _first(awaitable: Awaitable[object], ingest: asyncio.Task[Totals]) -> None:
-    """Wait for `awaitable`, unless ingest dies first (then raise why)."""
+async def _first(awaitable: Awaitable[object], *services: asyncio.Task[Any]) -> None:
+    """Wait for `awaitable`, unless a service dies first (then raise why)."""
     waiter = asyncio.ensure_future(awaitable)
-    await asyncio.wait([waiter, ingest], return_when=asyncio.FIRST_COMPLETED)
-    if ingest.done():
-        waiter.cancel()
-        ingest.result()
+    await asyncio.wait([waiter, *services], return_when=asyncio.FIRST_COMPLETED)
+    for service in services:
+        if service.done():
+            waiter.cancel()
+            service.result()
 
 
-async def _show_progress(registry: CollectorRegistry, every_s: float = 2.0) -> None:
+async def _show_progress(
+    registry: CollectorRegistry, conn: Connection, every_s: float = 2.0
+) -> None:
     def total(metric: str, **labels: str) -> float:
         """The sum of a counter's samples, over the label values not given."""
         return sum(
@@ -91,6 +130,7 @@ async def _show_progress(registry: CollectorRegistry, every_s: float = 2.0) -> N
     previous = total("telemon_ingest_readings_stored")
     while True:
         await asyncio.sleep(every_s)
+        await add_every_patient(conn, DEMO_TEAM)  # a second terminal may enroll more
         stored = total("telemon_ingest_readings_stored")
         print(
             f"  {(stored - previous) / every_s:8.0f} readings/s  {stored:10.0f} stored  "

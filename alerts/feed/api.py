@@ -331,9 +331,7 @@ def create_app(feed: FeedApp) -> FastAPI:
         )
 
     @app.post("/api/v1/alerts/{alert_id}/escalate", response_model=AlertOut, tags=["alerts"])
-    async def escalate(
-        request: Request, who: WhoAsks, alert_id: int, body: Note
-    ) -> dict[str, Any]:
+    async def escalate(request: Request, who: WhoAsks, alert_id: int, body: Note) -> dict[str, Any]:
         return await act(
             request,
             who,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from ingest.db import Connection
 from ingest.errors import TelemonError
 
-__all__ = ["TeamError", "add_member", "add_patients", "create_team"]
+__all__ = ["TeamError", "add_every_patient", "add_member", "add_patients", "create_team"]
 
 
 class TeamError(TelemonError):
@@ -55,6 +55,15 @@ async def add_patients(conn: Connection, team_id: str, patient_ids: Sequence[str
             [r["patient_key"] for r in keys],
         )
     return added
+
+
+async def add_every_patient(conn: Connection, team_id: str) -> None:
+    """The team follows every enrolled patient (the demo's single team)."""
+    await conn.execute(
+        "INSERT INTO patient_care_teams (team_id, patient_key) "
+        "SELECT $1, patient_key FROM patients ON CONFLICT DO NOTHING",
+        team_id,
+    )
 
 
 async def _known_team(conn: Connection, team_id: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 
 from ingest.embedded import free_port
@@ -55,6 +56,7 @@ def running_demo(tmp_path: Path, patients: int, days: int) -> Iterator[Demo]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEMON_")}
     port = free_port()
     env["TELEMON_HTTP_PORT"] = str(port)
+    env["TELEMON_API_PORT"] = str(free_port())
     log = tmp_path / "demo.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own CLI, integer arguments
@@ -84,6 +86,17 @@ def test_demo_shows_progress_and_stops_cleanly(tmp_path: Path) -> None:
     before = embedded_processes()
     with running_demo(tmp_path, patients=300, days=2) as demo:
         stored = demo.wait_for_stored(at_least=1_000)
+        # The printed worklist link signs in: the page, and the API with its token.
+        link = re.search(r"worklist\s+(http://\S+)/#token=(\S+)", demo.log.read_text())
+        assert link, demo.log.read_text()[-3000:]
+        url, token = link.groups()
+        assert "telemon" in httpx.get(f"{url}/", timeout=5).text
+        patients = httpx.get(
+            f"{url}/api/v1/patients?limit=500",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert len(patients.json()) > 0  # the demo team follows the cohort
         demo.process.send_signal(signal.SIGINT)
         code = demo.process.wait(60)
     text = demo.log.read_text()
