@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry
 
 from alerts.feed.auth import DevIssuer
 from alerts.feed.service import run_api
@@ -62,7 +63,9 @@ async def running_api(stack: Stack, key_file: Path) -> AsyncIterator[RunningApi]
     )
     stop = asyncio.Event()
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_api(settings, stop, on_ready=port.set_result))
+    task = asyncio.create_task(
+        run_api(settings, stop, registry=CollectorRegistry(), on_ready=port.set_result)
+    )
     await asyncio.wait([task, port], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
     if task.done():
         task.result()

@@ -25,6 +25,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field
 
 from alerts import actions
@@ -39,7 +40,7 @@ from devices.registry import Programme
 from ingest.db import Connection
 from ingest.errors import ConfigurationError
 
-__all__ = ["FeedApp", "create_app"]
+__all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app"]
 
 SEVERITIES = {s.label: s.value for s in Severity}
 _LABEL = {s.value: s.label for s in Severity}
@@ -137,6 +138,22 @@ class OverrideRequest(BaseModel):
 # -- the application --------------------------------------------------------------------------
 
 
+class FeedMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.clients = Gauge(
+            "telemon_feed_clients", "Live feed (SSE) connections open.", registry=registry
+        )
+        self.events_sent = Counter(
+            "telemon_feed_events_sent", "Alert events sent on live feeds.", registry=registry
+        )
+        self.refused = Counter(
+            "telemon_api_refused",
+            "API requests refused, by HTTP status (401, 403, 404, 409, 400).",
+            ["status"],
+            registry=registry,
+        )
+
+
 @dataclass
 class FeedApp:
     pool: asyncpg.Pool  # every connection is role telemon_api
@@ -144,6 +161,7 @@ class FeedApp:
     wakeups: Wakeups
     source: str
     config: AlertConfig
+    metrics: FeedMetrics
     dev_issuer: DevIssuer | None = None
 
 
@@ -192,6 +210,7 @@ def create_app(feed: FeedApp) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        feed.metrics.refused.labels("400").inc()
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}"
             for e in error.errors()
@@ -200,10 +219,12 @@ def create_app(feed: FeedApp) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        feed.metrics.refused.labels(str(error.status_code)).inc()
         return _error(error.status_code, str(error.detail))
 
     @app.exception_handler(_RefusedError)
     async def refused(request: Request, error: _RefusedError) -> JSONResponse:
+        feed.metrics.refused.labels(str(error.status)).inc()
         return _error(error.status, error.message)
 
     @contextlib.asynccontextmanager
@@ -482,8 +503,18 @@ def create_app(feed: FeedApp) -> FastAPI:
             # A client leaving mid-query must not cut the transaction off: let it finish.
             return await asyncio.shield(query())
 
+        async def counted() -> AsyncIterator[str]:
+            feed.metrics.clients.inc()
+            try:
+                async for text in sse_stream(read, position, feed.wakeups):
+                    if text.startswith("id:"):
+                        feed.metrics.events_sent.inc()
+                    yield text
+            finally:
+                feed.metrics.clients.dec()
+
         return StreamingResponse(
-            sse_stream(read, position, feed.wakeups),
+            counted(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -8,9 +8,9 @@ import logging
 from collections.abc import Callable
 
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from alerts.feed.api import FeedApp, create_app
+from alerts.feed.api import FeedApp, FeedMetrics, create_app
 from alerts.feed.auth import DevIssuer, TokenVerifier
 from alerts.feed.stream import Wakeups
 from alerts.programmes import load_config
@@ -28,7 +28,11 @@ API_ROLE = "telemon_api"  # made by the migrations, restricted by row-level secu
 
 
 async def run_api(
-    settings: Settings, stop: asyncio.Event, on_ready: Callable[[int], None] | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    on_ready: Callable[[int], None] | None = None,
 ) -> None:
     issuer = settings.token_issuer
     if issuer is None:
@@ -57,13 +61,14 @@ async def run_api(
                 wakeups=wakeups,
                 source=settings.api_source,
                 config=load_config(settings.alert_programmes_file),
+                metrics=FeedMetrics(registry),
                 dev_issuer=dev_issuer,
             )
         )
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
         @app.get("/healthz", include_in_schema=False)
         async def healthz() -> JSONResponse:

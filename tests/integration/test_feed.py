@@ -20,7 +20,11 @@ from alerts.feed.service import API_ROLE
 from alerts.feed.stream import FeedPosition, events_after
 from ingest.db import create_pool
 from tests.feed_support import PATIENT_A, PATIENT_B, heart_rate, running_api, two_teams
-from tests.support import Stack, eventually
+from tests.support import Stack, eventually, run_cli
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def red_alerts(stack: Stack) -> dict[str, int]:
@@ -56,12 +60,16 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
             assert [r["value"] for r in detail["recent_readings"]] == [140]
 
             # Not authenticated, forged, foreign team, missing, bad parameters: never a 500.
+            expired = bearer(api.issuer.token("dr-a", None, api.audience, lifetime_s=-60))
+            elsewhere = bearer(api.issuer.token("dr-a", None, "another-service"))
             refused = {
                 "no token": (await nobody.get("/api/v1/alerts"), 401),
                 "forged": (
                     await nobody.get("/api/v1/alerts", headers={"Authorization": "Bearer x.y.z"}),
                     401,
                 ),
+                "expired": (await nobody.get("/api/v1/alerts", headers=expired), 401),
+                "other audience": (await nobody.get("/api/v1/alerts", headers=elsewhere), 401),
                 "foreign alert": (await dr_a.get(f"/api/v1/alerts/{alert[PATIENT_B]}"), 403),
                 "foreign patient": (await dr_a.get(f"/api/v1/patients/{PATIENT_B}"), 403),
                 "no alert": (await dr_a.get("/api/v1/alerts/987654"), 404),
@@ -140,13 +148,22 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                 "direction": "above",
             } in lines
 
+            openapi = (await nobody.get("/openapi.json")).json()
+            assert {"/api/v1/alerts", "/api/v1/events", "/api/v1/patients/{patient_id}"} <= set(
+                openapi["paths"]
+            )
+
     # Every request left an audit record, refusals included, with who and which patient.
     async with stack.connection() as conn:
         audit = await query_audit(conn)
+    printed = await run_cli(stack, "audit", "--patient", PATIENT_A)
+    assert [json.loads(line)["patient_id"] for line in printed.splitlines()] == [
+        r["patient_id"] for r in audit if r["patient_id"] == PATIENT_A
+    ]
     by_status: dict[int, list[dict[str, Any]]] = {}
     for record in audit:
         by_status.setdefault(int(record["http_status"]), []).append(record)  # type: ignore[call-overload]
-    assert len(by_status[401]) == 2
+    assert len(by_status[401]) == 4
     assert all(r["agent"] is None and r["outcome"] == 4 for r in by_status[401])
     foreign = [r for r in by_status[403] if r["entity"] == f"GET /api/v1/patients/{PATIENT_B}"]
     assert [r["agent"] for r in foreign] == ["dr-a"]
@@ -264,6 +281,14 @@ async def test_live_feed_resumes_without_gap_or_repeat(stack: Stack, tmp_path: P
 
         bad = await dr_a.get("/api/v1/events", headers={"Last-Event-ID": "nonsense"})
         assert bad.status_code == 400
+        metrics = (await dr_a.get("/metrics")).text
+        assert "telemon_feed_events_sent_total 7.0" in metrics  # 2 + 2 raised, then 3
+        assert 'telemon_api_refused_total{status="400"} 1.0' in metrics
+
+        async def streams_closed() -> bool:
+            return "telemon_feed_clients 0.0" in (await dr_a.get("/metrics")).text
+
+        await eventually(streams_closed, 10, "the closed streams to be counted out")
 
 
 async def test_feed_holds_back_events_until_older_transactions_end(stack: Stack) -> None:

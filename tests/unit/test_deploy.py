@@ -37,7 +37,7 @@ def telemon_variables(mapping: dict[str, Any]) -> set[str]:
 def test_compose_runs_real_commands_with_real_settings() -> None:
     compose = documents(DEPLOY / "compose.yaml")[0]
     telemon = {n: s for n, s in compose["services"].items() if s.get("image") == "telemon:latest"}
-    assert set(telemon) == {"migrate", "ingest"}
+    assert set(telemon) == {"migrate", "ingest", "api"}
     for name, service in telemon.items():
         _parser().parse_args(service["command"])  # exits (fails the test) if not a command
         unknown = telemon_variables(service["environment"]) - SETTINGS
@@ -57,7 +57,9 @@ def test_kubernetes_manifests() -> None:
     assert all((DEPLOY / "k8s" / name).exists() for name in listed)
     config = found["ConfigMap/telemon"]["data"]
     secret = found["Secret/telemon"]["stringData"]
-    assert not (telemon_variables(config) | telemon_variables(secret)) - SETTINGS
+    # The API's database URL (its own login role) is handed over as TELEMON_DATABASE_URL.
+    api_url = {"TELEMON_API_DATABASE_URL"}
+    assert not (telemon_variables(config) | telemon_variables(secret)) - SETTINGS - api_url
     assert "TELEMON_DATABASE_URL" in secret  # it holds a password
     assert "TELEMON_DATABASE_URL" not in config
 
@@ -75,6 +77,14 @@ def test_kubernetes_manifests() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    api = found["Deployment/telemon-api"]["spec"]["template"]
+    assert found["Service/telemon-api"]["spec"]["selector"] == api["metadata"]["labels"]
+    (api_container,) = api["spec"]["containers"]
+    _parser().parse_args(api_container["args"])
+    assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (database_url,) = api_container["env"]
+    assert database_url["name"] == "TELEMON_DATABASE_URL"
+    assert database_url["valueFrom"]["secretKeyRef"]["key"] in secret
     _parser().parse_args(
         found["Job/telemon-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     )
