@@ -16,13 +16,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The worklist's browser test drives Debian's chromium through its chromedriver.
-BROWSER := $(VENV)/.browser
+# System tools of the tests (Debian packages): chromium and its chromedriver for the
+# worklist's browser test, promtool (package prometheus) to check deploy/prometheus.
+TOOLS := $(VENV)/.system-tools
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-$(BROWSER): $(STAMP)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+$(TOOLS): $(STAMP)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && \
+	  command -v promtool >/dev/null || { \
 	  $(SUDO) apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends \
+	    chromium chromium-driver prometheus; }
 	touch $@
 
 demo: $(STAMP)
@@ -35,7 +38,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck $(BROWSER)
+test: lint typecheck $(TOOLS)
 	$(BIN)/pytest
 
 clean:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,18 @@ def test_kubernetes_manifests() -> None:
     _parser().parse_args(
         found["Job/telemon-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     )
+
+
+def test_prometheus_config_passes_promtool() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs it (Debian package prometheus)"
+    config = DEPLOY / "prometheus" / "prometheus.yml"
+    checked = subprocess.run(  # noqa: S603 - a fixed tool on our own file
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    jobs = {job["job_name"] for job in documents(config)[0]["scrape_configs"]}
+    assert jobs == {"telemon-ingest", "telemon-api"}
 
 
 @pytest.mark.parametrize("line", ["USER 10001", 'CMD ["telemon", "check", "--live"]'])
