@@ -238,9 +238,7 @@ def create_app(feed: FeedApp) -> FastAPI:
         async with feed.pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    await conn.execute(
-                        "SELECT set_config('telemon.clinician', $1, true)", who.subject
-                    )
+                    await _as_clinician(conn, who)
                     s.conn = conn
                     yield s
             except _RefusedError as error:
