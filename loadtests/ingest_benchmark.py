@@ -38,6 +38,7 @@ from loadtests.common import (
     benchmark_stack,
     fresh,
     http_port,
+    iso_ms,
     measure_drain,
     measured_now,
     median,
@@ -125,10 +126,11 @@ async def produce_at_rate(settings: Settings, rate: float, seconds: float) -> No
         sent = 0
         while (elapsed := time.monotonic() - started) < seconds:
             now_ms = int(time.time() * 1000)
+            now_iso = iso_ms(now_ms)
             due = range(sent, int(elapsed * rate))
             batches: dict[int, Any] = {}
             for n in due:
-                key, value = measured_now(n, PATIENTS, now_ms)
+                key, value = measured_now(n, PATIENTS, now_iso)
                 partition = partition_of[n % PATIENTS]
                 batch = batches.get(partition) or batches.setdefault(
                     partition, producer.create_batch()

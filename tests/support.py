@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
 from ingest.db import Connection, create_pool
-from ingest.embedded import free_port
+from ingest.embedded import die_with_parent, free_port
 from ingest.kafka import client_options, make_producer
 from ingest.pipeline import Totals
 from ingest.service import run_ingest
@@ -226,6 +226,8 @@ class IngestProcess:
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # A test that fails or hangs must not leave a member running after it.
+            preexec_fn=lambda: die_with_parent(signal.SIGKILL),
         )
 
     async def wait_ready(self, timeout_s: float = 60) -> None:
