@@ -25,7 +25,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
 from alerts import actions
@@ -40,7 +40,7 @@ from devices.registry import Programme
 from ingest.db import Connection
 from ingest.errors import ConfigurationError
 
-__all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app"]
+__all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app", "refresh_alert_board"]
 
 SEVERITIES = {s.label: s.value for s in Severity}
 _LABEL = {s.value: s.label for s in Severity}
@@ -146,6 +146,36 @@ class FeedMetrics:
         self.events_sent = Counter(
             "telemon_feed_events_sent", "Alert events sent on live feeds.", registry=registry
         )
+        self.open_alerts = Gauge(
+            "telemon_alerts_open",
+            "Open alerts (not acknowledged, not snoozed), by severity; every team's.",
+            ["severity"],
+            registry=registry,
+        )
+        self.oldest_open = Gauge(
+            "telemon_alerts_oldest_open_seconds",
+            "Age of the oldest open alert, by severity (0: none).",
+            ["severity"],
+            registry=registry,
+        )
+        handling_buckets = (60, 300, 900, 1800, 3600, 7200, 14_400, 43_200, 86_400, 259_200)
+        self.time_to_acknowledge = Histogram(
+            "telemon_alerts_time_to_acknowledge_seconds",
+            "From an alert being raised to a clinician acknowledging it, by severity.",
+            ["severity"],
+            buckets=handling_buckets,
+            registry=registry,
+        )
+        self.time_to_resolve = Histogram(
+            "telemon_alerts_time_to_resolve_seconds",
+            "From an alert being raised to a clinician resolving it, by severity.",
+            ["severity"],
+            buckets=handling_buckets,
+            registry=registry,
+        )
+        for severity in SEVERITIES:
+            for metric in (self.open_alerts, self.oldest_open):
+                metric.labels(severity)
         self.refused = Counter(
             "telemon_api_refused",
             "API requests refused, by HTTP status (401, 403, 404, 409, 400).",
@@ -169,6 +199,21 @@ class _RefusedError(Exception):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         self.message = message
+
+
+async def refresh_alert_board(feed: FeedApp, every_s: float = 15.0) -> None:
+    """Keep the open-alert gauges current (a background task of the API)."""
+    while True:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            rows = await feed.pool.fetch("SELECT * FROM open_alert_board()")
+            board = {r["severity"]: r for r in rows}
+            now = datetime.now(UTC)
+            for code, label in _LABEL.items():
+                row = board.get(code)
+                feed.metrics.open_alerts.labels(label).set(row["open_alerts"] if row else 0)
+                age = (now - row["oldest_raised_at"]).total_seconds() if row else 0.0
+                feed.metrics.oldest_open.labels(label).set(age)
+        await asyncio.sleep(every_s)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -311,6 +356,13 @@ def create_app(feed: FeedApp) -> FastAPI:
                 raise _RefusedError(409, f"alert {alert_id} is already resolved")
             await action(s.conn)
             updated = await _the_alert(s, alert_id)
+        handled = {
+            "acknowledge": feed.metrics.time_to_acknowledge,
+            "resolve": feed.metrics.time_to_resolve,
+        }
+        if subtype in handled and updated["status"] != row["status"]:
+            waited = (datetime.now(UTC) - row["raised_at"]).total_seconds()
+            handled[subtype].labels(_LABEL[row["severity"]]).observe(waited)
         return _alert(updated)
 
     @app.post("/api/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut, tags=["alerts"])

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from alerts.feed.api import FeedApp, FeedMetrics, create_app
+from alerts.feed.api import FeedApp, FeedMetrics, create_app, refresh_alert_board
 from alerts.feed.auth import DevIssuer, TokenVerifier
 from alerts.feed.stream import Wakeups
 from alerts.programmes import load_config
@@ -54,17 +54,16 @@ async def run_api(
         dev_issuer = None
         if settings.dev_issuer_key_file is not None and settings.oidc_issuer is None:
             dev_issuer = DevIssuer(issuer, settings.dev_issuer_key_file)
-        app = create_app(
-            FeedApp(
-                pool=pool,
-                verifier=TokenVerifier(issuer, settings.oidc_audience),
-                wakeups=wakeups,
-                source=settings.api_source,
-                config=load_config(settings.alert_programmes_file),
-                metrics=FeedMetrics(registry),
-                dev_issuer=dev_issuer,
-            )
+        feed = FeedApp(
+            pool=pool,
+            verifier=TokenVerifier(issuer, settings.oidc_audience),
+            wakeups=wakeups,
+            source=settings.api_source,
+            config=load_config(settings.alert_programmes_file),
+            metrics=FeedMetrics(registry),
+            dev_issuer=dev_issuer,
         )
+        app = create_app(feed)
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
@@ -82,6 +81,8 @@ async def run_api(
                 return JSONResponse({"ready": False}, status_code=503)
             return JSONResponse({"ready": True})
 
+        board = asyncio.create_task(refresh_alert_board(feed), name="telemon-alert-board")
+        stack.push_async_callback(_cancel, board)
         http = HttpServer(app, settings.api_host, settings.api_port)
         await http.start()
         stack.push_async_callback(http.stop)
@@ -94,3 +95,9 @@ async def run_api(
         if on_ready is not None:
             on_ready(http.port)
         await stop.wait()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

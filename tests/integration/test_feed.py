@@ -148,6 +148,9 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                 "direction": "above",
             } in lines
 
+            metrics = (await nobody.get("/metrics")).text
+            assert 'telemon_alerts_time_to_acknowledge_seconds_count{severity="red"} 1.0' in metrics
+            assert 'telemon_alerts_time_to_resolve_seconds_count{severity="red"} 1.0' in metrics
             openapi = (await nobody.get("/openapi.json")).json()
             assert {"/api/v1/alerts", "/api/v1/events", "/api/v1/patients/{patient_id}"} <= set(
                 openapi["paths"]
@@ -212,6 +215,9 @@ async def test_row_level_security_as_the_application_role(stack: Stack) -> None:
                 )
                 assert updated == "UPDATE 0"
                 assert await conn.fetchval("SELECT patient_exists($1)", PATIENT_A)
+                # Every team's open alerts are counted (no patient named): 2 red, 2 orange.
+                board = await conn.fetch("SELECT * FROM open_alert_board() ORDER BY severity")
+                assert [(r["severity"], r["open_alerts"]) for r in board] == [(2, 2), (3, 2)]
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.fetch("SELECT * FROM audit_events")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
