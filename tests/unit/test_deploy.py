@@ -104,6 +104,23 @@ def test_prometheus_config_passes_promtool() -> None:
     assert jobs == {"telemon-ingest", "telemon-api"}
 
 
+def test_alerting_rules_pass_their_promtool_tests() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs it (Debian package prometheus)"
+    tested = subprocess.run(  # noqa: S603 - a fixed tool on our own files
+        [promtool, "test", "rules", "rules.test.yml"],
+        cwd=DEPLOY / "prometheus",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    rules = documents(DEPLOY / "prometheus" / "rules.yml")[0]
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    tests = (DEPLOY / "prometheus" / "rules.test.yml").read_text()
+    assert all(f"alertname: {alert}" in tests for alert in alerts), "an alert without a test"
+
+
 @pytest.mark.parametrize("line", ["USER 10001", 'CMD ["telemon", "check", "--live"]'])
 def test_the_image_is_non_root_with_a_healthcheck(line: str) -> None:
     assert line in (DEPLOY / "Dockerfile").read_text()
