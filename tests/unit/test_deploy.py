@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,11 +11,15 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from alerts.feed.api import FeedMetrics
 from ingest.cli import _parser
+from ingest.metrics import IngestMetrics
 from ingest.settings import Settings
 
 DEPLOY = Path(__file__).parent.parent.parent / "deploy"
+DOCS = DEPLOY.parent / "docs"
 SETTINGS = {f"TELEMON_{name.upper()}" for name in Settings.model_fields}
 SERVED = {"/healthz", "/readyz", "/metrics"}
 
@@ -124,3 +130,48 @@ def test_alerting_rules_pass_their_promtool_tests() -> None:
 @pytest.mark.parametrize("line", ["USER 10001", 'CMD ["telemon", "check", "--live"]'])
 def test_the_image_is_non_root_with_a_healthcheck(line: str) -> None:
     assert line in (DEPLOY / "Dockerfile").read_text()
+
+
+def telemon_metrics() -> CollectorRegistry:
+    """The metrics of telemon's processes (ingest and API) in one registry."""
+    registry = CollectorRegistry()
+    IngestMetrics(registry)
+    FeedMetrics(registry)
+    return registry
+
+
+def exposed_metric_names() -> set[str]:
+    """Every series name telemon's processes can expose."""
+    registry = telemon_metrics()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+    return {
+        family.name + suffix
+        for family in registry.collect()
+        for suffix in suffixes.get(family.type, [""])
+    }
+
+
+def test_dashboard_and_rules_query_real_metrics() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "telemon.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = documents(DEPLOY / "prometheus" / "rules.yml")[0]
+    expressions += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    used = {name for e in expressions for name in re.findall(r"telemon_[a-z0-9_]+", e)}
+    assert used, "no telemon metric queried"
+    assert not used - exposed_metric_names(), "queried but never exposed"
+    titles = {p["title"] for p in dashboard["panels"]}
+    for wanted in ("Throughput", "Consumer lag by partition", "Rejected by reason"):
+        assert wanted in titles
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {"prometheus"}
+    datasource = documents(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml")
+    assert datasource[0]["datasources"][0]["uid"] == "prometheus"
+
+
+def test_every_metric_is_documented() -> None:
+    documented = set(re.findall(r"`(telemon_[a-z0-9_]+)`", (DOCS / "metrics.md").read_text()))
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in telemon_metrics().collect()
+    }
+    assert exposed - documented == set(), "exposed but not in docs/metrics.md"
+    assert documented - exposed == set(), "in docs/metrics.md but not exposed"
