@@ -23,9 +23,10 @@ from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from ingest.db import Connection, advisory_lock_key
+from ingest.failpoints import fault
 
 __all__ = ["OUTBOX_ID_HEADER", "Outbox", "OutboxRecord", "OutboxRelay"]
 
@@ -131,21 +132,27 @@ class OutboxRelay:
         if not records:
             return 0
         partitions = await self._partition_count()
+        sent: list[asyncio.Future[object]] = []
         try:
-            sent = [
-                await self._producer.send(
-                    self._outbox.topic,
-                    key=r.key,
-                    value=r.value,
-                    partition=self._outbox.partition(r, partitions),
-                    headers=[*r.headers, (OUTBOX_ID_HEADER, str(r.id).encode())],
+            for r in records:
+                if fault(f"relay_send_{self._outbox.name}"):
+                    raise KafkaConnectionError(f"failpoint: {self._outbox.topic} unreachable")
+                sent.append(
+                    await self._producer.send(
+                        self._outbox.topic,
+                        key=r.key,
+                        value=r.value,
+                        partition=self._outbox.partition(r, partitions),
+                        headers=[*r.headers, (OUTBOX_ID_HEADER, str(r.id).encode())],
+                    )
                 )
-                for r in records
-            ]
             await asyncio.gather(*sent)
         except KafkaError:
-            # Some records may be on the topic already: find out before sending again.
+            # Some records may be on the topic already, or still on their way: let every
+            # send settle, then find out what arrived before sending again.
+            await asyncio.gather(*sent, return_exceptions=True)
             await self._recover(conn)
+            self._on_backlog(await self._outbox.backlog(conn))  # an outage shows as a backlog
             raise
         await self._outbox.mark_published(conn, [r.id for r in records])
         self._on_published(len(records))

@@ -17,8 +17,9 @@ import pytest
 from devices.contract import RejectReason
 from ingest.errors import RejectRatioError
 from ingest.failpoints import EXIT_STATUS
+from ingest.relay import OUTBOX_ID_HEADER
 from tests.oracle import LONG, CommitWatch, OracleProducer, check
-from tests.support import IngestProcess, RunningIngest, Stack
+from tests.support import IngestProcess, RunningIngest, Stack, eventually
 
 
 async def test_kill_minus_9_at_random_moments(stack: Stack, tmp_path: Path) -> None:
@@ -132,6 +133,54 @@ async def test_rebalance_storm(stack: Stack) -> None:
             await asyncio.sleep(1.0)
         await producing
         await stack.wait_drained(120)
+    await check(stack, producer)
+
+
+async def test_alert_topic_outage(stack: Stack, tmp_path: Path) -> None:
+    """The alerts topic unreachable: ingest goes on storing readings and alerts while the
+    outbox keeps their events; when the topic comes back, unreliably (chunks fail part of
+    the way through), the outbox catches up and every event is on the topic exactly once."""
+    producer = OracleProducer(stack, devices=100, low_every=20, start_ago_s=600)
+    await producer.enroll()
+    await producer.send(4_000)
+    db = await stack.db()
+    outage = IngestProcess(stack, tmp_path / "outage.log", failpoints="relay_send_alert_events=1")
+    await outage.wait_ready()
+    await stack.wait_drained(120)
+    held = await db.fetchval("SELECT count(*) FROM alert_events WHERE published_at IS NULL")
+    assert held > 0
+    assert held == await db.fetchval("SELECT count(*) FROM alert_events")
+
+    async def backlog_shown() -> bool:
+        backlog = await asyncio.to_thread(outage.metric, "telemon_alerts_event_backlog")
+        return bool(backlog == held)
+
+    await eventually(backlog_shown, 30, "the backlog metric to show the held events")
+    assert await stack.read_topic(stack.settings.alerts_topic) == []
+    outage.terminate()
+    assert await asyncio.to_thread(outage.wait, 40) == 0
+
+    back = IngestProcess(stack, tmp_path / "back.log", failpoints="relay_send_alert_events=0.02")
+    await producer.send(2_000)
+    await back.wait_ready()
+    await stack.wait_drained(120)
+
+    async def caught_up() -> bool:
+        unpublished = "SELECT count(*) FROM alert_events WHERE published_at IS NULL"
+        return bool(await db.fetchval(unpublished) == 0)
+
+    await eventually(caught_up, 90, "the outbox to catch up")
+    back.terminate()
+    assert await asyncio.to_thread(back.wait, 40) == 0
+    assert "unreachable" in back.log  # the flaky topic did fail chunks
+    on_topic = [
+        int(value)
+        for record in await stack.read_topic(stack.settings.alerts_topic)
+        for key, value in record.headers
+        if key == OUTBOX_ID_HEADER
+    ]
+    events = [r["event_id"] for r in await db.fetch("SELECT event_id FROM alert_events")]
+    assert sorted(on_topic) == sorted(events)  # each exactly once
     await check(stack, producer)
 
 
