@@ -216,6 +216,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("team")
     p.add_argument("patients", nargs="+")
 
+    p = command(
+        "report",
+        _report,
+        "The evidence report of a period: report.html (charts), report.json, report.csv.",
+    )
+    connections(p)
+    p.add_argument("--from", dest="start", required=True, type=_instant, help="ISO date or time")
+    p.add_argument("--to", dest="end", required=True, type=_instant, help="ISO date or time")
+    p.add_argument("--programme", help="default: every programme")
+    p.add_argument("--out", type=Path, default=Path("report"), help="directory (default: report)")
+
     p = command("audit", _audit, "The audit trail as JSON lines, oldest first.")
     connections(p)
     p.add_argument("--patient")
@@ -532,6 +543,33 @@ def _team_add_patients(args: argparse.Namespace, settings: Settings) -> int:
     async def work(conn: Connection) -> None:
         added = await add_patients(conn, args.team, args.patients)
         log.info("team %s: %d patients added", args.team, added)
+
+    return _with_connection(settings, work)
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    import hashlib
+    from importlib import resources
+
+    from ingest.evidence import Period, gather_figures
+    from ingest.evidence_report import write_report
+
+    programmes = (
+        settings.alert_programmes_file.read_bytes()
+        if settings.alert_programmes_file
+        else (resources.files("alerts") / "programmes.toml").read_bytes()
+    )
+    configuration = {
+        "database_schema": settings.database_schema,
+        "consumer_group": settings.consumer_group,
+        "readings_topic": settings.readings_topic,
+        "alert_programmes_sha256": hashlib.sha256(programmes).hexdigest(),
+    }
+
+    async def work(conn: Connection) -> None:
+        figures = await gather_figures(conn, Period(args.start, args.end, args.programme))
+        digest = write_report(figures, configuration, args.out)
+        print(f"{args.out / 'report.html'}  sha256(report.json) = {digest}")
 
     return _with_connection(settings, work)
 

@@ -1,0 +1,307 @@
+"""The evidence report's figures, from PostgreSQL, for any past period.
+
+What the operator of a telemonitoring programme shows the payer (droit commun,
+PECAN) and the ANS (../shared/CLINICAL.md section 4): the active file,
+adherence, alerts and how fast they were handled, NEWS2 scores, and the
+platform's own figures, down to a per-partition zero-loss reconciliation.
+Days are UTC days; a patient-month is the n-th 30 days after enrolment.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from alerts.model import Severity
+from ingest.db import Connection
+
+__all__ = ["ACK_TARGET_S", "Period", "gather_figures"]
+
+# Acknowledged within: red 15 minutes, orange 4 hours, info 24 hours (the programme's
+# service levels; defaults, as CLINICAL.md says of unverified thresholds).
+ACK_TARGET_S = {"red": 15 * 60, "orange": 4 * 3600, "info": 24 * 3600}
+_LABEL = {s.value: s.label for s in Severity}
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+    programme: str | None = None
+
+
+async def gather_figures(conn: Connection, period: Period) -> dict[str, Any]:
+    args = (period.start, period.end, period.programme)
+    return {
+        "period": {
+            "from": period.start.isoformat(),
+            "to": period.end.isoformat(),
+            "programme": period.programme,
+        },
+        "active_file": await _active_file(conn, *args),
+        "adherence": await _adherence(conn, *args),
+        "alerts": await _alerts(conn, *args),
+        "technical": await _technical(conn, period.start, period.end),
+    }
+
+
+# Each patient's days in the period: enrolled, not discharged, inside [from, to).
+_PATIENT_DAYS = """
+    SELECT p.patient_key, p.patient_id, p.programme, p.enrolled_at, p.discharged_at,
+           greatest(0, extract(epoch FROM least($2, coalesce(p.discharged_at, $2))
+                                    - greatest($1, p.enrolled_at)) / 86400) AS days
+    FROM patients p
+    WHERE p.enrolled_at < $2 AND (p.discharged_at IS NULL OR p.discharged_at > $1)
+      AND ($3::text IS NULL OR p.programme = $3)
+"""
+
+
+async def _active_file(
+    conn: Connection, start: datetime, end: datetime, programme: str | None
+) -> dict[str, Any]:
+    rows = await conn.fetch(
+        f"""
+        WITH active AS ({_PATIENT_DAYS})
+        SELECT programme, count(*) AS active,
+               count(*) FILTER (WHERE enrolled_at >= $1) AS enrolled,
+               count(*) FILTER (WHERE discharged_at < $2) AS discharged,
+               sum(days) AS patient_days
+        FROM active GROUP BY programme ORDER BY programme
+        """,
+        start,
+        end,
+        programme,
+    )
+    period_days = (end - start).total_seconds() / 86400
+    return {
+        r["programme"]: {
+            "active": r["active"],
+            "enrolled": r["enrolled"],
+            "discharged": r["discharged"],
+            "patient_days": round(float(r["patient_days"]), 2),
+            # Mean number of patients followed on a day of the period (a month's mean
+            # active file when the period is a month).
+            "mean_active_file": round(float(r["patient_days"]) / period_days, 2),
+        }
+        for r in rows
+    }
+
+
+async def _adherence(
+    conn: Connection, start: datetime, end: datetime, programme: str | None
+) -> dict[str, Any]:
+    """Per patient and month of follow-up (1 and 2): days with a stored reading over the
+    days expected (followed, inside the period)."""
+    rows = await conn.fetch(
+        f"""
+        WITH active AS ({_PATIENT_DAYS}),
+        months AS (
+            SELECT a.patient_key, a.patient_id, m AS month,
+                   greatest($1, a.enrolled_at + (m - 1) * interval '30 days') AS lo,
+                   least($2, coalesce(a.discharged_at, $2),
+                         a.enrolled_at + m * interval '30 days') AS hi
+            FROM active a CROSS JOIN generate_series(1, 2) AS m
+        )
+        SELECT m.patient_id, m.month,
+               greatest(0, ceil(extract(epoch FROM m.hi - m.lo) / 86400))::int AS expected,
+               (SELECT count(DISTINCT (r.measured_at AT TIME ZONE 'UTC')::date)
+                FROM readings r
+                WHERE r.patient_key = m.patient_key
+                  AND r.measured_at >= m.lo AND r.measured_at < m.hi) AS transmitted
+        FROM months m WHERE m.hi > m.lo
+        ORDER BY m.patient_id, m.month
+        """,
+        start,
+        end,
+        programme,
+    )
+    by_month: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    for r in rows:
+        if r["expected"] > 0:
+            by_month[r["month"]].append(
+                {
+                    "patient_id": r["patient_id"],
+                    "days_expected": r["expected"],
+                    "days_transmitted": r["transmitted"],
+                    "adherence": round(r["transmitted"] / r["expected"], 4),
+                }
+            )
+    summary = {}
+    for month, patients in by_month.items():
+        below = [p for p in patients if p["adherence"] < 0.5]
+        summary[f"month_{month}"] = {
+            "patients": len(patients),
+            "share_at_or_above_50pct": round(1 - len(below) / len(patients), 4)
+            if patients
+            else None,
+            "below_50pct": [p["patient_id"] for p in below],
+            "per_patient": patients,
+        }
+    return summary
+
+
+async def _alerts(
+    conn: Connection, start: datetime, end: datetime, programme: str | None
+) -> dict[str, Any]:
+    patient_days = await conn.fetchval(
+        f"SELECT coalesce(sum(days), 0) FROM ({_PATIENT_DAYS}) a", start, end, programme
+    )
+    rows = await conn.fetch(
+        """
+        SELECT a.rule_id, a.severity, a.raised_at, a.acknowledged_at, a.resolved_at,
+               a.explanation
+        FROM alerts a JOIN patients p USING (patient_key)
+        WHERE a.raised_at >= $1 AND a.raised_at < $2 AND ($3::text IS NULL OR p.programme = $3)
+        """,
+        start,
+        end,
+        programme,
+    )
+    rate: dict[str, dict[str, float]] = {}
+    handling: dict[str, dict[str, list[float]]] = {}
+    news2: dict[int, int] = {}
+    for r in rows:
+        severity = _LABEL[r["severity"]]
+        per_rule = rate.setdefault(r["rule_id"], {})
+        per_rule[severity] = per_rule.get(severity, 0) + 1
+        times = handling.setdefault(severity, {"acknowledge": [], "resolve": []})
+        if r["acknowledged_at"] is not None:
+            times["acknowledge"].append((r["acknowledged_at"] - r["raised_at"]).total_seconds())
+        if r["resolved_at"] is not None:
+            times["resolve"].append((r["resolved_at"] - r["raised_at"]).total_seconds())
+        if r["rule_id"] == "news2":
+            score = _news2_score(r["explanation"])
+            if score is not None:
+                news2[score] = news2.get(score, 0) + 1
+    per_100 = 100 / float(patient_days) if patient_days else 0.0
+    raised = {severity: 0 for severity in ACK_TARGET_S}
+    for per_rule in rate.values():
+        for severity, count in per_rule.items():
+            raised[severity] += int(count)
+    return {
+        "patient_days": round(float(patient_days), 2),
+        "raised": len(rows),
+        "per_100_patient_days": {
+            rule: {s: round(n * per_100, 3) for s, n in sorted(counts.items())}
+            for rule, counts in sorted(rate.items())
+        },
+        "handling_seconds": {
+            severity: {
+                "acknowledge": _spread(times["acknowledge"]),
+                "resolve": _spread(times["resolve"]),
+                "acknowledged_within_target": round(
+                    sum(t <= ACK_TARGET_S[severity] for t in times["acknowledge"])
+                    / raised[severity],
+                    4,
+                ),
+                "target_s": ACK_TARGET_S[severity],
+            }
+            for severity, times in sorted(handling.items())
+        },
+        "news2_scores": {str(score): n for score, n in sorted(news2.items())},
+    }
+
+
+def _news2_score(explanation: str) -> int | None:
+    import json
+
+    score = json.loads(explanation).get("values", {}).get("score")
+    return None if score is None else int(score)
+
+
+def _spread(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "median": None, "p90": None, "max": None}
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return {
+        "count": len(ordered),
+        "median": round(statistics.median(ordered), 1),
+        "p90": round(p90, 1),
+        "max": round(ordered[-1], 1),
+    }
+
+
+async def _technical(conn: Connection, start: datetime, end: datetime) -> dict[str, Any]:
+    minutes = await conn.fetch(
+        """
+        SELECT date_trunc('minute', written_at) AS minute, sum(readings_stored) AS stored
+        FROM ingest_ledger WHERE written_at >= $1 AND written_at < $2 GROUP BY 1
+        """,
+        start,
+        end,
+    )
+    per_minute = [float(r["stored"]) / 60 for r in minutes]
+    latency = await conn.fetchrow(
+        """
+        SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM received_at - measured_at)) AS durable
+        FROM readings WHERE received_at >= $1 AND received_at < $2
+        """,
+        start,
+        end,
+    )
+    alert_latency = await conn.fetchval(
+        """
+        SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM raised_at - first_fired_at))
+        FROM alerts WHERE raised_at >= $1 AND raised_at < $2
+        """,
+        start,
+        end,
+    )
+    rejects = await conn.fetch(
+        "SELECT reason, count(*) AS n FROM dead_letters "
+        "WHERE rejected_at >= $1 AND rejected_at < $2 GROUP BY reason ORDER BY reason",
+        start,
+        end,
+    )
+    partitions = await conn.fetch(
+        """
+        SELECT consumer_group, topic, partition, min(first_offset) AS first_offset,
+               max(next_offset) AS next_offset, sum(next_offset - first_offset) AS offsets,
+               sum(messages) AS messages, sum(readings_stored) AS stored,
+               sum(readings_duplicate) AS duplicates, sum(dead_letters) AS dead_letters
+        FROM ingest_ledger WHERE written_at >= $1 AND written_at < $2
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        """,
+        start,
+        end,
+    )
+    return {
+        "throughput_readings_per_s": {
+            "sustained": round(statistics.mean(per_minute), 2) if per_minute else 0.0,
+            "peak_minute": round(max(per_minute), 2) if per_minute else 0.0,
+        },
+        "latency_s": {
+            "device_to_durable": _quantiles(latency["durable"] if latency else None),
+            "device_to_alert": _quantiles(alert_latency),
+        },
+        "rejected_by_reason": {r["reason"]: r["n"] for r in rejects},
+        "duplicates": sum(int(p["duplicates"]) for p in partitions),
+        "reconciliation": [
+            {
+                "consumer_group": p["consumer_group"],
+                "topic": p["topic"],
+                "partition": p["partition"],
+                "first_offset": p["first_offset"],
+                "next_offset": p["next_offset"],
+                "offsets_consumed": int(p["offsets"]),
+                "messages": int(p["messages"]),
+                "readings_stored": int(p["stored"]),
+                "duplicates": int(p["duplicates"]),
+                "dead_lettered": int(p["dead_letters"]),
+                # Every offset consumed is a message accounted for: 0, or readings lost.
+                "unaccounted_offsets": int(p["offsets"]) - int(p["messages"]),
+            }
+            for p in partitions
+        ],
+    }
+
+
+def _quantiles(values: list[float] | None) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None}
+    return {"p50": round(values[0], 3), "p99": round(values[1], 3)}

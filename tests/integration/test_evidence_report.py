@@ -1,0 +1,146 @@
+"""The evidence report on a simulated 60 days whose figures are known in advance: five
+patients with designed transmission patterns, one discharged, one enrolled late; one
+duplicate and one malformed message; the report must give exactly the designed figures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alerts.actions import acknowledge
+from ingest.evidence_report import _table
+from tests.records import message, reading
+from tests.support import Stack, run_cli
+
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+START = TODAY - timedelta(days=59)  # days 0..59, day 59 is today
+END = START + timedelta(days=60)
+
+# patient -> (enrolled on day, discharged on day or None, days with a transmission)
+DESIGN: dict[str, tuple[int, int | None, list[int]]] = {
+    "p-every-day": (0, None, list(range(60))),
+    "p-every-3rd": (0, None, list(range(0, 60, 3))),
+    "p-first-20": (0, None, list(range(20))),
+    "p-late": (45, None, list(range(45, 60))),
+    "p-discharged": (0, 10, list(range(10))),
+}
+
+
+def at(day: int, minutes: int = 0) -> str:
+    return (START + timedelta(days=day, minutes=minutes)).isoformat()
+
+
+def body(patient: str, day: int, spo2: float = 97, minutes: int = 0) -> bytes:
+    measured = at(day, minutes)
+    payload = message(reading("spo2", spo2, "%", measured), patient=patient, device=f"d-{patient}")
+    return json.dumps(payload).encode()
+
+
+async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -> None:
+    await stack.enroll([(p, f"d-{p}") for p in DESIGN])
+    async with stack.connection() as conn:
+        for patient, (enrolled, discharged, _) in DESIGN.items():
+            await conn.execute(
+                "UPDATE patients SET enrolled_at = $2, discharged_at = $3 WHERE patient_id = $1",
+                patient,
+                START + timedelta(days=enrolled),
+                None if discharged is None else START + timedelta(days=discharged),
+            )
+    messages = [(p.encode(), body(p, day)) for p, (_, _, days) in DESIGN.items() for day in days]
+    messages.append(messages[0])  # a gateway's re-send: a duplicate
+    messages.append((b"p-every-day", b"{not json"))  # a dead letter
+    messages.append((b"p-every-day", body("p-every-day", 59, spo2=88, minutes=1)))
+    async with stack.ingest():
+        await stack.produce(messages)
+        await stack.wait_drained(60)
+    async with stack.connection() as conn:
+        alerts = await conn.fetch("SELECT alert_id, rule_id, severity FROM alerts")
+        await acknowledge(conn, alerts[0]["alert_id"], "dr-a")
+
+    out = tmp_path / "report"
+    printed = await run_cli(
+        stack, "report", "--from", START.isoformat(), "--to", END.isoformat(), "--out", str(out)
+    )
+    text = (out / "report.json").read_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    assert digest in printed
+    report = json.loads(text)
+
+    # Active file: 60 + 60 + 60 + 15 + 10 patient-days over the 60 days.
+    assert report["active_file"] == {
+        "covid": {
+            "active": 5,
+            "enrolled": 5,
+            "discharged": 1,
+            "patient_days": 205.0,
+            "mean_active_file": round(205 / 60, 2),
+        }
+    }
+
+    # Adherence, computed here from the design.
+    def expected(month: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for patient, (enrolled, discharged, days) in DESIGN.items():
+            lo = enrolled + 30 * (month - 1)
+            hi = min(60, discharged if discharged is not None else 60, enrolled + 30 * month)
+            if hi > lo:
+                out[patient] = round(sum(lo <= d < hi for d in days) / (hi - lo), 4)
+        return out
+
+    for month in (1, 2):
+        got = report["adherence"][f"month_{month}"]
+        designed = expected(month)
+        assert {p["patient_id"]: p["adherence"] for p in got["per_patient"]} == designed
+        below = sorted(p for p, a in designed.items() if a < 0.5)
+        assert sorted(got["below_50pct"]) == below
+        assert got["share_at_or_above_50pct"] == round(1 - len(below) / len(designed), 4)
+    assert expected(1)["p-every-3rd"] == round(10 / 30, 4)  # the design is what we think
+    assert set(expected(2)) == {"p-every-day", "p-every-3rd", "p-first-20"}
+
+    # Alerts per 100 patient-days, from the raw rows.
+    labels = {1: "info", 2: "orange", 3: "red"}
+    counted: dict[str, dict[str, int]] = {}
+    for a in alerts:
+        per_rule = counted.setdefault(a["rule_id"], {})
+        per_rule[labels[a["severity"]]] = per_rule.get(labels[a["severity"]], 0) + 1
+    assert counted, "no alert raised (the missing-data sweeps raise some on this design)"
+    assert report["alerts"]["per_100_patient_days"] == {
+        rule: {s: round(n * 100 / 205, 3) for s, n in sorted(c.items())}
+        for rule, c in sorted(counted.items())
+    }
+    assert report["alerts"]["raised"] == len(alerts)
+    first = labels[alerts[0]["severity"]]
+    handled = report["alerts"]["handling_seconds"][first]
+    assert handled["acknowledge"]["count"] == 1
+    same_severity = sum(labels[a["severity"]] == first for a in alerts)
+    assert handled["acknowledged_within_target"] == round(1 / same_severity, 4)
+
+    # The platform: every offset accounted for, the duplicate and the dead letter counted.
+    technical = report["technical"]
+    assert technical["duplicates"] == 1
+    assert technical["rejected_by_reason"] == {"invalid_json": 1}
+    reconciliation = technical["reconciliation"]
+    assert sum(p["offsets_consumed"] for p in reconciliation) == len(messages)
+    assert all(p["unaccounted_offsets"] == 0 for p in reconciliation)
+    assert sum(p["readings_stored"] for p in reconciliation) == len(messages) - 2
+    assert technical["latency_s"]["device_to_durable"]["p99"] > 0
+
+    page = (out / "report.html").read_text()
+    assert digest in page
+    charts = 3 + bool(report["alerts"]["news2_scores"])  # active file, adherence, alerts, NEWS2
+    assert page.count("<img") == charts
+    assert 'class="red"' not in page
+    assert "figure,value" in (out / "report.csv").read_text()
+    assert report["produced_by"]["configuration"]["alert_programmes_sha256"]
+
+
+@pytest.mark.parametrize(("unaccounted", "red"), [(0, False), (3, True)])
+def test_a_loss_shows_in_red(unaccounted: int, red: bool) -> None:
+    table = _table(
+        [{"partition": 0, "unaccounted_offsets": unaccounted}], red="unaccounted_offsets"
+    )
+    assert ('class="red"' in table) is red
