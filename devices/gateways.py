@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
@@ -62,7 +63,8 @@ async def enroll_cohort(dsn: str, schema: str, config: CohortConfig) -> int:
     conn = await connect(dsn, schema)
     try:
         rows = [e for patient in build_cohort(config) for e in patient.enrollments()]
-        await enroll(conn, rows)
+        # Enrolled when their simulated history begins, as the real ones were.
+        await enroll(conn, rows, at=datetime.fromtimestamp(config.start_ms / 1000, UTC))
     finally:
         await conn.close()
     return len(rows)

@@ -548,27 +548,12 @@ def _team_add_patients(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    import hashlib
-    from importlib import resources
-
     from ingest.evidence import Period, gather_figures
-    from ingest.evidence_report import write_report
-
-    programmes = (
-        settings.alert_programmes_file.read_bytes()
-        if settings.alert_programmes_file
-        else (resources.files("alerts") / "programmes.toml").read_bytes()
-    )
-    configuration = {
-        "database_schema": settings.database_schema,
-        "consumer_group": settings.consumer_group,
-        "readings_topic": settings.readings_topic,
-        "alert_programmes_sha256": hashlib.sha256(programmes).hexdigest(),
-    }
+    from ingest.evidence_report import report_configuration, write_report
 
     async def work(conn: Connection) -> None:
         figures = await gather_figures(conn, Period(args.start, args.end, args.programme))
-        digest = write_report(figures, configuration, args.out)
+        digest = write_report(figures, report_configuration(settings), args.out)
         print(f"{args.out / 'report.html'}  sha256(report.json) = {digest}")
 
     return _with_connection(settings, work)

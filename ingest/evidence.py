@@ -105,7 +105,7 @@ async def _adherence(
             FROM active a CROSS JOIN generate_series(1, 2) AS m
         )
         SELECT m.patient_id, m.month,
-               greatest(0, ceil(extract(epoch FROM m.hi - m.lo) / 86400))::int AS expected,
+               greatest(0, round(extract(epoch FROM m.hi - m.lo) / 86400))::int AS expected,
                (SELECT count(DISTINCT (r.measured_at AT TIME ZONE 'UTC')::date)
                 FROM readings r
                 WHERE r.patient_key = m.patient_key

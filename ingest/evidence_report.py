@@ -13,7 +13,7 @@ import hashlib
 import html
 import io
 import json
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,26 @@ import matplotlib
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 
-__all__ = ["write_report"]
+from ingest.settings import Settings
+
+__all__ = ["report_configuration", "write_report"]
 
 _COLOURS = {"red": "#c62828", "orange": "#ef6c00", "info": "#546e7a"}
+
+
+def report_configuration(settings: Settings) -> dict[str, Any]:
+    """What produced the figures: where they were read, and which rules raised the alerts."""
+    programmes = (
+        settings.alert_programmes_file.read_bytes()
+        if settings.alert_programmes_file
+        else (resources.files("alerts") / "programmes.toml").read_bytes()
+    )
+    return {
+        "database_schema": settings.database_schema,
+        "consumer_group": settings.consumer_group,
+        "readings_topic": settings.readings_topic,
+        "alert_programmes_sha256": hashlib.sha256(programmes).hexdigest(),
+    }
 
 
 def write_report(figures: dict[str, Any], configuration: dict[str, Any], out: Path) -> str:
