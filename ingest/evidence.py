@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from alerts.missing import DEVICE_PERIOD_HOURS
 from alerts.model import Severity
 from ingest.db import Connection
 
@@ -93,7 +94,8 @@ async def _adherence(
     conn: Connection, start: datetime, end: datetime, programme: str | None
 ) -> dict[str, Any]:
     """Per patient and month of follow-up (1 and 2): days with a stored reading over the
-    days expected (followed, inside the period)."""
+    days expected (followed, inside the period), and measures received over those the
+    devices' schedules expect."""
     rows = await conn.fetch(
         f"""
         WITH active AS ({_PATIENT_DAYS}),
@@ -109,13 +111,23 @@ async def _adherence(
                (SELECT count(DISTINCT (r.measured_at AT TIME ZONE 'UTC')::date)
                 FROM readings r
                 WHERE r.patient_key = m.patient_key
-                  AND r.measured_at >= m.lo AND r.measured_at < m.hi) AS transmitted
+                  AND r.measured_at >= m.lo AND r.measured_at < m.hi) AS transmitted,
+               (SELECT coalesce(sum(extract(epoch FROM m.hi - m.lo) / 3600 / s.hours), 0)
+                FROM devices d JOIN unnest($4::text[], $5::float8[]) AS s(type, hours)
+                     ON s.type = d.device_type
+                WHERE d.patient_key = m.patient_key) AS measures_expected,
+               (SELECT count(DISTINCT (r.device_key, r.measured_at))
+                FROM readings r
+                WHERE r.patient_key = m.patient_key
+                  AND r.measured_at >= m.lo AND r.measured_at < m.hi) AS measures_received
         FROM months m WHERE m.hi > m.lo
         ORDER BY m.patient_id, m.month
         """,
         start,
         end,
         programme,
+        [t.value for t in DEVICE_PERIOD_HOURS],
+        list(DEVICE_PERIOD_HOURS.values()),
     )
     by_month: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     for r in rows:
@@ -126,17 +138,30 @@ async def _adherence(
                     "days_expected": r["expected"],
                     "days_transmitted": r["transmitted"],
                     "adherence": round(r["transmitted"] / r["expected"], 4),
+                    # A measure is one transmission of one device; each device type is
+                    # expected once per its period (alerts.missing); capped at 1.
+                    "measures_received": r["measures_received"],
+                    "measures_expected": round(float(r["measures_expected"]), 1),
+                    "measures_adherence": round(
+                        min(1.0, r["measures_received"] / float(r["measures_expected"])), 4
+                    )
+                    if r["measures_expected"]
+                    else None,
                 }
             )
     summary = {}
     for month, patients in by_month.items():
         below = [p for p in patients if p["adherence"] < 0.5]
+        measured = [
+            p["measures_adherence"] for p in patients if p["measures_adherence"] is not None
+        ]
         summary[f"month_{month}"] = {
             "patients": len(patients),
             "share_at_or_above_50pct": round(1 - len(below) / len(patients), 4)
             if patients
             else None,
             "below_50pct": [p["patient_id"] for p in below],
+            "median_measures_adherence": statistics.median(measured) if measured else None,
             "per_patient": patients,
         }
     return summary

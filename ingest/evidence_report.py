@@ -154,7 +154,8 @@ def _page(d: dict[str, Any], digest: str) -> str:
     ]  # fmt: skip
     adherence = [
         {"month": m.removeprefix("month_"), "patients": a["patients"],
-         "share >= 50 %": a["share_at_or_above_50pct"], "below 50 %": ", ".join(a["below_50pct"])}
+         "share >= 50 %": a["share_at_or_above_50pct"], "below 50 %": ", ".join(a["below_50pct"]),
+         "median measures / expected": a["median_measures_adherence"]}
         for m, a in d["adherence"].items()
     ]  # fmt: skip
     sections = [

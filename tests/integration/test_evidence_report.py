@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,10 +92,26 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
                 out[patient] = round(sum(lo <= d < hi for d in days) / (hi - lo), 4)
         return out
 
+    def expected_measures(month: int) -> dict[str, float]:
+        """One pulse oximeter each, expected every 12 hours: twice a day. The low reading
+        of day 59 is a measure of its own (a minute after that day's)."""
+        out: dict[str, float] = {}
+        for patient, (enrolled, discharged, days) in DESIGN.items():
+            lo = enrolled + 30 * (month - 1)
+            hi = min(60, discharged if discharged is not None else 60, enrolled + 30 * month)
+            if hi > lo:
+                received = sum(lo <= d < hi for d in days)
+                received += patient == "p-every-day" and lo <= 59 < hi
+                out[patient] = round(min(1.0, received / (2 * (hi - lo))), 4)
+        return out
+
     for month in (1, 2):
         got = report["adherence"][f"month_{month}"]
         designed = expected(month)
         assert {p["patient_id"]: p["adherence"] for p in got["per_patient"]} == designed
+        measures = {p["patient_id"]: p["measures_adherence"] for p in got["per_patient"]}
+        assert measures == expected_measures(month)
+        assert got["median_measures_adherence"] == statistics.median(measures.values())
         below = sorted(p for p, a in designed.items() if a < 0.5)
         assert sorted(got["below_50pct"]) == below
         assert got["share_at_or_above_50pct"] == round(1 - len(below) / len(designed), 4)
