@@ -102,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    def api_address(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--api-host", help="TELEMON_API_HOST")
+        p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
+
     def connections(p: argparse.ArgumentParser) -> None:
         p.add_argument("--database-url", help="TELEMON_DATABASE_URL")
         p.add_argument("--database-schema", help="TELEMON_DATABASE_SCHEMA")
@@ -185,8 +189,7 @@ def _parser() -> argparse.ArgumentParser:
         "TELEMON_OIDC_ISSUER, or TELEMON_DEV_ISSUER_KEY_FILE in development).",
     )
     connections(p)
-    p.add_argument("--api-host", help="TELEMON_API_HOST")
-    p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
+    api_address(p)
 
     p = command(
         "dev-token",
@@ -195,8 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--subject", required=True, help="the clinician's identity (sub)")
     p.add_argument("--name", help="display name")
-    p.add_argument("--api-host", help="TELEMON_API_HOST")
-    p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
+    api_address(p)
 
     team = sub.add_parser("team", help="Care teams: create, add clinicians, add patients.")
     team_actions = team.add_subparsers(required=True, metavar="action")

@@ -9,6 +9,7 @@ Days are UTC days; a patient-month is the n-th 30 days after enrolment.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,6 @@ __all__ = ["ACK_TARGET_S", "Period", "gather_figures"]
 # Acknowledged within: red 15 minutes, orange 4 hours, info 24 hours (the programme's
 # service levels; defaults, as CLINICAL.md says of unverified thresholds).
 ACK_TARGET_S = {"red": 15 * 60, "orange": 4 * 3600, "info": 24 * 3600}
-_LABEL = {s.value: s.label for s in Severity}
 
 
 @dataclass(frozen=True)
@@ -185,10 +185,12 @@ async def _alerts(
         programme,
     )
     rate: dict[str, dict[str, float]] = {}
+    raised = dict.fromkeys(ACK_TARGET_S, 0)
     handling: dict[str, dict[str, list[float]]] = {}
     news2: dict[int, int] = {}
     for r in rows:
-        severity = _LABEL[r["severity"]]
+        severity = Severity(r["severity"]).label
+        raised[severity] += 1
         per_rule = rate.setdefault(r["rule_id"], {})
         per_rule[severity] = per_rule.get(severity, 0) + 1
         times = handling.setdefault(severity, {"acknowledge": [], "resolve": []})
@@ -201,10 +203,6 @@ async def _alerts(
             if score is not None:
                 news2[score] = news2.get(score, 0) + 1
     per_100 = 100 / float(patient_days) if patient_days else 0.0
-    raised = {severity: 0 for severity in ACK_TARGET_S}
-    for per_rule in rate.values():
-        for severity, count in per_rule.items():
-            raised[severity] += int(count)
     return {
         "patient_days": round(float(patient_days), 2),
         "raised": len(rows),
@@ -230,8 +228,6 @@ async def _alerts(
 
 
 def _news2_score(explanation: str) -> int | None:
-    import json
-
     score = json.loads(explanation).get("values", {}).get("score")
     return None if score is None else int(score)
 

@@ -32,7 +32,7 @@ from ingest.resolve import RegistryCache
 from ingest.settings import Settings
 from ingest.writer import BatchWriter
 
-__all__ = ["prepare_storage", "run_ingest"]
+__all__ = ["cancel_tasks", "prepare_storage", "run_ingest"]
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ async def run_ingest(
                 _keep_partitions_ahead(pool, partitions, settings, clock), name="telemon-partitions"
             ),
         ]
-        stack.push_async_callback(_cancel, background)
+        stack.push_async_callback(cancel_tasks, background)
         if on_ready is not None:
             on_ready(http.port)
         try:
@@ -228,7 +228,8 @@ async def _leave_group(consumer: AIOKafkaConsumer) -> None:
         )
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait for them to end."""
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

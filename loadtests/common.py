@@ -38,10 +38,10 @@ def benchmark_stack() -> Iterator[Settings]:
         yield settings
 
 
-async def fresh(settings: Settings, name: str, patients: int) -> Settings:
-    """A new schema, topics and group named after `name`, with `patients` enrolled."""
+async def isolated(settings: Settings, name: str) -> Settings:
+    """A new schema (migrated), topics and group named after `name`, nothing enrolled."""
     tag = f"b_{name}_{uuid.uuid4().hex[:6]}"
-    fresh_settings = settings.model_copy(
+    isolated_settings = settings.model_copy(
         update={
             "database_schema": tag,
             "readings_topic": f"{tag}.readings",
@@ -50,9 +50,15 @@ async def fresh(settings: Settings, name: str, patients: int) -> Settings:
             "create_topics": True,
         }
     )
-    await prepare_storage(fresh_settings)
+    await prepare_storage(isolated_settings)
+    return isolated_settings
+
+
+async def fresh(settings: Settings, name: str, patients: int) -> Settings:
+    """A new schema, topics and group named after `name`, with `patients` enrolled."""
+    fresh_settings = await isolated(settings, name)
     assert fresh_settings.database_url is not None
-    conn = await connect(fresh_settings.database_url, tag)
+    conn = await connect(fresh_settings.database_url, fresh_settings.database_schema)
     try:
         # The baselines do not create partitions: make those of the data period exist.
         today = int(time.time()) // 86_400

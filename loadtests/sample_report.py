@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,24 +25,14 @@ from ingest.db import connect
 from ingest.evidence import Period, gather_figures
 from ingest.evidence_report import report_configuration, write_report
 from ingest.kafka import make_producer
-from ingest.service import prepare_storage, run_ingest
+from ingest.service import run_ingest
 from ingest.settings import Settings
-from loadtests.common import benchmark_stack, measure_drain
+from loadtests.common import benchmark_stack, isolated, measure_drain
 
 
 async def run(base: Settings, args: argparse.Namespace) -> str:
-    tag = f"sample_{uuid.uuid4().hex[:6]}"
-    settings = base.model_copy(
-        update={
-            "database_schema": tag,
-            "readings_topic": f"{tag}.readings",
-            "alerts_topic": f"{tag}.alerts",
-            "consumer_group": f"{tag}-ingest",
-            "create_topics": True,
-        }
-    )
+    settings = await isolated(base, "sample")
     assert settings.database_url is not None
-    await prepare_storage(settings)
     stop = asyncio.Event()
     ingest = asyncio.create_task(run_ingest(settings, stop, registry=CollectorRegistry()))
     start_ms = history_start_ms(args.days)

@@ -43,7 +43,6 @@ from ingest.errors import ConfigurationError
 __all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app", "refresh_alert_board"]
 
 SEVERITIES = {s.label: s.value for s in Severity}
-_LABEL = {s.value: s.label for s in Severity}
 
 
 # -- the shapes of the API (OpenAPI) ----------------------------------------------------------
@@ -208,8 +207,8 @@ async def refresh_alert_board(feed: FeedApp, every_s: float = 15.0) -> None:
             rows = await feed.pool.fetch("SELECT * FROM open_alert_board()")
             board = {r["severity"]: r for r in rows}
             now = datetime.now(UTC)
-            for code, label in _LABEL.items():
-                row = board.get(code)
+            for severity in Severity:
+                label, row = severity.label, board.get(severity.value)
                 feed.metrics.open_alerts.labels(label).set(row["open_alerts"] if row else 0)
                 age = (now - row["oldest_raised_at"]).total_seconds() if row else 0.0
                 feed.metrics.oldest_open.labels(label).set(age)
@@ -362,7 +361,7 @@ def create_app(feed: FeedApp) -> FastAPI:
         }
         if subtype in handled and updated["status"] != row["status"]:
             waited = (datetime.now(UTC) - row["raised_at"]).total_seconds()
-            handled[subtype].labels(_LABEL[row["severity"]]).observe(waited)
+            handled[subtype].labels(Severity(row["severity"]).label).observe(waited)
         return _alert(updated)
 
     @app.post("/api/v1/alerts/{alert_id}/acknowledge", response_model=AlertOut, tags=["alerts"])
@@ -718,7 +717,7 @@ async def _readings(
 
 def _alert(r: asyncpg.Record) -> dict[str, Any]:
     alert = dict(r)
-    alert["severity"] = _LABEL[r["severity"]]
+    alert["severity"] = Severity(r["severity"]).label
     alert["explanation"] = json.loads(r["explanation"])
     return alert
 

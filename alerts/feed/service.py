@@ -17,7 +17,7 @@ from alerts.programmes import load_config
 from ingest.db import connect, create_pool
 from ingest.errors import ConfigurationError
 from ingest.health import HttpServer
-from ingest.service import prepare_storage
+from ingest.service import cancel_tasks, prepare_storage
 from ingest.settings import Settings
 
 __all__ = ["API_ROLE", "run_api"]
@@ -82,7 +82,7 @@ async def run_api(
             return JSONResponse({"ready": True})
 
         board = asyncio.create_task(refresh_alert_board(feed), name="telemon-alert-board")
-        stack.push_async_callback(_cancel, board)
+        stack.push_async_callback(cancel_tasks, [board])
         http = HttpServer(app, settings.api_host, settings.api_port)
         await http.start()
         stack.push_async_callback(http.stop)
@@ -95,9 +95,3 @@ async def run_api(
         if on_ready is not None:
             on_ready(http.port)
         await stop.wait()
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -75,28 +75,22 @@ ALTER TABLE patient_care_teams ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_teams ON patient_care_teams TO telemon_api
     USING (team_id IN (SELECT team_id FROM care_team_members));
 
-ALTER TABLE patients ENABLE ROW LEVEL SECURITY;
-ALTER TABLE devices ENABLE ROW LEVEL SECURITY;
-ALTER TABLE readings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE alerts ENABLE ROW LEVEL SECURITY;
-ALTER TABLE alert_events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE threshold_overrides ENABLE ROW LEVEL SECURITY;
-ALTER TABLE threshold_override_history ENABLE ROW LEVEL SECURITY;
+-- Every table of patient data: rows of the clinician's teams' patients only.
+DO $$
+DECLARE
+    patient_table text;
+BEGIN
+    FOREACH patient_table IN ARRAY ARRAY['patients', 'devices', 'readings', 'alerts',
+                                         'alert_events', 'threshold_overrides',
+                                         'threshold_override_history'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', patient_table);
+        EXECUTE format('CREATE POLICY team_patients ON %I TO telemon_api USING '
+                       '(patient_key IN (SELECT patient_key FROM patient_care_teams))',
+                       patient_table);
+    END LOOP;
+END
+$$;
 ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY;
-CREATE POLICY team_patients ON patients TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
-CREATE POLICY team_patients ON devices TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
-CREATE POLICY team_patients ON readings TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
-CREATE POLICY team_patients ON alerts TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
-CREATE POLICY team_patients ON alert_events TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
-CREATE POLICY team_patients ON threshold_overrides TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
-CREATE POLICY team_patients ON threshold_override_history TO telemon_api
-    USING (patient_key IN (SELECT patient_key FROM patient_care_teams));
 CREATE POLICY write_only ON audit_events FOR INSERT TO telemon_api WITH CHECK (true);
 
 -- Whether a patient or an alert exists at all, whoever follows it: the API answers
