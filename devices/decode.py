@@ -34,6 +34,8 @@ from devices.catalogue import (
 )
 from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
 from devices.fast_contract import FastReading, decode_fast
+from devices.fhir_codes import is_fhir
+from devices.fhir_input import FhirReading, FhirRejectedError, read_fhir
 
 __all__ = ["Accepted", "DecodedBatch", "Decoder", "RawRecord", "Rejection"]
 
@@ -56,6 +58,8 @@ class RawRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def content_type(self) -> str | None: ...  # the record's content-type header
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class Rejection:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    content_type: str | None
     reason: RejectReason
     detail: str
     reading_index: int | None = None  # None: the whole message
@@ -90,6 +95,7 @@ class Rejection:
             record.timestamp,
             record.key,
             record.value,
+            record.content_type,
             reason,
             detail,
             reading_index,
@@ -185,7 +191,7 @@ _FAR_PAST_US = -(2**62)
 _FAR_FUTURE_US = 2**62
 
 # (position in the message, reading)
-_Readings = Iterable[tuple[int, ReadingV1 | FastReading]]
+_Readings = Iterable[tuple[int, ReadingV1 | FastReading | FhirReading]]
 
 
 class Decoder:
@@ -197,7 +203,7 @@ class Decoder:
 
     def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
         """Decode `records`; `now_ms` bounds record timestamps (see `reference_time_us`)."""
-        record_indices: list[int] = []  # per accepted message, and the next four too
+        record_indices: list[int] = []  # per accepted (message, device), and the next five too
         patient_ids: list[str] = []
         device_ids: list[str] = []
         message_ids: list[str | None] = []
@@ -212,7 +218,7 @@ class Decoder:
             validated = self._validate(record, rejections)
             if validated is None:
                 continue
-            patient_id, device_id, message_id, readings, count, faults = validated
+            patient_id, message_id, devices, faults = validated
             if record.key != patient_id.encode():
                 rejections.append(
                     Rejection.of(
@@ -224,27 +230,30 @@ class Decoder:
                     )
                 )
                 continue
-            index = len(record_indices)
-            record_indices.append(record_index)
-            patient_ids.append(patient_id)
-            device_ids.append(device_id)
-            message_ids.append(message_id)
-            counts.append(count)
             record_us = record.timestamp * US_PER_MS  # reference_time_us, inlined: hot loop
-            references.append(record_us if Y2000_US <= record_us <= latest_us else now_us)
+            reference = record_us if Y2000_US <= record_us <= latest_us else now_us
             for position, (reason, text) in faults:
                 rejections.append(Rejection.of(record, reason, text, position, message_id))
-            for position, reading in readings:
-                rule = unit_rules.get((reading.kind, reading.unit))
-                if rule is None:
-                    rejections.append(_unit_rejection(record, position, reading, message_id))
-                    continue
-                value = reading.value
-                try:
-                    measured = round(reading.measured_at.timestamp() * 1_000_000)
-                except (OverflowError, ValueError):  # year 1 or 9999 shifted out of range
-                    measured = _FAR_PAST_US if reading.measured_at.year < 2000 else _FAR_FUTURE_US
-                rows.append((index, position, rule, value, value.__class__ is bool, measured))
+            for device_id, readings, count in devices:
+                index = len(record_indices)
+                record_indices.append(record_index)
+                patient_ids.append(patient_id)
+                device_ids.append(device_id)
+                message_ids.append(message_id)
+                counts.append(count)
+                references.append(reference)
+                for position, reading in readings:
+                    rule = unit_rules.get((reading.kind, reading.unit))
+                    if rule is None:
+                        rejections.append(_unit_rejection(record, position, reading, message_id))
+                        continue
+                    value = reading.value
+                    try:
+                        measured = round(reading.measured_at.timestamp() * 1_000_000)
+                    except (OverflowError, ValueError):  # year 1 or 9999 shifted out of range
+                        year = reading.measured_at.year
+                        measured = _FAR_PAST_US if year < 2000 else _FAR_FUTURE_US
+                    rows.append((index, position, rule, value, value.__class__ is bool, measured))
         accepted = Accepted(
             np.array(record_indices, np.int32),
             patient_ids,
@@ -271,11 +280,9 @@ class Decoder:
 
     # -- structural validation -------------------------------------------------------------
 
-    def _validate(
-        self, record: RawRecord, rejections: list[Rejection]
-    ) -> tuple[str, str, str | None, _Readings, int, list[tuple[int, _Fault]]] | None:
-        """(patient_id, device_id, message_id, valid readings, reading count, faulty readings),
-        or None when the whole message is rejected."""
+    def _validate(self, record: RawRecord, rejections: list[Rejection]) -> _Upload | None:
+        """The message's readings by device and its faulty readings, or None when the whole
+        message is rejected."""
         value = record.value
         if value is None:
             rejections.append(
@@ -291,25 +298,22 @@ class Decoder:
                 )
             )
             return None
+        if is_fhir(record.content_type):
+            return _read_fhir(record, value, rejections)
         try:
             fast = decode_fast(value)
         except (msgspec.MsgspecError, UnicodeDecodeError):  # msgspec: bad UTF-8 in a string
             pass  # not necessarily invalid: the contract's own models decide, and explain
         else:
             readings = fast.readings
-            return (
-                fast.patient_id,
-                fast.device_id,
-                fast.message_id,
-                enumerate(readings),
-                len(readings),
-                [],
-            )
+            device: _Device = (fast.device_id, enumerate(readings), len(readings))
+            return fast.patient_id, fast.message_id, [device], []
         try:
             m = _VALIDATE_JSON(value)
         except ValidationError as error:
             return _salvage(record, value, error, rejections)
-        return m.patient_id, m.device_id, m.message_id, enumerate(m.readings), len(m.readings), []
+        device = (m.device_id, enumerate(m.readings), len(m.readings))
+        return m.patient_id, m.message_id, [device], []
 
     # -- vectorised domain checks ----------------------------------------------------------
 
@@ -379,11 +383,26 @@ class Decoder:
 
 
 _Fault = tuple[RejectReason, str]
+# One device's (device_id, valid readings, reading count).
+_Device = tuple[str, _Readings, int]
+# (patient_id, message_id, devices, faulty readings)
+_Upload = tuple[str, str | None, list[_Device], list[tuple[int, _Fault]]]
+
+
+def _read_fhir(record: RawRecord, value: bytes, rejections: list[Rejection]) -> _Upload | None:
+    try:
+        upload = read_fhir(value)
+    except FhirRejectedError as rejected:
+        rejections.append(Rejection.of(record, rejected.reason, rejected.detail))
+        return None
+    devices: list[_Device] = [(d.device_id, d.readings, d.count) for d in upload.devices]
+    faults = [(position, (reason, detail)) for position, reason, detail in upload.faults]
+    return upload.patient_id, upload.message_id, devices, faults
 
 
 def _salvage(
     record: RawRecord, value: bytes, error: ValidationError, rejections: list[Rejection]
-) -> tuple[str, str, str | None, _Readings, int, list[tuple[int, _Fault]]] | None:
+) -> _Upload | None:
     """Keep the valid readings of a message whose only faults are in some readings."""
     errors = error.errors(include_url=False)
     envelope_errors = [e for e in errors if not _in_one_reading(e["loc"])]
@@ -401,8 +420,8 @@ def _salvage(
             reading_json = pydantic_core.to_json(item, inf_nan_mode="constants")
             good.append((position, ReadingV1.model_validate_json(reading_json)))
     bad = [(position, _reading_fault(errs)) for position, errs in sorted(by_reading.items())]
-    count = len(raw["readings"])
-    return raw["patient_id"], raw["device_id"], raw.get("message_id"), good, count, bad
+    device = (raw["device_id"], good, len(raw["readings"]))
+    return raw["patient_id"], raw.get("message_id"), [device], bad
 
 
 def _in_one_reading(loc: tuple[int | str, ...]) -> bool:
@@ -467,7 +486,10 @@ def _units_of(kind: VitalKind) -> list[str]:
 
 
 def _unit_rejection(
-    record: RawRecord, position: int, reading: ReadingV1 | FastReading, message_id: str | None
+    record: RawRecord,
+    position: int,
+    reading: ReadingV1 | FastReading | FhirReading,
+    message_id: str | None,
 ) -> Rejection:
     accepted = ", ".join(f"`{u}`" for u in _units_of(reading.kind))
     return Rejection.of(

@@ -4,7 +4,8 @@ A DLQ record keeps the original key and bytes. Its headers follow Kafka
 Connect's `__connect.errors.*` convention (source topic, partition, offset;
 the reason code as the exception class name; the detail as its message) and
 add telemon's own: the reason, the index of the rejected reading (absent when
-the whole message was rejected) and the gateway's message id.
+the whole message was rejected) and the gateway's message id; the original
+record's content-type header is kept, so a FHIR message stays one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class DeadLetterOutbox:
         rows = await conn.fetch(
             """
             SELECT id, topic, partition, "offset", reading_index, reason, detail, message_id,
-                   record_key, record_value
+                   record_key, record_value, record_content_type
             FROM dead_letters WHERE published_at IS NULL ORDER BY id LIMIT $1
             """,
             limit,
@@ -66,4 +67,6 @@ def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
         headers.append(("telemon.errors.reading_index", str(row["reading_index"]).encode()))
     if row["message_id"] is not None:
         headers.append(("telemon.errors.message_id", row["message_id"].encode()))
+    if row["record_content_type"] is not None:
+        headers.append(("content-type", row["record_content_type"].encode("latin-1")))
     return headers

@@ -30,6 +30,7 @@ class _Record(NamedTuple):
     timestamp: int
     key: bytes | None
     value: bytes | None
+    content_type: str | None
 
 
 class RecordColumns(NamedTuple):
@@ -41,6 +42,7 @@ class RecordColumns(NamedTuple):
     timestamp: list[int]
     key: list[bytes | None]
     value: list[bytes | None]
+    content_type: list[str | None]  # the content-type header, where there is one
 
     @classmethod
     def of(cls, records: Sequence[Any]) -> RecordColumns:
@@ -52,6 +54,7 @@ class RecordColumns(NamedTuple):
             [r.timestamp for r in records],
             [r.key for r in records],
             [r.value for r in records],
+            [_content_type(r.headers) if r.headers else None for r in records],
         )
 
     def __len__(self) -> int:
@@ -65,15 +68,29 @@ class RecordColumns(NamedTuple):
             self.timestamp[i],
             self.key[i],
             self.value[i],
+            self.content_type[i],
         )
 
     def records(self) -> list[_Record]:
         return [
-            _Record(self.topic, p, o, t, k, v)
-            for p, o, t, k, v in zip(
-                self.partition, self.offset, self.timestamp, self.key, self.value, strict=True
+            _Record(self.topic, *fields)
+            for fields in zip(
+                self.partition,
+                self.offset,
+                self.timestamp,
+                self.key,
+                self.value,
+                self.content_type,
+                strict=True,
             )
         ]
+
+
+def _content_type(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == "content-type":
+            return value.decode("latin-1")
+    return None
 
 
 class DecodeStep:

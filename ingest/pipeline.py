@@ -318,7 +318,7 @@ class IngestPipeline:
         self, columns: RecordColumns, decoded: DecodedBatch
     ) -> tuple[ReadingRows, list[Rejection], int, int]:
         """One slice's rows with registry keys; its rejections (unknown devices included);
-        how many readings and messages had a known device."""
+        how many readings had a known device, and how many records gave a row."""
         accepted = decoded.messages
         resolved = await self._database(
             lambda: self._resolver.resolve(accepted.patient_id, accepted.device_id),
@@ -350,7 +350,7 @@ class IngestPipeline:
             source_offset=np.array(columns.offset, np.int64)[record_of_row],
             reference_us=decoded.reference_us[known],
         )
-        return rows, rejections, consumed, len(np.unique(message))
+        return rows, rejections, consumed, len(np.unique(record_of_row))
 
     # -- write -------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ class Record:
     partition: int = 0
     offset: int = 0
     timestamp: int = RECORD_MS
+    content_type: str | None = None
 
 
 def record(body: Any, *, key: bytes | None = None, offset: int = 0, partition: int = 0) -> Record:

@@ -65,7 +65,7 @@ def _batch(partition: int, offsets: range, patient_key: int, device_key: int) ->
     )
     span = PartitionSpan(partition, np.arange(offsets.start, offsets.stop, dtype=np.int64))
     rejection = Rejection(
-        "t", partition, offsets.start, 0, b"k", b"{", RejectReason.INVALID_JSON, "test"
+        "t", partition, offsets.start, 0, b"k", b"{", None, RejectReason.INVALID_JSON, "test"
     )
     return WriteBatch(
         "t", {partition: span}, rows.select(rows.source_offset > offsets.start), [rejection], n

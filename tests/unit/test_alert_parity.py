@@ -18,6 +18,7 @@ from devices.catalogue import BY_KIND, CATALOGUE, ValueType
 from devices.decode import Decoder
 from devices.registry import DeviceType, Programme
 from devices.simulator import CohortConfig, Simulation, build_cohort
+from tests.records import Record
 from tests.reference_rules import Fired, ReferenceEngine, as_fired
 
 # The reference emits every firing: so does the engine here (no repeat window).
@@ -114,7 +115,13 @@ def test_parity_on_the_simulated_cohort() -> None:
     for chunk in iter(lambda: list(itertools.islice(messages, 400)), []):
         if chunk[-1].timestamp_ms > start + 14 * 86_400_000:
             break
-        batch = decoder.decode([_Record(m, i) for i, m in enumerate(chunk)], chunk[-1].timestamp_ms)
+        batch = decoder.decode(
+            [
+                Record(bytes(m.value), bytes(m.key), offset=i, timestamp=m.timestamp_ms)
+                for i, m in enumerate(chunk)
+            ],
+            chunk[-1].timestamp_ms,
+        )
         rows: list[Row] = []
         for n, code, value, at, reference in zip(
             batch.message.tolist(),
@@ -138,26 +145,6 @@ def test_parity_on_the_simulated_cohort() -> None:
         now = chunk[-1].timestamp_ms * 1000
         fired += len(both.sweep({0: now, 1: now}))
     assert fired > 50  # the corpus does exercise the rules
-
-
-@dataclass(frozen=True)
-class _Record:
-    message: Any
-    offset: int
-    topic: str = "t"
-    partition: int = 0
-
-    @property
-    def key(self) -> bytes:
-        return bytes(self.message.key)
-
-    @property
-    def value(self) -> bytes:
-        return bytes(self.message.value)
-
-    @property
-    def timestamp(self) -> int:
-        return int(self.message.timestamp_ms)
 
 
 # -- generated cohorts ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from devices.catalogue import BY_CODE, VitalKind
 from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Decoder
+from devices.fhir_codes import FHIR_CONTENT_TYPE
 from tests.records import EXAMPLES, RECORD_MS, Record, message, reading, record
 
 R = RejectReason
@@ -36,7 +37,10 @@ def reasons(batch: DecodedBatch) -> list[str]:
 def test_published_examples_decode_as_documented(name: str, expected: dict[str, Any]) -> None:
     """Every example in devices/examples gives the outcome its manifest promises."""
     raw = (EXAMPLES / name).read_bytes()
-    batch = decode(Record(raw, key=_patient_key(raw)))
+    if name.startswith("fhir/"):
+        batch = decode(Record(raw, content_type=FHIR_CONTENT_TYPE))
+    else:
+        batch = decode(Record(raw, key=_patient_key(raw)))
     assert len(batch) == expected["accepted"]
     assert reasons(batch) == expected["rejected"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from dataclasses import dataclass
 
 from devices.decode import Decoder
 from devices.registry import Programme
@@ -16,18 +15,9 @@ from devices.simulator import (
     Simulation,
     build_cohort,
 )
+from tests.records import Record
 
 START = 1_795_000_000_000
-
-
-@dataclass(frozen=True)
-class _Record:
-    key: bytes
-    value: bytes
-    timestamp: int
-    offset: int
-    topic: str = "t"
-    partition: int = 0
 
 
 def take(n: int, malformed: float = 0, duplicate: float = 0, late: float = 0) -> list[SimMessage]:
@@ -63,7 +53,9 @@ def test_messages_are_in_send_order_with_increasing_device_sequences() -> None:
 def test_every_valid_message_passes_the_decoder() -> None:
     """Parity between what the simulator produces and what the contract accepts."""
     messages = take(3000)
-    records = [_Record(m.key, m.value, m.timestamp_ms, i) for i, m in enumerate(messages)]
+    records = [
+        Record(m.value, m.key, offset=i, timestamp=m.timestamp_ms) for i, m in enumerate(messages)
+    ]
     batch = Decoder(max_message_bytes=65536, future_tolerance_s=300).decode(
         records, messages[-1].timestamp_ms
     )
@@ -77,7 +69,8 @@ def test_malformed_messages_are_rejected_for_the_reason_they_name() -> None:
     assert 300 < len(bad) < 500
     decoder = Decoder(max_message_bytes=65536, future_tolerance_s=300)
     for i, m in enumerate(bad):
-        batch = decoder.decode([_Record(m.key, m.value, m.timestamp_ms, i)], m.timestamp_ms)
+        record = Record(m.value, m.key, offset=i, timestamp=m.timestamp_ms)
+        batch = decoder.decode([record], m.timestamp_ms)
         assert m.fault is not None
         assert [r.reason.value for r in batch.rejections] == [m.fault.removeprefix("malformed:")]
 
