@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -17,12 +18,13 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from devices.identity import IdentityStatus, InsIdentity, InsKind
 from ingest.errors import TelemonError
 from ingest.settings import Settings
 
@@ -212,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     connections(p)
     p.add_argument("team")
     p.add_argument("clinician")
+    p.add_argument(
+        "--reads-identity",
+        action="store_true",
+        help="may read the INS identity of the team's patients (each read is audited)",
+    )
     p = team_actions.add_parser("add-patients", help="The team follows these patients.")
     p.set_defaults(handler=_team_add_patients)
     connections(p)
@@ -228,6 +235,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="end", required=True, type=_instant, help="ISO date or time")
     p.add_argument("--programme", help="default: every programme")
     p.add_argument("--out", type=Path, default=Path("report"), help="directory (default: report)")
+
+    p = command(
+        "export",
+        _export,
+        "A patient's readings and alerts of a period as a FHIR R4 Bundle (JSON) or CSV.",
+    )
+    connections(p)
+    p.add_argument("patient")
+    p.add_argument("--from", dest="start", required=True, type=_instant, help="ISO date or time")
+    p.add_argument("--to", dest="end", required=True, type=_instant, help="ISO date or time")
+    p.add_argument("--format", choices=("fhir", "csv"), default="fhir")
+    p.add_argument(
+        "--with-identity",
+        action="store_true",
+        help="include the INS identity in the Patient (the read is audited)",
+    )
+    p.add_argument(
+        "--base", default="urn:telemon", help="base of the entries' fullUrl (default: urn:telemon)"
+    )
+    p.add_argument("--output", type=Path, help="file (default: standard output)")
+
+    identity = sub.add_parser("identity", help="A patient's INS identity: set, show (audited).")
+    identity_actions = identity.add_subparsers(required=True, metavar="action")
+    p = identity_actions.add_parser("set", help="Record or replace a patient's identity.")
+    p.set_defaults(handler=_identity_set)
+    connections(p)
+    p.add_argument("patient")
+    p.add_argument("--status", required=True, choices=[s.value for s in IdentityStatus])
+    p.add_argument("--family", required=True, help="birth family name")
+    p.add_argument("--given", required=True, help="birth first names, in order")
+    p.add_argument("--birth-date", required=True, type=date.fromisoformat)
+    p.add_argument("--sex", required=True, choices=("M", "F", "I"))
+    p.add_argument("--birthplace", help="INSEE code of the birthplace (99xxx abroad)")
+    p.add_argument("--ins", help="INS matricule: 13 characters and the 2-digit key")
+    p.add_argument("--ins-kind", choices=[k.name.lower() for k in InsKind], default="nir")
+    p = identity_actions.add_parser("show", help="Print a patient's identity as JSON.")
+    p.set_defaults(handler=_identity_show)
+    connections(p)
+    p.add_argument("patient")
 
     p = command("audit", _audit, "The audit trail as JSON lines, oldest first.")
     connections(p)
@@ -536,7 +582,12 @@ def _team_create(args: argparse.Namespace, settings: Settings) -> int:
 def _team_add_member(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.feed.teams import add_member
 
-    return _with_connection(settings, lambda conn: add_member(conn, args.team, args.clinician))
+    return _with_connection(
+        settings,
+        lambda conn: add_member(
+            conn, args.team, args.clinician, reads_identity=args.reads_identity
+        ),
+    )
 
 
 def _team_add_patients(args: argparse.Namespace, settings: Settings) -> int:
@@ -557,6 +608,68 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
         figures = await gather_figures(conn, Period(args.start, args.end, args.programme))
         digest = write_report(figures, report_configuration(settings), args.out)
         print(f"{args.out / 'report.html'}  sha256(report.json) = {digest}")
+
+    return _with_connection(settings, work)
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.export import fhir_bundle, load_export, read_identity_as_operator, readings_csv
+
+    async def work(conn: Connection) -> None:
+        export = await load_export(conn, args.patient, args.start, args.end)
+        if export is None:
+            raise TelemonError(f"unknown patient {args.patient!r}")
+        if args.with_identity:
+            identity = await read_identity_as_operator(conn, args.patient)
+            export = dataclasses.replace(export, identity=identity)
+        if args.format == "csv":
+            text = readings_csv(export)
+        else:
+            bundle = fhir_bundle(export, base=args.base, source=settings.fhir_source)
+            text = json.dumps(bundle, indent=1, ensure_ascii=False) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            args.output.write_text(text)
+            log.info(
+                "%s: %d readings, %d alerts", args.output, len(export.readings), len(export.alerts)
+            )
+
+    return _with_connection(settings, work)
+
+
+def _identity_set(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.export import store_identity
+
+    try:
+        identity = InsIdentity(
+            status=args.status,
+            birth_family_name=args.family,
+            first_names=args.given,
+            birth_date=args.birth_date,
+            sex=args.sex,
+            birthplace_code=args.birthplace,
+            ins_matricule=args.ins,
+            ins_kind=InsKind[args.ins_kind.upper()] if args.ins else None,
+        )
+    except ValidationError as error:
+        raise TelemonError(f"identity: {error}") from error
+
+    async def work(conn: Connection) -> None:
+        if not await store_identity(conn, args.patient, identity):
+            raise TelemonError(f"unknown patient {args.patient!r}")
+
+    return _with_connection(settings, work)
+
+
+def _identity_show(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.export import read_identity_as_operator
+
+    async def work(conn: Connection) -> None:
+        identity = await read_identity_as_operator(conn, args.patient)
+        if identity is None:
+            raise TelemonError(f"no identity recorded for {args.patient!r}")
+        print(identity.model_dump_json())
 
     return _with_connection(settings, work)
 

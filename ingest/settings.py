@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     api_source: str = Field(
         default="telemon-api", description="This API process's name in audit records."
     )
+    fhir_source: str = Field(
+        default="urn:telemon",
+        description="`meta.source` of exported FHIR resources: the system that produced them "
+        "(the ANS profiles expect its OID, as urn:oid:...).",
+    )
 
     @property
     def token_issuer(self) -> str | None:

@@ -96,6 +96,7 @@ class Stack:
         messages: Iterable[tuple[bytes | None, bytes]],
         topic: str | None = None,
         timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> list[Any]:
         """Send and wait for every acknowledgement; returns the record metadata."""
         producer = make_producer(self.settings, linger_ms=2)
@@ -103,7 +104,11 @@ class Stack:
         try:
             futures = [
                 await producer.send(
-                    topic or self.settings.readings_topic, key=k, value=v, timestamp_ms=timestamp_ms
+                    topic or self.settings.readings_topic,
+                    key=k,
+                    value=v,
+                    timestamp_ms=timestamp_ms,
+                    headers=headers,
                 )
                 for k, v in messages
             ]

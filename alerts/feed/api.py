@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -24,7 +25,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field
 
@@ -36,9 +37,11 @@ from alerts.feed.stream import FeedPosition, Wakeups, current_position, events_a
 from alerts.model import RuleKind, Severity
 from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
+from devices.fhir_codes import FHIR_CONTENT_TYPE
 from devices.registry import Programme
 from ingest.db import Connection
 from ingest.errors import ConfigurationError
+from ingest.export import fhir_bundle, load_export, read_identity_as_clinician, readings_csv
 
 __all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app", "refresh_alert_board"]
 
@@ -192,6 +195,7 @@ class FeedApp:
     config: AlertConfig
     metrics: FeedMetrics
     dev_issuer: DevIssuer | None = None
+    fhir_source: str = "urn:telemon"  # meta.source of exported FHIR resources
 
 
 class _RefusedError(Exception):
@@ -285,6 +289,8 @@ def create_app(feed: FeedApp) -> FastAPI:
                     await _as_clinician(conn, who)
                     s.conn = conn
                     yield s
+                if s.refusal_after_commit is not None:
+                    raise s.refusal_after_commit
             except _RefusedError as error:
                 status = error.status
                 raise
@@ -520,6 +526,73 @@ def create_app(feed: FeedApp) -> FastAPI:
 
     # -- the live feed --------------------------------------------------------------------
 
+    # -- export and identity --------------------------------------------------------------
+
+    @app.get(
+        "/fhir/Patient/{patient_id}/$everything",
+        tags=["export"],
+        response_class=JSONResponse,
+        responses={200: {"content": {FHIR_CONTENT_TYPE: {}}}},
+    )
+    async def patient_everything(
+        request: Request,
+        who: WhoAsks,
+        patient_id: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> JSONResponse:
+        """The patient's readings and alerts measured in [start, end) (default: the last 30
+        days) as a FHIR R4 Bundle; the Patient carries the INS identity when you may read it."""
+        since, until = _period(start, end)
+        async with session(request, who, "R", "patient.export", patient_id) as s:
+            await _the_patient(s, patient_id)
+            export = await load_export(s.conn, patient_id, since, until)
+            assert export is not None  # in the same transaction
+            if await s.conn.fetchval(_READS_IDENTITY, patient_id):
+                _, identity = await read_identity_as_clinician(s.conn, patient_id, feed.source)
+                export = dataclasses.replace(export, identity=identity)
+        base = f"{str(request.base_url).rstrip('/')}/fhir"
+        bundle = fhir_bundle(export, base=base, source=feed.fhir_source)
+        return JSONResponse(bundle, media_type=FHIR_CONTENT_TYPE)
+
+    @app.get(
+        "/api/v1/patients/{patient_id}/readings.csv",
+        tags=["export"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/csv": {}}}},
+    )
+    async def patient_readings_csv(
+        request: Request,
+        who: WhoAsks,
+        patient_id: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> PlainTextResponse:
+        """The patient's readings measured in [start, end) (default: the last 30 days) as CSV,
+        in the catalogue's UCUM units, times in UTC."""
+        since, until = _period(start, end)
+        async with session(request, who, "R", "readings.export", patient_id) as s:
+            await _the_patient(s, patient_id)
+            export = await load_export(s.conn, patient_id, since, until)
+            assert export is not None
+        return PlainTextResponse(readings_csv(export), media_type="text/csv")
+
+    @app.get("/api/v1/patients/{patient_id}/identity", tags=["patients"])
+    async def patient_identity(request: Request, who: WhoAsks, patient_id: str) -> JSONResponse:
+        """The patient's INS identity, for the members of its care teams who read identities.
+        Every attempt is audited by the database itself."""
+        async with session(request, who, "R", "patient.identity", patient_id) as s:
+            await _the_patient(s, patient_id)
+            permitted, identity = await read_identity_as_clinician(s.conn, patient_id, feed.source)
+            if not permitted:  # the database's audit record of the attempt stays
+                s.refusal_after_commit = _RefusedError(
+                    403, "you do not read identities in this patient's teams"
+                )
+            elif identity is None:
+                raise _RefusedError(404, f"no identity recorded for {patient_id!r}")
+        assert identity is not None  # a refusal was raised on leaving the session
+        return JSONResponse(identity.model_dump(mode="json"))
+
     @app.get(
         "/api/v1/events",
         tags=["feed"],
@@ -635,6 +708,8 @@ _THRESHOLD = re.compile(r"^(?P<severity>red|orange)_(at_or_)?(below|above)$")
 class _Session:
     patient_id: str | None
     conn: Connection = None  # type: ignore[assignment]  # set on entry
+    # A refusal whose transaction must still commit (what it wrote is the audit itself).
+    refusal_after_commit: _RefusedError | None = None
 
 
 _ALERTS = """
@@ -670,6 +745,26 @@ async def _the_alert(s: _Session, alert_id: int) -> asyncpg.Record:
         raise _RefusedError(404, f"no alert {alert_id}")
     s.patient_id = row["patient_id"]
     return row
+
+
+EXPORT_DAYS = 30
+# Whether the clinician reads identities in one of the patient's teams (their own
+# memberships are all row-level security lets them see).
+_READS_IDENTITY = """
+    SELECT EXISTS (SELECT FROM care_team_members m JOIN patient_care_teams t USING (team_id)
+                   JOIN patients p USING (patient_key)
+                   WHERE m.reads_identity AND p.patient_id = $1)
+"""
+
+
+def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    until = end or datetime.now(UTC)
+    since = start or until - timedelta(days=EXPORT_DAYS)
+    if since.tzinfo is None or until.tzinfo is None:
+        raise _RefusedError(400, "start/end: give a time zone")
+    if since >= until:
+        raise _RefusedError(400, "start must be before end")
+    return since, until
 
 
 async def _the_patient(s: _Session, patient_id: str) -> int:

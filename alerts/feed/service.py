@@ -62,6 +62,7 @@ async def run_api(
             config=load_config(settings.alert_programmes_file),
             metrics=FeedMetrics(registry),
             dev_issuer=dev_issuer,
+            fhir_source=settings.fhir_source,
         )
         app = create_app(feed)
 

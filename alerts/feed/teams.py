@@ -23,13 +23,19 @@ async def create_team(conn: Connection, team_id: str, name: str) -> None:
     )
 
 
-async def add_member(conn: Connection, team_id: str, clinician: str) -> None:
-    """`clinician` is the subject (`sub`) of their OpenID Connect tokens."""
+async def add_member(
+    conn: Connection, team_id: str, clinician: str, *, reads_identity: bool = False
+) -> None:
+    """`clinician` is the subject (`sub`) of their OpenID Connect tokens; `reads_identity`:
+    they may read the INS identity of the team's patients (a member re-added gets the flag
+    given now)."""
     await _known_team(conn, team_id)
     await conn.execute(
-        "INSERT INTO care_team_members (team_id, clinician) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        "INSERT INTO care_team_members (team_id, clinician, reads_identity) VALUES ($1, $2, $3) "
+        "ON CONFLICT (team_id, clinician) DO UPDATE SET reads_identity = $3",
         team_id,
         clinician,
+        reads_identity,
     )
 
 

@@ -1,0 +1,59 @@
+"""FHIR output of pure data: every kind of the catalogue, validated by fhir.resources."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from fhir.resources.R4B.bundle import Bundle
+
+from devices.catalogue import BY_CODE, BY_KIND, ValueType, VitalKind
+from devices.decode import Decoder
+from devices.fhir_codes import FHIR_CONTENT_TYPE
+from ingest.export import ExportedReading, PatientExport, fhir_bundle
+from tests.records import RECORD_MS, Record
+
+
+def test_every_kind_exports_with_its_catalogue_unit() -> None:
+    """Measurements carry the catalogue's UCUM unit; graded and yes/no items their value type."""
+    at = datetime(2026, 11, 23, 8, tzinfo=UTC)
+    readings = [ExportedReading("d-1", kind, BY_KIND[kind].low, at, at) for kind in VitalKind]
+    export = PatientExport("p-1", "covid", at, at, [("d-1", "wearable")], readings, [])
+    bundle = fhir_bundle(export, base="urn:telemon", source="urn:oid:1.2.3")
+    Bundle.model_validate(bundle)
+    values = [e["resource"] for e in bundle["entry"]][2:]
+    assert len(values) == len(VitalKind) - 1  # systolic and diastolic: one panel
+    assert {k for o in values for k in o if k.startswith("value")} == {
+        "valueQuantity",
+        "valueInteger",
+        "valueBoolean",
+    }
+
+
+def test_the_export_decodes_back_to_the_same_readings() -> None:
+    """Every kind, exported then decoded as FHIR input: the same kinds, values and times."""
+    at = datetime(2026, 11, 23, 8, tzinfo=UTC)
+    readings = [
+        ExportedReading("d-1", k, (BY_KIND[k].low + BY_KIND[k].high) / 2, at, at)
+        for k in VitalKind
+        if BY_KIND[k].value_type is ValueType.MEASUREMENT
+    ]
+    readings += [
+        ExportedReading("d-2", VitalKind.COUGH, 3.0, at, at),
+        ExportedReading("d-2", VitalKind.ON_OXYGEN, 1.0, at, at),
+    ]
+    export = PatientExport("p-1", "covid", at, at, [("d-1", "wearable")], readings, [])
+    raw = json.dumps(fhir_bundle(export, base="urn:telemon", source="urn:telemon")).encode()
+    decoder = Decoder(max_message_bytes=1 << 20, future_tolerance_s=300)
+    batch = decoder.decode([Record(raw, b"p-1", content_type=FHIR_CONTENT_TYPE)], RECORD_MS)
+    assert batch.rejections == []
+    got = sorted(
+        (batch.messages.device_id[int(m)], BY_CODE[int(k)].kind.value, v, t)
+        for m, k, v, t in zip(
+            batch.message, batch.kind, batch.value.tolist(), batch.measured_at_us, strict=True
+        )
+    )
+    expected = sorted(
+        (r.device_id, r.kind.value, r.value, int(at.timestamp() * 1_000_000)) for r in readings
+    )
+    assert got == expected
