@@ -123,8 +123,13 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-async def produce(settings: Settings, payloads: Iterator[tuple[bytes, bytes]]) -> int:
-    producer = make_producer(settings, linger_ms=20, max_batch_size=256 * 1024)
+async def produce(
+    settings: Settings, payloads: Iterator[tuple[bytes, bytes]], compression: str | None = None
+) -> int:
+    """Send every payload; `compression` as a gateway would set it (zstd, lz4, gzip...)."""
+    producer = make_producer(
+        settings, linger_ms=20, max_batch_size=256 * 1024, compression_type=compression
+    )
     await producer.start()
     sent = 0
     try:

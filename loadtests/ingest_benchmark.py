@@ -70,11 +70,14 @@ class Figures:
     backlog_peak_rss_with_workers_mb: float = 0.0
 
 
-async def drain_rate(base: Settings, design: str, count: int, per_message: int = 1) -> float:
+async def drain_rate(
+    base: Settings, design: str, count: int, per_message: int = 1, compression: str | None = None
+) -> float:
     """Load `count` messages, start `design`, return its drain rate in messages/s."""
     settings = await fresh(base, design.replace("-", "_"), PATIENTS)
     recent_ms = int(time.time() * 1000) - 10 * 60_000  # current readings: rules evaluate them
-    await produce(settings, messages(count, PATIENTS, per_message, start_ms=recent_ms))
+    loaded = messages(count, PATIENTS, per_message, start_ms=recent_ms)
+    await produce(settings, loaded, compression)
     telemon = design.startswith("telemon")
     command = telemon_ingest() if telemon else ["-m", "loadtests.baselines", design]
     alerts = {"alerts_enabled": design != "telemon-no-alerts"} if telemon else {}
@@ -108,14 +111,16 @@ async def latency(base: Settings, rate: float, seconds: float) -> tuple[float, .
     return tuple(figures)
 
 
-async def produce_at_rate(settings: Settings, rate: float, seconds: float) -> None:
+async def produce_at_rate(
+    settings: Settings, rate: float, seconds: float, compression: str | None = None
+) -> None:
     """Produce at `rate` with as little CPU as we can: batches built per partition (the
     default partitioner's choice, cached per key), no future per message."""
     from aiokafka.partitioner import murmur2
 
     from ingest.kafka import make_producer
 
-    producer = make_producer(settings, linger_ms=5)
+    producer = make_producer(settings, linger_ms=5, compression_type=compression)
     await producer.start()
     try:
         partitions = len(await producer.partitions_for(settings.readings_topic))
