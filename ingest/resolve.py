@@ -26,10 +26,9 @@ __all__ = ["Registration", "RegistryCache", "Resolved"]
 class Registration(NamedTuple):
     patient_key: int
     device_key: int
-    programme: str | None
 
 
-_UNKNOWN = Registration(-1, -1, None)
+_UNKNOWN = Registration(-1, -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,6 @@ class Resolved:
 
     patient_key: npt.NDArray[np.int32]
     device_key: npt.NDArray[np.int32]
-    programme: list[str | None]
 
 
 _Pair = tuple[str, str]
@@ -58,27 +56,31 @@ class RegistryCache:
     async def resolve(self, patient_ids: Sequence[str], device_ids: Sequence[str]) -> Resolved:
         """Keys for each (patient_ids[i], device_ids[i])."""
         pairs = list(zip(patient_ids, device_ids, strict=True))
-        now = self._clock.monotonic()
-        known = self._known
-        misses = {
-            pair
-            for pair in pairs
-            if pair not in known and self._unknown_until.get(pair, 0.0) <= now
-        }
-        if misses:
-            await self._load(misses, now)
-        found = [known.get(pair, _UNKNOWN) for pair in pairs]
-        return Resolved(
-            np.array([f.patient_key for f in found], dtype=np.int32),
-            np.array([f.device_key for f in found], dtype=np.int32),
-            [f.programme for f in found],
-        )
+        found = list(map(self._known.get, pairs))  # the hot path: one C-level pass
+        if None in found:
+            now = self._clock.monotonic()
+            unknown_until = self._unknown_until
+            misses = {
+                pair
+                for pair, hit in zip(pairs, found, strict=True)
+                if hit is None and unknown_until.get(pair, 0.0) <= now
+            }
+            if misses:
+                await self._load(misses, now)
+            known = self._known
+            found = [
+                hit or known.get(pair, _UNKNOWN) for pair, hit in zip(pairs, found, strict=True)
+            ]
+        if not found:
+            return Resolved(np.empty(0, np.int32), np.empty(0, np.int32))
+        patient_keys, device_keys = zip(*found, strict=True)
+        return Resolved(np.array(patient_keys, np.int32), np.array(device_keys, np.int32))
 
     async def _load(self, pairs: set[_Pair], now: float) -> None:
         ordered = sorted(pairs)
         rows = await self._pool.fetch(
             """
-            SELECT t.pid, t.did, p.patient_key, d.device_key, p.programme
+            SELECT t.pid, t.did, p.patient_key, d.device_key
             FROM unnest($1::text[], $2::text[]) AS t(pid, did)
             JOIN patients p ON p.patient_id = t.pid
             JOIN devices d ON d.patient_key = p.patient_key AND d.device_id = t.did
@@ -88,7 +90,7 @@ class RegistryCache:
         )
         for r in rows:
             pair = (r["pid"], r["did"])
-            self._known[pair] = Registration(r["patient_key"], r["device_key"], r["programme"])
+            self._known[pair] = Registration(r["patient_key"], r["device_key"])
             self._unknown_until.pop(pair, None)
             pairs.discard(pair)
         for pair in pairs:
