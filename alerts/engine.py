@@ -10,23 +10,31 @@ cool down) is applied by alerts.lifecycle inside the batch transaction.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from alerts.catalogue import RULES
-from alerts.history import NO_TIME, History, last_of_runs, stable_order, with_room
-from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Severity
+from alerts.history import DAY_US, NO_TIME, History, last_of_runs, stable_order, with_room
+from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Scores, Severity
 from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
 from devices.registry import DeviceType, Programme
 
-__all__ = ["DEVICE_TYPES", "PROGRAMMES", "Candidate", "Engine", "Explanations", "PatientProfile"]
+__all__ = [
+    "DEVICE_TYPES",
+    "PROGRAMMES",
+    "Candidate",
+    "Engine",
+    "Explanations",
+    "PatientProfile",
+    "ScoreKey",
+]
 
 PROGRAMMES = list(Programme)
 DEVICE_TYPES = list(DeviceType)
@@ -86,12 +94,23 @@ class PatientProfile:
     overrides: Mapping[str, float] = field(default_factory=dict)  # "<rule>.<name>" -> value
 
 
+class ScoreKey(NamedTuple):
+    """What aggregate scores are counted by: the evidence report's NEWS2 distribution."""
+
+    rule_id: str
+    partition: int  # the patient's, so that each member counts in rows of its own
+    day: int  # of the scored set's event time, days since 1970-01-01 (UTC)
+    programme: str
+    score: int
+
+
 class Engine:
     def __init__(self, config: AlertConfig) -> None:
         self.config = config
         self.history = History()
         self._parameters = Parameters(config)
         self._emitted = _no_emissions()
+        self._scores: Counter[ScoreKey] = Counter()
         self._reading_rules = [r for r in RULES.values() if r.kind is RuleKind.READING]
         self._sweep_rules = [r for r in RULES.values() if r.kind is RuleKind.SWEEP]
         self._described = {r.id: _describe(r) for r in RULES.values()}
@@ -197,8 +216,34 @@ class Engine:
             mine = mine[params.value(ENABLED, slot[mine]) == 1]
             if len(mine):
                 context = RuleContext(rows.take(mine), self.history, params, now)
-                candidates.extend(self._candidates(rule, rule.evaluate(context)))
+                firings = rule.evaluate(context)
+                if firings.scores is not None:
+                    self._count(rule, firings.scores)
+                candidates.extend(self._candidates(rule, firings))
         return candidates
+
+    def take_scores(self) -> Counter[ScoreKey]:
+        """The aggregate scores counted since the last call (by `evaluate`)."""
+        counted, self._scores = self._scores, Counter()
+        return counted
+
+    def _count(self, rule: Rule, scores: Scores) -> None:
+        history = self.history
+        keys = np.stack(
+            [
+                history.partition[scores.slot].astype(np.int64),
+                scores.at // DAY_US,
+                history.programme[scores.slot].astype(np.int64),
+                scores.score.astype(np.int64),
+            ],
+            axis=1,
+        )
+        unique, counts = np.unique(keys, axis=0, return_counts=True)
+        for (partition, day, programme, score), n in zip(
+            unique.tolist(), counts.tolist(), strict=True
+        ):
+            key = ScoreKey(rule.id, partition, day, PROGRAMMES[programme].value, score)
+            self._scores[key] += n
 
     def sweep(self, now_by_partition: Mapping[int, int]) -> list[Candidate]:
         """Missing-data and adherence rules over every followed patient."""

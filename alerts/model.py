@@ -27,6 +27,7 @@ __all__ = [
     "Rule",
     "RuleContext",
     "RuleKind",
+    "Scores",
     "Severity",
 ]
 
@@ -98,6 +99,15 @@ class RuleContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Scores:
+    """Every aggregate score a rule computed, alerting or not: one per scored set."""
+
+    slot: npt.NDArray[np.int32]
+    at: npt.NDArray[np.int64]  # event time it was scored at, µs
+    score: npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True, slots=True)
 class Firings:
     """What fired: one entry per firing (a reading, or a patient for sweeps)."""
 
@@ -105,6 +115,7 @@ class Firings:
     severity: npt.NDArray[np.int8]
     at: npt.NDArray[np.int64]  # event time it fired at, µs
     values: Mapping[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    scores: Scores | None = None  # an aggregate rule's every score (NEWS2's distribution)
 
     def __len__(self) -> int:
         return len(self.slot)

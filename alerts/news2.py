@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerts.history import NEWS2_KINDS, NO_TIME, code_mask, kind_index
-from alerts.model import Firings, RuleContext, Severity
+from alerts.model import Firings, RuleContext, Scores, Severity
 from alerts.thresholds import code
 
 __all__ = ["COMPONENTS", "INPUTS", "news2", "score_components"]
@@ -132,4 +132,7 @@ def news2(ctx: RuleContext) -> Firings:
         "parameters_present": present.astype(np.float64),
     }
     values.update({f"component_{c}": components[c] for c in COMPONENTS})
-    return Firings(slot[hit], severity[hit], at[hit], {k: v[hit] for k, v in values.items()})
+    scored = Scores(slot, at, total.astype(np.int16))
+    return Firings(
+        slot[hit], severity[hit], at[hit], {k: v[hit] for k, v in values.items()}, scored
+    )

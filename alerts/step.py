@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from alerts.awaited import AwaitedData
 from alerts.catalogue import RESOLVED_BY_DATA
-from alerts.engine import Candidate, Engine
+from alerts.engine import Candidate, Engine, ScoreKey
 from alerts.lifecycle import Arrivals
 from alerts.loader import load_partitions, load_patients
 from ingest.batch import ReadingRows
@@ -37,6 +38,7 @@ class AlertWork:
 
     candidates: Sequence[Candidate]
     arrivals: Arrivals
+    scores: Mapping[ScoreKey, int] = field(default_factory=Counter)  # counted aggregate scores
 
 
 class AlertStep:
@@ -103,8 +105,13 @@ class AlertStep:
         # In a thread: numpy releases the GIL in its loops, so the event loop (the writer's
         # COPY, the intake) goes on meanwhile. Nothing else touches the engine until this
         # returns: the prepare stage awaits it, and rebalances drain that stage first.
-        candidates = await asyncio.to_thread(
-            self.engine.evaluate,
+        candidates, scores = await asyncio.to_thread(self._evaluate, rows)
+        self._metrics.alert_evaluation_seconds.observe(time.perf_counter() - started)
+        arrivals = self._awaited.arrivals(rows.patient_key, rows.kind, rows.measured_at_us)
+        return AlertWork(candidates, arrivals, scores)
+
+    def _evaluate(self, rows: ReadingRows) -> tuple[list[Candidate], Counter[ScoreKey]]:
+        candidates = self.engine.evaluate(
             rows.patient_key,
             rows.kind,
             rows.value,
@@ -112,9 +119,7 @@ class AlertStep:
             rows.reference_us,
             rows.device_key,
         )
-        self._metrics.alert_evaluation_seconds.observe(time.perf_counter() - started)
-        arrivals = self._awaited.arrivals(rows.patient_key, rows.kind, rows.measured_at_us)
-        return AlertWork(candidates, arrivals)
+        return candidates, self.engine.take_scores()
 
     async def tick(self, now_by_partition: Callable[[], Mapping[int, int]]) -> AlertWork | None:
         """Between batches: new threshold overrides, then the sweep when it is due."""

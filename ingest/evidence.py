@@ -9,7 +9,6 @@ Days are UTC days; a patient-month is the n-th 30 days after enrolment.
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,8 +174,7 @@ async def _alerts(
     )
     rows = await conn.fetch(
         """
-        SELECT a.rule_id, a.severity, a.raised_at, a.acknowledged_at, a.resolved_at,
-               a.explanation
+        SELECT a.rule_id, a.severity, a.raised_at, a.acknowledged_at, a.resolved_at
         FROM alerts a JOIN patients p USING (patient_key)
         WHERE a.raised_at >= $1 AND a.raised_at < $2 AND ($3::text IS NULL OR p.programme = $3)
         """,
@@ -187,7 +185,6 @@ async def _alerts(
     rate: dict[str, dict[str, float]] = {}
     raised = dict.fromkeys(ACK_TARGET_S, 0)
     handling: dict[str, dict[str, list[float]]] = {}
-    news2: dict[int, int] = {}
     for r in rows:
         severity = Severity(r["severity"]).label
         raised[severity] += 1
@@ -198,10 +195,6 @@ async def _alerts(
             times["acknowledge"].append((r["acknowledged_at"] - r["raised_at"]).total_seconds())
         if r["resolved_at"] is not None:
             times["resolve"].append((r["resolved_at"] - r["raised_at"]).total_seconds())
-        if r["rule_id"] == "news2":
-            score = _news2_score(r["explanation"])
-            if score is not None:
-                news2[score] = news2.get(score, 0) + 1
     per_100 = 100 / float(patient_days) if patient_days else 0.0
     return {
         "patient_days": round(float(patient_days), 2),
@@ -223,13 +216,41 @@ async def _alerts(
             }
             for severity, times in sorted(handling.items())
         },
-        "news2_scores": {str(score): n for score, n in sorted(news2.items())},
+        "news2": await _news2(conn, start, end, programme),
     }
 
 
-def _news2_score(explanation: str) -> int | None:
-    score = json.loads(explanation).get("values", {}).get("score")
-    return None if score is None else int(score)
+async def _news2(
+    conn: Connection, start: datetime, end: datetime, programme: str | None
+) -> dict[str, Any]:
+    """Every NEWS2 score computed (each time one of its parameters arrived), alerting or
+    not, over the period's whole UTC days; the shares in the orange and red bands."""
+    rows = await conn.fetch(
+        """
+        SELECT score, sum(sets)::bigint AS sets FROM alert_scores
+        WHERE rule_id = 'news2'
+          AND day >= ($1 AT TIME ZONE 'UTC')::date AND day < ($2 AT TIME ZONE 'UTC')::date
+          AND ($3::text IS NULL OR programme = $3)
+        GROUP BY score ORDER BY score
+        """,
+        start,
+        end,
+        programme,
+    )
+    counts = {r["score"]: r["sets"] for r in rows}
+    total = sum(counts.values())
+
+    def share(at_least: int) -> float | None:
+        return (
+            round(sum(n for s, n in counts.items() if s >= at_least) / total, 4) if total else None
+        )
+
+    return {
+        "scored_sets": total,
+        "by_score": {str(score): n for score, n in counts.items()},
+        "share_5_or_more": share(5),
+        "share_7_or_more": share(7),
+    }
 
 
 def _spread(values: list[float]) -> dict[str, float | int | None]:

@@ -120,11 +120,15 @@ def _charts(d: dict[str, Any]) -> list[str]:
         ax.set_title("Alerts per 100 patient-days, by rule and severity", fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         charts.append(_png(fig))
-    news2 = d["alerts"]["news2_scores"]
-    if news2:
-        charts.append(
-            _bar(list(news2), list(news2.values()), "NEWS2 scores of NEWS2 alerts", "#6a1b9a")
+    news2 = d["alerts"]["news2"]
+    if news2["scored_sets"]:
+        by_score = news2["by_score"]
+        title = (
+            f"NEWS2 score of every scored set ({news2['scored_sets']:,}; "
+            f"{news2['share_5_or_more']:.1%} at 5 or more, {news2['share_7_or_more']:.1%} at 7 "
+            "or more)"
         )
+        charts.append(_bar(list(by_score), list(by_score.values()), title, "#6a1b9a"))
     return charts
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 import numpy as np
 
+from alerts.engine import ScoreKey
 from alerts.lifecycle import Applied, apply_alerts
 from alerts.model import Severity
 from devices.decode import Rejection
@@ -125,6 +126,9 @@ class BatchWriter:
             if rejections:
                 await _insert_dead_letters(conn, rejections, written_at_us)
             applied = None
+            if batch.alerts is not None and batch.alerts.scores:
+                stored_in = {p for p, n in inserted.items() if n}
+                await _count_scores(conn, batch.alerts.scores, stored_in)
             if batch.alerts is not None and self._cooldown_us is not None:
                 applied = await apply_alerts(
                     conn,
@@ -305,6 +309,34 @@ def _first_of_each_reading(rows: ReadingRows) -> ReadingRows:
     keep = np.ones(len(rows), dtype=np.bool_)
     keep[order[repeat]] = False
     return rows.select(keep)
+
+
+async def _count_scores(
+    conn: Connection, scores: Mapping[ScoreKey, int], stored_in: set[int]
+) -> None:
+    """Add the batch's aggregate scores to the day's counts, for the partitions where it
+    stored readings: a batch a member that lost its partitions wrote already, or a replay
+    of stored readings (all duplicates) counts nothing again. Each partition's rows are its
+    owner's: members do not wait on each other's counts."""
+    counted = sorted((k, n) for k, n in scores.items() if k.partition in stored_in)
+    if not counted:
+        return
+    await conn.execute(
+        """
+        INSERT INTO alert_scores AS s (rule_id, partition, day, programme, score, sets)
+        SELECT r, p, date '1970-01-01' + d, g, c, n
+        FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::smallint[], $6::bigint[])
+             AS x(r, p, d, g, c, n)
+        ON CONFLICT (rule_id, partition, day, programme, score)
+            DO UPDATE SET sets = s.sets + EXCLUDED.sets
+        """,
+        [k.rule_id for k, _ in counted],
+        [k.partition for k, _ in counted],
+        [k.day for k, _ in counted],
+        [k.programme for k, _ in counted],
+        [k.score for k, _ in counted],
+        [n for _, n in counted],
+    )
 
 
 async def _insert_dead_letters(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +60,8 @@ class ReferenceEngine:
     def __init__(self, config: AlertConfig) -> None:
         self.config = config
         self.patients: dict[int, Patient] = {}
+        # every NEWS2 score computed: (partition, day, programme, score) -> sets
+        self.scored: Counter[tuple[int, int, str, int]] = Counter()
 
     def add_patients(self, profiles: Sequence[PatientProfile]) -> None:
         for profile in profiles:
@@ -318,6 +320,10 @@ class ReferenceEngine:
         }
         present = [s for s in scores.values() if s is not None]
         total = float(sum(present))
+        if params[ENABLED] == 1:
+            day = at // 86_400_000_000
+            profile = patient.profile
+            self.scored[(profile.partition, day, profile.programme.value, int(total))] += 1
         if total >= params["red_at_or_above"]:
             severity = 3
         elif total >= params["orange_at_or_above"] or (

@@ -128,6 +128,13 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
     alerts_before = await db.fetchval("SELECT count(*) FROM alerts")
     events_before = len(events)
     readings_before = await db.fetchval("SELECT count(*) FROM readings")
+    # Every current reading was a NEWS2 scored set (the pulse alone: 2 for 111-130, 3 above;
+    # how many sets depends on batching), counted once.
+    scores = "SELECT score, sum(sets) AS n FROM alert_scores WHERE rule_id = 'news2' GROUP BY 1"
+    scored = {r["score"]: r["n"] for r in await db.fetch(scores)}
+    assert set(scored) == {2, 3}
+    assert scored[3] >= 2  # 135 twice, in batches of their own
+
     replayed = dataclasses.replace(
         stack, settings=stack.settings.model_copy(update={"consumer_group": "replay"})
     )
@@ -136,6 +143,7 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
     assert await db.fetchval("SELECT count(*) FROM readings") == readings_before
     assert await db.fetchval("SELECT count(*) FROM alerts") == alerts_before
     assert await db.fetchval("SELECT count(*) FROM alert_events") == events_before
+    assert {r["score"]: r["n"] for r in await db.fetch(scores)} == scored
 
     # Trying a lower orange threshold over the stored history writes nothing and reports
     # one episode per patient: p-1's, and p-2's back-filled 140 (p-2 keeps its override).

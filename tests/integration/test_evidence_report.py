@@ -61,6 +61,26 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
     async with stack.connection() as conn:
         alerts = await conn.fetch("SELECT alert_id, rule_id, severity FROM alerts")
         await acknowledge(conn, alerts[0]["alert_id"], "dr-a")
+        # NEWS2: what the pipeline scored (readings of the last hour only: none, but at
+        # midnight), plus designed counts, one day of them outside the period, some for
+        # another programme.
+        rows = await conn.fetch("SELECT score, sum(sets) AS n FROM alert_scores GROUP BY score")
+        scored: dict[int, int] = {r["score"]: r["n"] for r in rows}
+        designed_news2 = [
+            (59, "covid", 5, 4),
+            (30, "covid", 7, 1),
+            (0, "covid", 0, 10),
+            (60, "covid", 9, 100),
+            (30, "heart_failure", 6, 1000),
+        ]
+        for day, programme, score, sets in designed_news2:
+            await conn.execute(
+                "INSERT INTO alert_scores VALUES ('news2', 99, $1, $2, $3, $4)",
+                (START + timedelta(days=day)).date(),
+                programme,
+                score,
+                sets,
+            )
 
     out = tmp_path / "report"
     printed = await run_cli(
@@ -146,10 +166,21 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
     assert sum(p["readings_stored"] for p in reconciliation) == len(messages) - 2
     assert technical["latency_s"]["device_to_durable"]["p99"] > 0
 
+    # NEWS2: every scored set of the period's days, of every programme (none given).
+    for day, _, score, sets in designed_news2:
+        if day < 60:
+            scored[score] = scored.get(score, 0) + sets
+    total = sum(scored.values())
+    assert report["alerts"]["news2"] == {
+        "scored_sets": total,
+        "by_score": {str(score): n for score, n in sorted(scored.items())},
+        "share_5_or_more": round((4 + 1 + 1000) / total, 4),
+        "share_7_or_more": round(1 / total, 4),
+    }
+
     page = (out / "report.html").read_text()
     assert digest in page
-    charts = 3 + bool(report["alerts"]["news2_scores"])  # active file, adherence, alerts, NEWS2
-    assert page.count("<img") == charts
+    assert page.count("<img") == 4  # active file, adherence, alerts, NEWS2
     assert 'class="red"' not in page
     assert "figure,value" in (out / "report.csv").read_text()
     assert report["produced_by"]["configuration"]["alert_programmes_sha256"]

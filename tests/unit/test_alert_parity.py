@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alerts.engine import Engine, PatientProfile
+from alerts.engine import Engine, PatientProfile, ScoreKey
 from alerts.programmes import load_config
 from devices.catalogue import BY_KIND, CATALOGUE, ValueType
 from devices.decode import Decoder
@@ -50,6 +50,7 @@ def key(fired: list[Fired]) -> list[tuple[Any, ...]]:
 class Both:
     engine: Engine
     reference: ReferenceEngine
+    scored_sets: int = 0  # NEWS2 scores compared so far
 
     @classmethod
     def of(cls, profiles: list[PatientProfile]) -> Both:
@@ -71,7 +72,17 @@ class Both:
         )
         theirs = self.reference.evaluate(rows)
         assert key(ours) == key(theirs)
+        scores = {(k.partition, k.day, k.programme, k.score): n for k, n in self.scored()}
+        assert scores == self.reference.scored
+        self.reference.scored.clear()
+        self.scored_sets += sum(scores.values())
         return ours
+
+    def scored(self) -> list[tuple[ScoreKey, int]]:
+        """The engine's NEWS2 counts of the batch (every scored set, alerting or not)."""
+        counted = self.engine.take_scores()
+        assert {k.rule_id for k in counted} <= {"news2"}
+        return list(counted.items())
 
     def sweep(self, now: dict[int, int]) -> list[Fired]:
         ours = as_fired(self.engine.sweep(now))
@@ -145,6 +156,7 @@ def test_parity_on_the_simulated_cohort() -> None:
         now = chunk[-1].timestamp_ms * 1000
         fired += len(both.sweep({0: now, 1: now}))
     assert fired > 50  # the corpus does exercise the rules
+    assert both.scored_sets > 1000  # and NEWS2 scores, alerting or not
 
 
 # -- generated cohorts ----------------------------------------------------------------------
