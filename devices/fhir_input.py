@@ -5,9 +5,10 @@ FHIR resource: an Observation (vital-signs profile, ANS "Mesures de santé",
 HL7 Personal Health Device IG) or a Bundle (transaction, batch, collection or
 searchset) whose Observation entries are the readings; its other entries
 (Patient, Device, Flag...) are context and are not stored. All its
-Observations concern one patient (`subject` = `Patient/<pseudonymous id>`,
-the record key); each names its device (`device` = `Device/<id>`), and a
-Bundle may hold several devices' readings. Blood pressure is the 85354-9
+Observations concern one patient (`subject` = `Patient/<pseudonymous id>`, or
+a logical reference whose identifier value is that id: the record key); each
+names its device (`device`, likewise), and a Bundle may hold several devices'
+readings. Blood pressure is the 85354-9
 panel with its systolic and diastolic components.
 
 `read_fhir` only maps structure and codes. The readings it returns then pass
@@ -197,14 +198,19 @@ def _device_of(observation: dict[str, Any]) -> str | None:
 
 
 def _reference(value: Any, resource_type: str) -> str | None:
-    """The id in `{"reference": ".../<resource_type>/<id>"}`, or None."""
-    if not isinstance(value, dict) or not isinstance(value.get("reference"), str):
+    """The id in a literal reference (`{"reference": ".../<resource_type>/<id>"}`) or the
+    value of a logical one (`{"identifier": {"value": ...}}`); None if neither."""
+    if not isinstance(value, dict):
         return None
-    reference: str = value["reference"]
-    before, separator, after = reference.rpartition(resource_type + "/")
-    if not separator or (before and not before.endswith("/")):
-        return None
-    return after
+    literal = value.get("reference")
+    if isinstance(literal, str):
+        before, separator, after = literal.rpartition(resource_type + "/")
+        if not separator or (before and not before.endswith("/")):
+            return None
+        return after
+    identifier = value.get("identifier")
+    found = identifier.get("value") if isinstance(identifier, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _values_of(observation: dict[str, Any], path: str) -> Iterator[FhirReading | _Fault]:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import csv
 import getpass
+import hashlib
 import io
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,6 +76,7 @@ _STATUS_CODE = {
 _GENDER = {"M": "male", "F": "female", "I": "other"}
 _ISSUE_SEVERITY = {Severity.RED: "high", Severity.ORANGE: "moderate", Severity.INFO: "low"}
 _PRIORITY = {Severity.RED: "stat", Severity.ORANGE: "urgent", Severity.INFO: "routine"}
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 CSV_COLUMNS = ("patient_id", "device_id", "kind", "loinc", "value", "unit", "measured_at")
 
 
@@ -286,7 +289,7 @@ def fhir_bundle(export: PatientExport, *, base: str, source: str) -> dict[str, A
 def _patient(export: PatientExport) -> dict[str, Any]:
     patient: dict[str, Any] = {
         "resourceType": "Patient",
-        "id": export.patient_id,
+        "id": fhir_id(export.patient_id),
         "identifier": [{"system": PATIENT_ID_SYSTEM, "value": export.patient_id}],
     }
     identity = export.identity
@@ -332,10 +335,10 @@ def _patient(export: PatientExport) -> dict[str, Any]:
 def _device(patient_id: str, device_id: str, device_type: str) -> dict[str, Any]:
     return {
         "resourceType": "Device",
-        "id": device_id,
+        "id": fhir_id(device_id),
         "identifier": [{"system": DEVICE_ID_SYSTEM, "value": device_id}],
         "type": {"text": device_type},
-        "patient": {"reference": f"Patient/{patient_id}"},
+        "patient": _patient_reference(patient_id),
     }
 
 
@@ -357,13 +360,15 @@ def _observations(export: PatientExport, source: str) -> Iterator[dict[str, Any]
 
 
 def _observation(
-    patient_id: str, r: ExportedReading, kind: VitalKind, source: str
+    patient_id: str, r: ExportedReading, kind: VitalKind, source: str, code: str | None = None
 ) -> dict[str, Any]:
-    reading_id = f"{r.device_id}.{kind.value}.{int(r.measured_at.timestamp() * 1_000_000)}"
+    """An Observation of `r`, coded as `kind` (or named `code` in its id: a panel's)."""
+    name = code or kind.value.replace("_", "-")
+    reading_id = f"{r.device_id}.{name}.{int(r.measured_at.timestamp() * 1_000_000)}"
     category = category_of(kind)
     observation: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": reading_id[:64].replace("_", "-"),
+        "id": fhir_id(reading_id),  # the device's id may need hashing
         "meta": {"source": source},
         "identifier": [{"system": READING_ID_SYSTEM, "value": reading_id}],
         "status": "final",
@@ -371,10 +376,10 @@ def _observation(
             {"coding": [{"system": OBSERVATION_CATEGORY, "code": category}], "text": category}
         ],
         "code": {"coding": [c.as_fhir() for c in codings_of(kind)], "text": kind.value},
-        "subject": {"reference": f"Patient/{patient_id}"},
+        "subject": _patient_reference(patient_id),
         "effectiveDateTime": _instant(r.measured_at),
         "issued": _instant(r.received_at),
-        "device": {"reference": f"Device/{r.device_id}"},
+        "device": _reference("Device", r.device_id, DEVICE_ID_SYSTEM),
     }
     profiles = profiles_of(kind)
     if profiles:
@@ -384,9 +389,7 @@ def _observation(
 
 def _panel(patient_id: str, pair: dict[VitalKind, ExportedReading], source: str) -> dict[str, Any]:
     systolic = pair[VitalKind.SYSTOLIC_BP]
-    panel = _observation(patient_id, systolic, VitalKind.SYSTOLIC_BP, source)
-    panel["id"] = panel["id"].replace("systolic-bp", "bp")
-    panel["identifier"][0]["value"] = panel["identifier"][0]["value"].replace("systolic_bp", "bp")
+    panel = _observation(patient_id, systolic, VitalKind.SYSTOLIC_BP, source, code="bp")
     panel["code"] = {"coding": [c.as_fhir() for c in BP_PANEL], "text": "blood pressure"}
     panel["component"] = [
         {
@@ -416,7 +419,7 @@ def _detected_issue(patient_id: str, alert: ExportedAlert) -> dict[str, Any]:
         "status": "preliminary" if alert.status == "open" else "final",
         "code": {"coding": [{"system": RULE_SYSTEM, "code": alert.rule_id}], "text": alert.rule_id},
         "severity": _ISSUE_SEVERITY[alert.severity],
-        "patient": {"reference": f"Patient/{patient_id}"},
+        "patient": _patient_reference(patient_id),
         "identifiedDateTime": _instant(alert.first_fired_at),
         "detail": _summary(alert),
     }
@@ -453,7 +456,7 @@ def _communication(export: PatientExport, alert: ExportedAlert) -> dict[str, Any
             }
         ],
         "priority": _PRIORITY[alert.severity],
-        "subject": {"reference": f"Patient/{export.patient_id}"},
+        "subject": _patient_reference(export.patient_id),
         "about": [{"reference": f"DetectedIssue/alert-{alert.alert_id}"}],
         "sent": _instant(alert.raised_at),
         "payload": [{"contentString": _summary(alert)}],
@@ -464,6 +467,26 @@ def _summary(alert: ExportedAlert) -> str:
     values = alert.explanation.get("values", {})
     shown = ", ".join(f"{k} {v}" for k, v in values.items()) if isinstance(values, dict) else ""
     return f"{alert.severity.label} alert {alert.rule_id}" + (f": {shown}" if shown else "")
+
+
+def fhir_id(text: str) -> str:
+    """`text` if it is a valid FHIR id, else a stable one made from it. Pseudonymous ids
+    may hold `_` and `:`, which FHIR ids may not: such resources are referenced by their
+    identifier instead."""
+    if _FHIR_ID.fullmatch(text):
+        return text
+    return "h-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _reference(resource_type: str, id_: str, system: str) -> dict[str, Any]:
+    """A literal reference, or a logical one (by identifier) when `id_` is no FHIR id."""
+    if _FHIR_ID.fullmatch(id_):
+        return {"reference": f"{resource_type}/{id_}"}
+    return {"type": resource_type, "identifier": {"system": system, "value": id_}}
+
+
+def _patient_reference(patient_id: str) -> dict[str, Any]:
+    return _reference("Patient", patient_id, PATIENT_ID_SYSTEM)
 
 
 def _instant(at: datetime) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from devices.catalogue import BY_CODE, BY_KIND, ValueType, VitalKind
@@ -30,11 +31,13 @@ def test_every_kind_exports_with_its_catalogue_unit() -> None:
     }
 
 
-def test_the_export_decodes_back_to_the_same_readings() -> None:
-    """Every kind, exported then decoded as FHIR input: the same kinds, values and times."""
+@pytest.mark.parametrize(("patient", "device"), [("p-1", "d-1"), ("p_1", "gw:01")])
+def test_the_export_decodes_back_to_the_same_readings(patient: str, device: str) -> None:
+    """Every kind, exported then decoded as FHIR input: the same kinds, values and times.
+    Pseudonymous ids that are no FHIR ids (`_`, `:`) travel as logical references."""
     at = datetime(2026, 11, 23, 8, tzinfo=UTC)
     readings = [
-        ExportedReading("d-1", k, (BY_KIND[k].low + BY_KIND[k].high) / 2, at, at)
+        ExportedReading(device, k, (BY_KIND[k].low + BY_KIND[k].high) / 2, at, at)
         for k in VitalKind
         if BY_KIND[k].value_type is ValueType.MEASUREMENT
     ]
@@ -42,10 +45,15 @@ def test_the_export_decodes_back_to_the_same_readings() -> None:
         ExportedReading("d-2", VitalKind.COUGH, 3.0, at, at),
         ExportedReading("d-2", VitalKind.ON_OXYGEN, 1.0, at, at),
     ]
-    export = PatientExport("p-1", "covid", at, at, [("d-1", "wearable")], readings, [])
-    raw = json.dumps(fhir_bundle(export, base="urn:telemon", source="urn:telemon")).encode()
+    devices = [(device, "wearable"), ("d-2", "questionnaire_app")]
+    export = PatientExport(patient, "covid", at, at, devices, readings, [])
+    bundle = fhir_bundle(export, base="urn:telemon", source="urn:telemon")
+    Bundle.model_validate(bundle)
+    raw = json.dumps(bundle).encode()
     decoder = Decoder(max_message_bytes=1 << 20, future_tolerance_s=300)
-    batch = decoder.decode([Record(raw, b"p-1", content_type=FHIR_CONTENT_TYPE)], RECORD_MS)
+    batch = decoder.decode(
+        [Record(raw, patient.encode(), content_type=FHIR_CONTENT_TYPE)], RECORD_MS
+    )
     assert batch.rejections == []
     got = sorted(
         (batch.messages.device_id[int(m)], BY_CODE[int(k)].kind.value, v, t)
