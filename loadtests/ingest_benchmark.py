@@ -132,7 +132,9 @@ async def produce_at_rate(
         while (elapsed := time.monotonic() - started) < seconds:
             now_ms = int(time.time() * 1000)
             now_iso = iso_ms(now_ms)
-            due = range(sent, int(elapsed * rate))
+            # Never one patient twice in an iteration (they would share a millisecond: a
+            # gateway's re-send, stored once): behind schedule, catch up PATIENTS at a time.
+            due = range(sent, min(int(elapsed * rate), sent + PATIENTS))
             batches: dict[int, Any] = {}
             for n in due:
                 key, value = measured_now(n, PATIENTS, now_iso)

@@ -76,7 +76,11 @@ async def soak(
             rss = _rss_mb(child.pid)
             t = time.monotonic() - started
             samples.append((t, stored, lag, rss))
-            print(f"  {t:6.0f} s  stored {stored:12,.0f}  lag {lag:9,.0f}  RSS {rss:6.0f} MB")
+            broker = _broker_cpu(brokers)
+            print(
+                f"  {t:6.0f} s  stored {stored:12,.0f}  lag {lag:9,.0f}  RSS {rss:6.0f} MB  "
+                f"broker CPU {broker}"
+            )
         await producing
         drained = await _drained(settings, timeout_s=300)
     steady = _verdict(samples, rate, drained)
@@ -156,6 +160,13 @@ def _value(metrics: str, name: str) -> float:
 
 def _sum(metrics: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", metrics, re.MULTILINE))
+
+
+def _broker_cpu(brokers: list[psutil.Process]) -> str:
+    """The embedded broker's CPU since the last call, in % of a core ("-": not embedded)."""
+    if not brokers:
+        return "-"
+    return f"{sum(b.cpu_percent() for b in brokers if b.is_running()):.0f} %"
 
 
 def _rss_mb(pid: int) -> float:
