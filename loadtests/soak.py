@@ -68,6 +68,8 @@ async def soak(
         await asyncio.sleep(8)  # group join
         producing = asyncio.create_task(produce_at_rate(settings, rate, minutes * 60, compression))
         started = time.monotonic()
+        brokers = [p for p in psutil.process_iter(["name"]) if "tansu" in (p.info["name"] or "")]
+        _broker_cpu(brokers)  # starts the measurement
         while not producing.done():
             await asyncio.sleep(sample_s)
             metrics = await asyncio.to_thread(fetch_text, f"http://127.0.0.1:{port}/metrics")
