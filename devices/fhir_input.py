@@ -115,19 +115,20 @@ def read_fhir(raw: bytes) -> FhirUpload:
                 "one patient per message",
             )
         device_id = _device_of(observation)
+        group = None
+        if device_id is not None:
+            group = devices.setdefault(device_id, DeviceReadings(device_id))
         for item in _values_of(observation, path):
-            if device_id is None and isinstance(item, FhirReading):
+            if group is None and isinstance(item, FhirReading):
                 item = _Fault(R.MISSING_FIELD, f"{path}.device: the measuring device is required")
             if isinstance(item, _Fault):
                 faults.append((position, item.reason, item.detail))
-                if device_id is None:
-                    unattributed += 1
-                else:
-                    devices.setdefault(device_id, DeviceReadings(device_id)).count += 1
             else:
-                assert device_id is not None
-                group = devices.setdefault(device_id, DeviceReadings(device_id))
+                assert group is not None
                 group.readings.append((position, item))
+            if group is None:
+                unattributed += 1
+            else:
                 group.count += 1
             position += 1
     if not devices:

@@ -41,7 +41,13 @@ from devices.fhir_codes import FHIR_CONTENT_TYPE
 from devices.registry import Programme
 from ingest.db import Connection
 from ingest.errors import ConfigurationError
-from ingest.export import fhir_bundle, load_export, read_identity_as_clinician, readings_csv
+from ingest.export import (
+    PatientExport,
+    fhir_bundle,
+    load_export,
+    read_identity_as_clinician,
+    readings_csv,
+)
 
 __all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app", "refresh_alert_board"]
 
@@ -524,8 +530,6 @@ def create_app(feed: FeedApp) -> FastAPI:
             await actions.remove_override(s.conn, patient_id, parameter, who.subject)
             return await _overrides(s.conn, patient_key)
 
-    # -- the live feed --------------------------------------------------------------------
-
     # -- export and identity --------------------------------------------------------------
 
     @app.get(
@@ -545,9 +549,7 @@ def create_app(feed: FeedApp) -> FastAPI:
         days) as a FHIR R4 Bundle; the Patient carries the INS identity when you may read it."""
         since, until = _period(start, end)
         async with session(request, who, "R", "patient.export", patient_id) as s:
-            await _the_patient(s, patient_id)
-            export = await load_export(s.conn, patient_id, since, until)
-            assert export is not None  # in the same transaction
+            export = await _patient_export(s, patient_id, since, until)
             if await s.conn.fetchval(_READS_IDENTITY, patient_id):
                 _, identity = await read_identity_as_clinician(s.conn, patient_id, feed.source)
                 export = dataclasses.replace(export, identity=identity)
@@ -572,9 +574,7 @@ def create_app(feed: FeedApp) -> FastAPI:
         in the catalogue's UCUM units, times in UTC."""
         since, until = _period(start, end)
         async with session(request, who, "R", "readings.export", patient_id) as s:
-            await _the_patient(s, patient_id)
-            export = await load_export(s.conn, patient_id, since, until)
-            assert export is not None
+            export = await _patient_export(s, patient_id, since, until)
         return PlainTextResponse(readings_csv(export), media_type="text/csv")
 
     @app.get("/api/v1/patients/{patient_id}/identity", tags=["patients"])
@@ -592,6 +592,8 @@ def create_app(feed: FeedApp) -> FastAPI:
                 raise _RefusedError(404, f"no identity recorded for {patient_id!r}")
         assert identity is not None  # a refusal was raised on leaving the session
         return JSONResponse(identity.model_dump(mode="json"))
+
+    # -- the live feed --------------------------------------------------------------------
 
     @app.get(
         "/api/v1/events",
@@ -765,6 +767,16 @@ def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, dat
     if since >= until:
         raise _RefusedError(400, "start must be before end")
     return since, until
+
+
+async def _patient_export(
+    s: _Session, patient_id: str, since: datetime, until: datetime
+) -> PatientExport:
+    """The patient's export, if the clinician's teams follow them (403 / 404 otherwise)."""
+    await _the_patient(s, patient_id)
+    export = await load_export(s.conn, patient_id, since, until)
+    assert export is not None  # in the same transaction
+    return export
 
 
 async def _the_patient(s: _Session, patient_id: str) -> int:
