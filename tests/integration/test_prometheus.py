@@ -74,10 +74,12 @@ async def test_prometheus_sees_the_produced_throughput(stack: Stack, tmp_path: P
 
                 async def scraping() -> bool:
                     try:
-                        targets = (await prometheus.get("/api/v1/targets")).json()
+                        response = await prometheus.get("/api/v1/targets")
                     except httpx.TransportError:
                         return False
-                    active = targets["data"]["activeTargets"]
+                    if response.status_code != 200:  # 503 while Prometheus starts
+                        return False
+                    active = response.json()["data"]["activeTargets"]
                     return any(t["health"] == "up" for t in active)
 
                 await eventually(scraping, 30, "Prometheus to scrape telemon")
