@@ -55,6 +55,7 @@ def make_consumer(settings: Settings, *, max_poll_records: int | None = None) ->
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=max_poll_records or settings.batch_max_messages,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_session_timeout_ms // 5,
     )

@@ -4,14 +4,15 @@
              (pure CPU, never touches PostgreSQL)
     prepare  resolve registry keys, apply the reject-ratio guard, build the
              WriteBatch (alert evaluation joins here)
-    write    one transaction per batch (ingest.writer), then the Kafka commit
-             of exactly that batch's offsets
+    write    one transaction per batch (ingest.writer), then hand its offsets
+             to the Kafka committer (ingest.commits), which commits them while
+             the next batch is written
 
 Back-pressure: when the prepare queue is full the intake pauses every owned
 partition and keeps polling (so the member stays in its group) until there is
 room. Transient database errors are retried with capped exponential backoff;
 anything else stops the pipeline. On partition revoke and on stop the
-pipeline drains: flush, await every queued batch, commit.
+pipeline drains: flush, await every queued batch and its commit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import KafkaError
 
 from alerts.model import Severity
 from alerts.step import AlertStep
@@ -41,6 +41,7 @@ from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Rejection
 from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
 from ingest.clock import Clock
+from ingest.commits import KafkaCommitter
 from ingest.cursor import IntakeCursor
 from ingest.decoding import DecodeStep, RecordColumns
 from ingest.errors import DatabaseConnectionLost, RejectRatioError, is_transient_database_error
@@ -143,6 +144,7 @@ class IngestPipeline:
         self._room = asyncio.Event()  # set when the prepare stage takes a batch
         self._stall_pause_s = 5.0
         self._durable: dict[int, int] = {}  # partition -> next offset made durable
+        self._committer = KafkaCommitter(consumer, self._topic, metrics.kafka_commit_failures)
         self._guard = RejectGuard(settings.reject_ratio_limit, settings.reject_ratio_min_messages)
         self._workers: list[asyncio.Task[None]] = []
         self.totals = Totals()
@@ -157,6 +159,7 @@ class IngestPipeline:
         self._workers = [
             asyncio.create_task(self._prepare_loop(), name="telemon-prepare"),
             asyncio.create_task(self._write_loop(), name="telemon-write"),
+            asyncio.create_task(self._committer.run(), name="telemon-commit"),
         ]
         stopping = asyncio.create_task(stop.wait(), name="telemon-stop")
         try:
@@ -362,7 +365,7 @@ class IngestPipeline:
                     outcome = await self._database(partial(self._write, batch), "batch write")
                 self._account(batch, outcome)
                 failpoint("after_database_commit")
-                await self._commit(outcome.commit_offsets)
+                self._committer.hand_over(outcome.commit_offsets)
             finally:
                 self._prepared.task_done()
 
@@ -404,22 +407,6 @@ class IngestPipeline:
         t.duplicates += outcome.duplicates
         t.rejected += outcome.dead_letters
 
-    async def _commit(self, offsets: dict[int, int]) -> None:
-        owned = self._consumer.assignment()
-        commit = {
-            tp: offset
-            for p, offset in offsets.items()
-            if (tp := TopicPartition(self._topic, p)) in owned
-        }
-        if not commit:
-            return
-        try:
-            await self._consumer.commit(commit)
-        except KafkaError as error:
-            # Harmless for correctness: the offsets are in PostgreSQL and seeked on assign.
-            self._metrics.kafka_commit_failures.inc()
-            log.debug("Kafka commit failed: %r", error)
-
     async def _database(
         self,
         operation: Callable[[], Awaitable[T]],
@@ -459,6 +446,7 @@ class IngestPipeline:
                     await self._flush()
             await self._decoded.join()
             await self._prepared.join()
+            await self._committer.flush()
 
         try:
             await asyncio.wait_for(everything(), timeout_s)

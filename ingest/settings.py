@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         description="How long the group waits for a silent member "
         "(a killed process) before giving its partitions to others.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description="How long the broker may hold a fetch that finds no new record. "
+        "Apache Kafka answers as soon as records arrive; tansu answers only when the "
+        "wait is over, which then adds up to this much to every reading's latency.",
+    )
     create_topics: bool = Field(
         default=False, description="Create missing topics at start (demo and tests)."
     )

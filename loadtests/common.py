@@ -106,7 +106,7 @@ def spo2_value(n: int) -> int:
     return 91 if n % 997 == 0 else 95 + n % 5
 
 
-def measured_now(n: int, patients: int, measured_at: str) -> tuple[bytes, bytes]:
+def spo2_message(n: int, patients: int, measured_at: str) -> tuple[bytes, bytes]:
     """Message `n`: one SpO2 reading of patient n % patients, measured at `measured_at`
     (ISO 8601). Rendered from a template: the load generator shares the machine with
     what it measures, and json.dumps would cost it 25 times as much CPU."""

@@ -11,7 +11,7 @@ batches with zstd, as gateways should: the embedded broker (tansu, memory
 storage) keeps every record, about 18 bytes each compressed against 180
 uncompressed, and half an hour at 70 % of the peak then fits in memory.
 
-Readings are produced at a steady rate with measured_at = now. Every
+Readings are produced at a steady rate, each measured at its due time. Every
 `--sample-seconds` it reads the process's metrics and resident set: stored
 readings, lag, RSS. It passes when throughput keeps up with the rate in the
 last third as in the first, RSS is flat after warm-up (< 15 % growth), lag
