@@ -113,14 +113,19 @@ async def latency(base: Settings, rate: float, seconds: float) -> tuple[float, .
 
 # How often the load generator sends: the latency it adds (a reading waits at most this
 # long) against the batches it makes, one per partition per send. tansu's memory storage
-# slows down with every batch a partition holds (a fetch at the end of a partition of
-# 20,000 one-record batches waits 63 ms, against 8 ms when empty), which Apache Kafka's
-# indexed log does not; sending every 5 ms made latency grow through a 30-second run.
+# lists every batch of a partition at each fetch, so it slows down with every batch it
+# holds (a fetch at the end of a partition of 20,000 one-record batches: 63 ms, against
+# 8 ms when empty), which Apache Kafka's indexed log does not; sending every 5 ms made
+# latency grow through a 30-second run.
 SEND_EVERY_S = 0.02
 
 
 async def produce_at_rate(
-    settings: Settings, rate: float, seconds: float, compression: str | None = None
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    compression: str | None = None,
+    send_every_s: float = SEND_EVERY_S,
 ) -> None:
     """Produce `rate` messages/s for `seconds`. Message n is measured at its due time,
     start + n / rate, and sent at the next tick: the latency it shows includes the wait
@@ -159,7 +164,7 @@ async def produce_at_rate(
                 sent = n + 1
             for partition, batch in batches.items():
                 await producer.send_batch(batch, settings.readings_topic, partition=partition)
-            await asyncio.sleep(max(0.0, SEND_EVERY_S - (time.monotonic() - started - elapsed)))
+            await asyncio.sleep(max(0.0, send_every_s - (time.monotonic() - started - elapsed)))
         await producer.flush()
     finally:
         await producer.stop()

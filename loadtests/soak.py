@@ -34,15 +34,27 @@ from ingest.settings import Settings
 from loadtests.common import benchmark_stack, fresh, http_port, process, telemon_ingest
 from loadtests.ingest_benchmark import PATIENTS, drain_rate, fetch_text, produce_at_rate
 
+# Half an hour with the embedded broker: tansu lists every batch of a partition at each
+# fetch, and answers a fetch only after the consumer's fetch wait, whatever it found. A
+# soak sending every 20 ms with 50 ms fetches stalled after nine minutes (the broker at
+# 106 % of a core, 27,000 batches per partition). So the soak sends every 100 ms (five
+# times fewer batches) and lets fetches wait 500 ms (tansu then answers after about
+# 250 ms: five times fewer listings); neither changes what the soak measures, which is
+# not latency.
+SOAK_SEND_EVERY_S = 0.1
+SOAK_SETTINGS = {"kafka_fetch_max_wait_ms": 500}
+
 
 async def sustained_peak(base: Settings, compression: str | None) -> float:
     """Readings/s telemon stores while a producer on the same machine offers its drain rate."""
     drain = await drain_rate(base, "telemon", 300_000, compression=compression)
     settings = await fresh(base, "peak", PATIENTS)
     port = http_port()
-    async with process(telemon_ingest(), settings, http_port=port):
+    async with process(telemon_ingest(), settings, http_port=port, **SOAK_SETTINGS):
         await asyncio.sleep(8)  # group join
-        producing = asyncio.create_task(produce_at_rate(settings, drain, 60, compression))
+        producing = asyncio.create_task(
+            produce_at_rate(settings, drain, 60, compression, SOAK_SEND_EVERY_S)
+        )
         await asyncio.sleep(20)
         first = (time.monotonic(), await _stored(port))
         await asyncio.sleep(40)
@@ -64,9 +76,11 @@ async def soak(
     settings = await fresh(base, "soak", PATIENTS)
     port = http_port()
     samples: list[tuple[float, float, float, float]] = []  # (t, stored, lag, rss MB)
-    async with process(telemon_ingest(), settings, http_port=port) as child:
+    async with process(telemon_ingest(), settings, http_port=port, **SOAK_SETTINGS) as child:
         await asyncio.sleep(8)  # group join
-        producing = asyncio.create_task(produce_at_rate(settings, rate, minutes * 60, compression))
+        producing = asyncio.create_task(
+            produce_at_rate(settings, rate, minutes * 60, compression, SOAK_SEND_EVERY_S)
+        )
         started = time.monotonic()
         brokers = [p for p in psutil.process_iter(["name"]) if "tansu" in (p.info["name"] or "")]
         _broker_cpu(brokers)  # starts the measurement
