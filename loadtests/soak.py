@@ -34,14 +34,18 @@ from ingest.settings import Settings
 from loadtests.common import benchmark_stack, fresh, http_port, process, telemon_ingest
 from loadtests.ingest_benchmark import PATIENTS, drain_rate, fetch_text, produce_at_rate
 
-# Half an hour with the embedded broker: tansu lists every batch of a partition at each
-# fetch, and answers a fetch only after the consumer's fetch wait, whatever it found. A
-# soak sending every 20 ms with 50 ms fetches stalled after nine minutes (the broker at
-# 106 % of a core, 27,000 batches per partition). So the soak sends every 100 ms (five
-# times fewer batches) and lets fetches wait 500 ms (tansu then answers after about
-# 250 ms: five times fewer listings); neither changes what the soak measures, which is
-# not latency.
-SOAK_SEND_EVERY_S = 0.1
+# Half an hour with the embedded broker: tansu (0.6, memory storage) lists every batch of
+# a partition at each fetch (dynostore.rs, `fetch`), and answers a fetch only after the
+# consumer's fetch wait, whatever it found. Its work grows with every batch the soak
+# produces, on the cores telemon uses. Sending every 20 ms with 50 ms fetches, the soak
+# stalled after nine minutes (the broker at 106 % of a core, 27,000 batches per
+# partition); every 100 ms with 500 ms fetches, the broker at times acknowledged too
+# slowly for the producer, which then caught up in bursts (lag up to 53 s of load; it
+# made six batches per partition and send). So the soak sends once a second, as an
+# aggregating gateway would, in batches of up to 512 KiB (two per partition and send),
+# and lets fetches wait 500 ms (tansu then answers after about 250 ms); neither changes
+# what the soak measures, which is not latency.
+SOAK_SEND_EVERY_S = 1.0
 SOAK_SETTINGS = {"kafka_fetch_max_wait_ms": 500}
 
 
