@@ -15,9 +15,9 @@ Readings are produced at a steady rate, each measured at its due time. Every
 `--sample-seconds` it reads the process's metrics and resident set: stored
 readings, lag, RSS. It passes when throughput keeps up with the rate in the
 last third as in the first, RSS is flat after warm-up (< 15 % growth), lag
-stays bounded, and after the drain every produced reading is stored once
-(rows = the ledger's messages = the stored offsets, no duplicate, no dead
-letter).
+stays under 10 s of load, and after the drain every produced reading is
+stored once (rows = the ledger's messages = the stored offsets, no duplicate,
+no dead letter).
 """
 
 from __future__ import annotations
