@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
 from ingest.db import connect
@@ -52,6 +53,21 @@ async def isolated(settings: Settings, name: str) -> Settings:
     )
     await prepare_storage(isolated_settings)
     return isolated_settings
+
+
+async def drop_topics(settings: Settings) -> None:
+    """Delete a finished measurement's topics. tansu's memory storage keeps every record
+    and slows down with what it holds: each measurement should find it as empty as the
+    first did (in a 5-round run, the latency measured after 25 drains had twice the p99
+    of the same rate on a fresh broker)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.delete_topics(
+            [settings.readings_topic, settings.dead_letter_topic, settings.alerts_topic]
+        )
+    finally:
+        await admin.close()
 
 
 async def fresh(settings: Settings, name: str, patients: int) -> Settings:

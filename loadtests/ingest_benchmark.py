@@ -36,6 +36,7 @@ from typing import Any
 from ingest.settings import Settings
 from loadtests.common import (
     benchmark_stack,
+    drop_topics,
     fresh,
     http_port,
     iso_ms,
@@ -83,6 +84,7 @@ async def drain_rate(
     alerts = {"alerts_enabled": design != "telemon-no-alerts"} if telemon else {}
     async with process(command, settings, http_port=http_port(), **alerts):
         drain = await measure_drain(settings, count)
+    await drop_topics(settings)
     print(
         f"  {design:12s} {per_message:2d} reading(s)/msg: {drain.messages:8d} msgs in "
         f"{drain.seconds:6.2f} s = {drain.rate:9.0f} msg/s = {drain.rate * per_message:9.0f} "
