@@ -156,7 +156,8 @@ async def produce_at_rate(
         while (elapsed := time.monotonic() - started) < seconds:
             now_ms = int(time.time() * 1000)
             batches: dict[int, Any] = {}
-            for n in range(sent, int(elapsed * rate)):
+            due = range(sent, int(elapsed * rate))
+            for n in due:
                 if (due_ms := int(started_ms + n * 1000 / rate)) != measured_ms:
                     measured_ms, measured_at = due_ms, iso_ms(due_ms)
                 key, value = spo2_message(n, PATIENTS, measured_at)
@@ -168,7 +169,7 @@ async def produce_at_rate(
                     await producer.send_batch(batch, settings.readings_topic, partition=partition)
                     batches[partition] = batch = producer.create_batch()
                     batch.append(key=key, value=value, timestamp=now_ms)
-                sent = n + 1
+            sent = max(sent, due.stop)
             for partition, batch in batches.items():
                 await producer.send_batch(batch, settings.readings_topic, partition=partition)
             await asyncio.sleep(max(0.0, send_every_s - (time.monotonic() - started - elapsed)))

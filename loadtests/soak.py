@@ -37,14 +37,14 @@ from loadtests.ingest_benchmark import PATIENTS, drain_rate, fetch_text, produce
 # Half an hour with the embedded broker: tansu (0.6, memory storage) lists every batch of
 # a partition at each fetch (dynostore.rs, `fetch`), and answers a fetch only after the
 # consumer's fetch wait, whatever it found. Its work grows with every batch the soak
-# produces, on the cores telemon uses. Sending every 20 ms with 50 ms fetches, the soak
-# stalled after nine minutes (the broker at 106 % of a core, 27,000 batches per
-# partition); every 100 ms with 500 ms fetches, the broker at times acknowledged too
-# slowly for the producer, which then caught up in bursts (lag up to 53 s of load; it
-# made six batches per partition and send). So the soak sends once a second, as an
-# aggregating gateway would, in batches of up to 512 KiB (two per partition and send),
-# and lets fetches wait 500 ms (tansu then answers after about 250 ms); neither changes
-# what the soak measures, which is not latency.
+# produces, on the cores telemon uses. Sending every 20 ms with 50 ms fetches (two
+# batches per partition and send), the soak stalled after ten minutes (the broker at
+# 106 % of a core, nothing stored); every 100 ms with 500 ms fetches, the broker at times
+# acknowledged too slowly for the producer, which then caught up in bursts (lag up to
+# 53 s of load; it made six batches per partition and send). So the soak sends once a
+# second, as an aggregating gateway would, in batches of up to 512 KiB (two per
+# partition and send), and lets fetches wait 500 ms (tansu then answers after about
+# 250 ms); neither changes what the soak measures, which is not latency.
 SOAK_SEND_EVERY_S = 1.0
 SOAK_SETTINGS = {"kafka_fetch_max_wait_ms": 500}
 
