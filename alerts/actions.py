@@ -18,8 +18,7 @@ import json
 from datetime import datetime
 
 from alerts.programmes import check_parameter
-from ingest.db import Connection
-from ingest.errors import TelemonError
+from ingest.platform import Connection, TelemonError
 
 __all__ = [
     "AlertActionError",

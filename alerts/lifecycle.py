@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from alerts.catalogue import RESOLVED_BY_DATA
 from alerts.engine import Candidate
 from alerts.model import Severity
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = ["Applied", "Arrivals", "apply_alerts"]
 

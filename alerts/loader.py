@@ -24,7 +24,7 @@ from alerts.history import CGM_DAYS, CGM_LOW_MG_DL, DAY_US, RING_SIZES
 from devices.catalogue import BY_KIND
 from devices.catalogue import VitalKind as K
 from devices.registry import DeviceType, Programme
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = ["kafka_partition", "load_partitions", "load_patients", "load_profiles"]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 from aiokafka.partitioner import murmur2
 
-from ingest.db import Connection
+from ingest.platform import Connection
 from ingest.relay import OutboxRecord
 
 __all__ = ["AlertEventOutbox", "event_json"]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
 from alerts.model import Severity
 from devices.registry import Programme
-from ingest.errors import ConfigurationError
+from ingest.platform import ConfigurationError
 
 __all__ = ["AlertConfig", "ProgrammeConfig", "load_config", "parameter_names"]
 

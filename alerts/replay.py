@@ -28,7 +28,7 @@ from alerts.loader import load_profiles
 from alerts.model import Severity
 from alerts.programmes import AlertConfig, ConfigError, check_parameter
 from devices.registry import Programme
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = ["Episode", "Episodes", "ReplayReport", "replay"]
 

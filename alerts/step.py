@@ -23,9 +23,8 @@ from alerts.engine import Candidate, Engine, ScoreKey
 from alerts.lifecycle import Arrivals
 from alerts.loader import load_partitions, load_patients
 from ingest.batch import ReadingRows
-from ingest.clock import Clock
-from ingest.db import Connection
 from ingest.metrics import IngestMetrics
+from ingest.platform import Clock, Connection
 
 __all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
 

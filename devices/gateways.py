@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from devices.registry import enroll
 from devices.simulator import DAY_MS, CohortConfig, Faults, SimMessage, Simulation, build_cohort
-from ingest.db import connect
+from ingest.platform import connect
 
 __all__ = ["Acked", "GatewayPlan", "ProduceStats", "enroll_cohort", "produce", "run_gateways"]
 

@@ -2,7 +2,8 @@
 
 A reading is accepted only from a device enrolled for its patient. Enrollment
 comes from `telemon enroll` (one patient, or a CSV file) and from the
-simulator, which enrolls its own cohort.
+simulator, which enrolls its own cohort. The registry's reference tables
+(programmes, vital kinds) mirror the Python catalogues, the source of truth.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from devices.catalogue import CATALOGUE
 from devices.contract import ID_PATTERN
-
-if TYPE_CHECKING:
-    from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = [
     "DeviceType",
@@ -31,6 +31,7 @@ __all__ = [
     "discharge",
     "enroll",
     "read_enrollment_csv",
+    "sync_reference_data",
 ]
 
 
@@ -154,3 +155,20 @@ async def discharge(conn: Connection, patient_ids: Iterable[str], at: datetime) 
         at,
     )
     return int(status.split()[-1])
+
+
+async def sync_reference_data(conn: Connection) -> None:
+    """Bring the reference tables in line with the catalogues (after each migration)."""
+    await conn.executemany(
+        "INSERT INTO programmes (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        [(p.value,) for p in Programme],
+    )
+    await conn.executemany(
+        """
+        INSERT INTO vital_kinds (code, kind, unit, value_type, loinc, mdc)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (code) DO UPDATE SET kind = EXCLUDED.kind, unit = EXCLUDED.unit,
+            value_type = EXCLUDED.value_type, loinc = EXCLUDED.loinc, mdc = EXCLUDED.mdc
+        """,
+        [(v.code, v.kind.value, v.unit, v.value_type.value, v.loinc, v.mdc) for v in CATALOGUE],
+    )

@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from devices.identity import IdentityStatus, InsIdentity, InsKind
-from ingest.errors import TelemonError
-from ingest.settings import Settings
+from ingest.platform import Settings, TelemonError
 
 if TYPE_CHECKING:
     from devices.gateways import GatewayPlan
-    from ingest.db import Connection
+    from ingest.platform import Connection
 
 __all__ = ["main"]
 
@@ -365,7 +364,7 @@ def run_until_signalled(work: Callable[[asyncio.Event], Coroutine[Any, Any, int]
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.embedded import embedded_stack
+    from ingest.platform import embedded_stack
     from ingest.service import run_ingest
 
     async def work(stop: asyncio.Event) -> int:
@@ -387,7 +386,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _enroll(args: argparse.Namespace, settings: Settings) -> int:
     from devices.registry import Enrollment, EnrollmentFileError, enroll, read_enrollment_csv
-    from ingest.db import connect
+    from ingest.platform import connect
 
     _require_connections(settings, kafka=False)
     try:
@@ -424,8 +423,8 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retention(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.db import connect
     from ingest.partitions import ReadingPartitions, day_of_us
+    from ingest.platform import connect
 
     _require_connections(settings, kafka=False)
     if args.keep_days < 1:
@@ -482,7 +481,7 @@ def _rules_replay(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.programmes import load_config
     from alerts.replay import replay
     from devices.registry import Programme
-    from ingest.db import connect
+    from ingest.platform import connect
 
     _require_connections(settings, kafka=False)
     config = load_config(settings.alert_programmes_file)
@@ -545,7 +544,7 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dev_token(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.feed.auth import DevIssuer
-    from ingest.errors import ConfigurationError
+    from ingest.platform import ConfigurationError
 
     if settings.dev_issuer_key_file is None or settings.token_issuer is None:
         raise ConfigurationError("set TELEMON_DEV_ISSUER_KEY_FILE (the development issuer's key)")
@@ -557,7 +556,7 @@ def _dev_token(args: argparse.Namespace, settings: Settings) -> int:
 def _with_connection(
     settings: Settings, work: Callable[[Connection], Coroutine[Any, Any, None]]
 ) -> int:
-    from ingest.db import connect
+    from ingest.platform import connect
 
     _require_connections(settings, kafka=False)
 
@@ -726,7 +725,7 @@ def gateway_plan(args: argparse.Namespace) -> GatewayPlan:
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from devices.gateways import run_gateways
-    from ingest.kafka import make_producer
+    from ingest.platform import make_producer
 
     _require_connections(settings)
     plan = gateway_plan(args)
@@ -763,14 +762,14 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.demo import run_demo
-    from ingest.embedded import embedded_stack
+    from ingest.platform import embedded_stack
 
     with embedded_stack(settings) as running:
         return run_until_signalled(lambda stop: run_demo(running, gateway_plan(args), stop))
 
 
 def _require_connections(settings: Settings, *, kafka: bool = True) -> None:
-    from ingest.errors import ConfigurationError
+    from ingest.platform import ConfigurationError
 
     missing = [
         name

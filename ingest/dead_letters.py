@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from ingest.db import Connection
+from ingest.platform import Connection
 from ingest.relay import OutboxRecord
 
 __all__ = ["DeadLetterOutbox"]

@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, NamedTuple
 
 from devices.decode import DecodedBatch, Decoder
-from ingest.embedded import die_with_parent
+from ingest.platform import die_with_parent
 
 __all__ = ["DecodeStep", "RecordColumns"]
 

@@ -16,10 +16,8 @@ from alerts.feed.auth import DevIssuer
 from alerts.feed.service import run_api
 from alerts.feed.teams import add_every_patient, add_member, create_team
 from devices.gateways import GatewayPlan, run_gateways
-from ingest.db import Connection, connect
-from ingest.kafka import make_producer
+from ingest.platform import Connection, Settings, connect, make_producer
 from ingest.service import run_ingest
-from ingest.settings import Settings
 
 __all__ = ["run_demo"]
 

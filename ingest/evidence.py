@@ -16,7 +16,7 @@ from typing import Any
 
 from alerts.missing import DEVICE_PERIOD_HOURS
 from alerts.model import Severity
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = ["ACK_TARGET_S", "Period", "gather_figures"]
 

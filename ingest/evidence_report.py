@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 
-from ingest.settings import Settings
+from ingest.platform import Settings
 
 __all__ = ["report_configuration", "write_report"]
 

@@ -40,7 +40,7 @@ from devices.fhir_codes import (
     profiles_of,
 )
 from devices.identity import IdentityStatus, InsIdentity, InsKind
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = [
     "ExportedAlert",

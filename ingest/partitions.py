@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = ["ReadingPartitions", "day_of_us", "partition_name"]
 

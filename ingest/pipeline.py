@@ -40,17 +40,21 @@ from alerts.step import AlertStep
 from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Rejection
 from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
-from ingest.clock import Clock
 from ingest.commits import KafkaCommitter
 from ingest.cursor import IntakeCursor
 from ingest.decoding import DecodeStep, RecordColumns
-from ingest.errors import DatabaseConnectionLost, RejectRatioError, is_transient_database_error
-from ingest.failpoints import failpoint
-from ingest.health import Health
 from ingest.metrics import IngestMetrics
+from ingest.platform import (
+    Clock,
+    DatabaseConnectionLost,
+    Health,
+    RejectRatioError,
+    Settings,
+    failpoint,
+    is_transient_database_error,
+    retry_transient,
+)
 from ingest.resolve import RegistryCache
-from ingest.retry import retry_transient
-from ingest.settings import Settings
 from ingest.writer import BatchWriter, WriteOutcome
 
 __all__ = ["IngestPipeline", "RejectGuard", "Totals"]

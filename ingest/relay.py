@@ -25,8 +25,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from ingest.db import Connection, advisory_lock_key
-from ingest.failpoints import fault
+from ingest.platform import Connection, advisory_lock_key, fault
 
 __all__ = ["OUTBOX_ID_HEADER", "Outbox", "OutboxRecord", "OutboxRelay"]
 

@@ -18,7 +18,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from ingest.clock import Clock
+from ingest.platform import Clock
 
 __all__ = ["Registration", "RegistryCache", "Resolved"]
 

@@ -18,21 +18,34 @@ from alerts.outbox import AlertEventOutbox
 from alerts.programmes import load_config
 from alerts.step import AlertStep
 from devices.decode import Decoder
-from ingest.clock import Clock, SystemClock
-from ingest.db import create_pool, migrate
+from devices.registry import sync_reference_data
 from ingest.dead_letters import DeadLetterOutbox
 from ingest.decoding import DecodeStep
-from ingest.health import Health, HttpServer, health_routes, probe_forever
-from ingest.kafka import ensure_topics, make_consumer, make_producer, make_tail_reader
 from ingest.metrics import IngestMetrics
 from ingest.partitions import US_PER_DAY, ReadingPartitions
 from ingest.pipeline import IngestPipeline, Totals
+from ingest.platform import (
+    Clock,
+    Health,
+    HttpServer,
+    Settings,
+    SystemClock,
+    cancel_tasks,
+    connect,
+    create_pool,
+    ensure_topics,
+    health_routes,
+    make_consumer,
+    make_producer,
+    make_tail_reader,
+    migrate,
+    probe_forever,
+)
 from ingest.relay import Outbox, OutboxRelay
 from ingest.resolve import RegistryCache
-from ingest.settings import Settings
 from ingest.writer import BatchWriter
 
-__all__ = ["cancel_tasks", "prepare_storage", "run_ingest"]
+__all__ = ["prepare_storage", "run_ingest"]
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +56,10 @@ _LEAVE_GROUP_S = 3.0
 async def prepare_storage(settings: Settings) -> None:
     """Migrate the schema and create topics if asked: what `telemon migrate` does."""
     assert settings.database_url is not None
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await connect(settings.database_url, settings.database_schema)
     try:
         await migrate(conn, settings.database_schema)
+        await sync_reference_data(conn)
     finally:
         await conn.close()
     if settings.create_topics:
@@ -226,10 +240,3 @@ async def _leave_group(consumer: AIOKafkaConsumer) -> None:
             "left the consumer group without a goodbye (a rebalance was under way): the "
             "broker hands this member's partitions over after its session timeout"
         )
-
-
-async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel background tasks and wait for them to end."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

@@ -31,10 +31,9 @@ from alerts.lifecycle import Applied, apply_alerts
 from alerts.model import Severity
 from devices.decode import Rejection
 from ingest.batch import ReadingRows, WriteBatch
-from ingest.clock import Clock
-from ingest.db import Connection
 from ingest.partitions import US_PER_DAY, ReadingPartitions
 from ingest.pgcopy import READING_COLUMNS, encode_readings
+from ingest.platform import Clock, Connection
 
 __all__ = ["BatchWriter", "WriteOutcome"]
 

@@ -25,9 +25,7 @@ from pydantic import ValidationError
 from devices.catalogue import conversion_for
 from devices.contract import ReadingsMessageV1
 from devices.decode import RawRecord
-from ingest.db import connect
-from ingest.kafka import make_consumer
-from ingest.settings import Settings
+from ingest.platform import Settings, connect, make_consumer
 
 COLUMNS = (
     "patient_key",

@@ -22,12 +22,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
-from ingest.db import connect
-from ingest.embedded import embedded_stack, free_port
-from ingest.kafka import client_options, make_producer
 from ingest.partitions import ReadingPartitions
+from ingest.platform import (
+    Settings,
+    client_options,
+    connect,
+    embedded_stack,
+    free_port,
+    make_producer,
+)
 from ingest.service import prepare_storage
-from ingest.settings import Settings
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -33,7 +33,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ingest.settings import Settings
+from ingest.platform import Settings
 from loadtests.common import (
     benchmark_stack,
     drop_topics,
@@ -138,7 +138,7 @@ async def produce_at_rate(
     default partitioner's choice, cached per key), with no future per message."""
     from aiokafka.partitioner import murmur2
 
-    from ingest.kafka import make_producer
+    from ingest.platform import make_producer
 
     producer = make_producer(
         settings, linger_ms=0, compression_type=compression, max_batch_size=BATCH_BYTES

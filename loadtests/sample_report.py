@@ -21,12 +21,10 @@ from prometheus_client import CollectorRegistry
 
 from devices.gateways import GatewayPlan, history_start_ms, run_gateways
 from devices.simulator import CohortConfig
-from ingest.db import connect
 from ingest.evidence import Period, gather_figures
 from ingest.evidence_report import report_configuration, write_report
-from ingest.kafka import make_producer
+from ingest.platform import Settings, connect, make_producer
 from ingest.service import run_ingest
-from ingest.settings import Settings
 from loadtests.common import benchmark_stack, isolated, measure_drain
 
 

@@ -30,7 +30,7 @@ import time
 import asyncpg
 import psutil
 
-from ingest.settings import Settings
+from ingest.platform import Settings
 from loadtests.common import benchmark_stack, fresh, http_port, process, telemon_ingest
 from loadtests.ingest_benchmark import PATIENTS, drain_rate, fetch_text, produce_at_rate
 

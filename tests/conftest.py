@@ -15,9 +15,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ingest.embedded import EmbeddedKafka, EmbeddedPostgres
+from ingest.platform import EmbeddedKafka, EmbeddedPostgres, Settings
 from ingest.service import prepare_storage
-from ingest.settings import Settings
 from tests.support import Stack
 
 

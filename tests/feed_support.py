@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from alerts.feed.auth import DevIssuer
 from alerts.feed.service import run_api
 from alerts.feed.teams import add_member, add_patients, create_team
-from ingest.embedded import free_port
+from ingest.platform import free_port
 from tests.records import message, reading
 from tests.support import Stack
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.kafka import client_options
+from ingest.platform import client_options
 from tests.support import Stack, ledger_is_contiguous
 
 __all__ = ["LONG", "Acknowledged", "CommitWatch", "OracleProducer", "check"]

@@ -20,12 +20,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
-from ingest.db import Connection, create_pool
-from ingest.embedded import die_with_parent, free_port
-from ingest.kafka import client_options, make_producer
 from ingest.pipeline import Totals
+from ingest.platform import (
+    Connection,
+    Settings,
+    client_options,
+    create_pool,
+    die_with_parent,
+    free_port,
+    make_producer,
+)
 from ingest.service import run_ingest
-from ingest.settings import Settings
 
 
 async def eventually(
@@ -224,7 +229,7 @@ class IngestProcess:
         self.port = free_port()
         self.log_path = log_path
         env = stack.environment(http_port=self.port, **overrides)
-        env["TELEMON_FAILPOINTS"] = failpoints  # ingest.failpoints
+        env["TELEMON_FAILPOINTS"] = failpoints  # ingest.platform.failpoints
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest.cli", "ingest"],

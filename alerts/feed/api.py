@@ -39,8 +39,6 @@ from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
 from devices.fhir_codes import FHIR_CONTENT_TYPE
 from devices.registry import Programme
-from ingest.db import Connection
-from ingest.errors import ConfigurationError
 from ingest.export import (
     PatientExport,
     fhir_bundle,
@@ -48,6 +46,7 @@ from ingest.export import (
     read_identity_as_clinician,
     readings_csv,
 )
+from ingest.platform import ConfigurationError, Connection
 
 __all__ = ["FeedApp", "FeedMetrics", "chart_thresholds", "create_app", "refresh_alert_board"]
 

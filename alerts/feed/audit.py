@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from ingest.db import Connection
+from ingest.platform import Connection
 
 __all__ = ["AuditRecord", "query_audit", "record_audit"]
 

@@ -14,11 +14,15 @@ from alerts.feed.api import FeedApp, FeedMetrics, create_app, refresh_alert_boar
 from alerts.feed.auth import DevIssuer, TokenVerifier
 from alerts.feed.stream import Wakeups
 from alerts.programmes import load_config
-from ingest.db import connect, create_pool
-from ingest.errors import ConfigurationError
-from ingest.health import HttpServer
-from ingest.service import cancel_tasks, prepare_storage
-from ingest.settings import Settings
+from ingest.platform import (
+    ConfigurationError,
+    HttpServer,
+    Settings,
+    cancel_tasks,
+    connect,
+    create_pool,
+)
+from ingest.service import prepare_storage
 
 __all__ = ["API_ROLE", "run_api"]
 

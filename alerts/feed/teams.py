@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ingest.db import Connection
-from ingest.errors import TelemonError
+from ingest.platform import Connection, TelemonError
 
 __all__ = ["TeamError", "add_every_patient", "add_member", "add_patients", "create_team"]
 

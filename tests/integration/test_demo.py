@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from ingest.embedded import free_port
+from ingest.platform import free_port
 
 
 def embedded_processes() -> set[int]:

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devices.registry import Programme
-from ingest.kafka import client_options
+from ingest.platform import client_options
 from tests.records import EXAMPLES
 from tests.support import Stack, eventually
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from ingest.embedded import die_with_parent, free_port
-from ingest.kafka import make_producer
+from ingest.platform import die_with_parent, free_port, make_producer
 from tests.records import message, reading
 from tests.support import Stack, eventually
 

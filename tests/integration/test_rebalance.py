@@ -10,8 +10,8 @@ import numpy as np
 from devices.contract import RejectReason
 from devices.decode import Rejection
 from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
-from ingest.clock import SystemClock
 from ingest.partitions import ReadingPartitions
+from ingest.platform import SystemClock
 from ingest.writer import BatchWriter
 from tests.support import Stack, eventually, ledger_is_contiguous, synthetic_load
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from alerts.feed.api import FeedMetrics
 from ingest.cli import _parser
 from ingest.metrics import IngestMetrics
-from ingest.settings import Settings
+from ingest.platform import Settings
 
 DEPLOY = Path(__file__).parent.parent.parent / "deploy"
 DOCS = DEPLOY.parent / "docs"

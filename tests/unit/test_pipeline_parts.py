@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from ingest.batch import ReadingRows
 from ingest.cursor import IntakeCursor
-from ingest.errors import RejectRatioError
 from ingest.metrics import ArrayHistogram
 from ingest.pgcopy import PG_EPOCH_US, encode_readings
 from ingest.pipeline import RejectGuard
+from ingest.platform import RejectRatioError
 
 
 def test_guard_tolerates_rejections_below_the_limit() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ingest.settings import Settings
+from ingest.platform import Settings
 
 
 @pytest.mark.parametrize(

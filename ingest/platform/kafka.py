@@ -11,7 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
-from ingest.settings import Settings
+from ingest.platform.settings import Settings
 
 __all__ = [
     "client_options",

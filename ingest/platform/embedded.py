@@ -10,7 +10,6 @@ no idempotent producer, so the settings turn that off).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -26,25 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import ConfigurationError
-from ingest.settings import Settings
+from ingest.platform.errors import ConfigurationError
+from ingest.platform.processes import die_with_parent, free_port
+from ingest.platform.settings import Settings
 
-__all__ = ["EmbeddedKafka", "EmbeddedPostgres", "embedded_stack", "free_port"]
+__all__ = ["EmbeddedKafka", "EmbeddedPostgres", "embedded_stack"]
 
 log = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def die_with_parent(signum: int = signal.SIGTERM) -> None:
-    """Ask Linux to send this process `signum` when its parent dies."""
-    PR_SET_PDEATHSIG = 1  # noqa: N806 - the Linux constant's name
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
 class EmbeddedPostgres:

@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ingest.errors import is_transient_database_error
+from ingest.platform.errors import is_transient_database_error
 
 __all__ = ["retry_transient"]
 

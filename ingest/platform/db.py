@@ -2,6 +2,7 @@
 
 Every connection's `search_path` is the configured schema, so SQL elsewhere
 names tables without a schema and tests isolate themselves with a schema each.
+The migrations (`migrations/NNNN_*.sql`) are the whole schema, forward only.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from asyncpg.pool import PoolConnectionProxy
 
 if TYPE_CHECKING:
     from asyncpg.pool import _InitCallback
-
-from devices.catalogue import CATALOGUE
-from devices.registry import Programme
 
 __all__ = ["Connection", "advisory_lock_key", "connect", "create_pool", "migrate"]
 
@@ -67,7 +65,7 @@ async def connect(dsn: str, schema: str) -> asyncpg.Connection:
 
 
 def _migrations() -> list[tuple[str, str]]:
-    folder = resources.files("ingest") / "migrations"
+    folder = resources.files("ingest.platform") / "migrations"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
@@ -92,22 +90,4 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[str]:
             await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
             applied_now.append(name)
             log.info("migration applied: %s", name)
-        await _sync_reference_data(conn)
     return applied_now
-
-
-async def _sync_reference_data(conn: asyncpg.Connection) -> None:
-    """Reference tables mirror the Python catalogues, which are the source of truth."""
-    await conn.executemany(
-        "INSERT INTO programmes (name) VALUES ($1) ON CONFLICT DO NOTHING",
-        [(p.value,) for p in Programme],
-    )
-    await conn.executemany(
-        """
-        INSERT INTO vital_kinds (code, kind, unit, value_type, loinc, mdc)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (code) DO UPDATE SET kind = EXCLUDED.kind, unit = EXCLUDED.unit,
-            value_type = EXCLUDED.value_type, loinc = EXCLUDED.loinc, mdc = EXCLUDED.mdc
-        """,
-        [(v.code, v.kind.value, v.unit, v.value_type.value, v.loinc, v.mdc) for v in CATALOGUE],
-    )

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingest.clock import Clock
+from ingest.platform.clock import Clock
 
 __all__ = ["Health", "HttpServer", "health_routes", "probe_forever"]
 
