@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ from alerts.history import DAY_US, NO_TIME, History, last_of_runs, stable_order,
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Scores, Severity
 from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
+from alerts.scores import ScoreKey
 from devices.catalogue import BY_CODE
 from devices.registry import DeviceType, Programme
 
@@ -33,7 +34,6 @@ __all__ = [
     "Engine",
     "Explanations",
     "PatientProfile",
-    "ScoreKey",
 ]
 
 PROGRAMMES = list(Programme)
@@ -92,16 +92,6 @@ class PatientProfile:
     partition: int
     devices: Sequence[tuple[int, DeviceType]] = ()  # (device_key, type)
     overrides: Mapping[str, float] = field(default_factory=dict)  # "<rule>.<name>" -> value
-
-
-class ScoreKey(NamedTuple):
-    """What aggregate scores are counted by: the evidence report's NEWS2 distribution."""
-
-    rule_id: str
-    partition: int  # the patient's, so that each member counts in rows of its own
-    day: int  # of the scored set's event time, days since 1970-01-01 (UTC)
-    programme: str
-    score: int
 
 
 class Engine:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import asyncpg
 from aiokafka.partitioner import murmur2
 
+from ingest.pipeline.relay import OutboxRecord
 from ingest.platform import Connection
-from ingest.relay import OutboxRecord
 
 __all__ = ["AlertEventOutbox", "event_json"]
 

@@ -1,10 +1,11 @@
-"""The alert engine as a step of the ingest pipeline.
+"""The alert engine as a step of the ingest pipeline (ingest.pipeline.steps).
 
 Rebuilt from PostgreSQL when partitions are assigned, reset when they are
-revoked; run over every batch (before its transaction, which then applies the
-lifecycle); ticked between batches: threshold overrides changed by clinicians
-are applied within `OVERRIDE_POLL_S`, and the missing-data and adherence rules
-are swept every `sweep_interval_seconds`.
+revoked; run over every batch before its transaction, which then applies the
+lifecycle (alerts.lifecycle) and counts the aggregate scores (alerts.scores);
+ticked between batches: threshold overrides changed by clinicians are applied
+within `OVERRIDE_POLL_S`, and the missing-data and adherence rules are swept
+every `sweep_interval_seconds`, each sweep's alerts in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -13,17 +14,17 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import asyncpg
 
 from alerts.awaited import AwaitedData
 from alerts.catalogue import RESOLVED_BY_DATA
-from alerts.engine import Candidate, Engine, ScoreKey
-from alerts.lifecycle import Arrivals
+from alerts.engine import Candidate, Engine
+from alerts.lifecycle import Applied, Arrivals, apply_alerts
 from alerts.loader import load_partitions, load_patients
-from ingest.batch import ReadingRows
-from ingest.metrics import IngestMetrics
+from alerts.metrics import AlertMetrics
+from alerts.scores import ScoreKey, count_scores
+from ingest.pipeline import ReadingRows, Written
 from ingest.platform import Clock, Connection
 
 __all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
@@ -31,23 +32,48 @@ __all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
 OVERRIDE_POLL_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
 class AlertWork:
-    """What a batch transaction does to alerts."""
+    """What one transaction does to alerts: the lifecycle of a batch's (or a sweep's)
+    candidates, the missing-data alerts its arrivals resolve, its scores counted."""
 
-    candidates: Sequence[Candidate]
-    arrivals: Arrivals
-    scores: Mapping[ScoreKey, int] = field(default_factory=Counter)  # counted aggregate scores
+    def __init__(
+        self,
+        step: AlertStep,
+        candidates: Sequence[Candidate],
+        arrivals: Arrivals,
+        scores: Mapping[ScoreKey, int],
+    ) -> None:
+        self._step = step
+        self.candidates = candidates
+        self.arrivals = arrivals
+        self.scores = scores
+        self.applied = Applied()
+
+    async def apply(self, conn: Connection, written: Written) -> None:
+        step = self._step
+        self.applied = await apply_alerts(
+            conn,
+            self.candidates,
+            self.arrivals,
+            cooldown_us=step.engine.config.cooldown_us,
+            now_us=step.clock.now_ms() * 1000,
+        )
+        await count_scores(conn, self.scores, {p for p, n in written.stored.items() if n})
+
+    def committed(self) -> None:
+        self._step.metrics.observe(self.applied)
 
 
 class AlertStep:
+    name = "alerts"
+
     def __init__(
-        self, engine: Engine, pool: asyncpg.Pool, clock: Clock, metrics: IngestMetrics
+        self, engine: Engine, pool: asyncpg.Pool, clock: Clock, metrics: AlertMetrics
     ) -> None:
         self.engine = engine
+        self.clock = clock
+        self.metrics = metrics
         self._pool = pool
-        self._clock = clock
-        self._metrics = metrics
         self._partitions = 1
         self._last_sweep = 0.0
         self._last_override_poll = 0.0
@@ -64,11 +90,11 @@ class AlertStep:
                 "SELECT coalesce(max(id), 0) FROM threshold_override_history"
             )
             loaded = await load_partitions(
-                conn, self.engine, partitions, partition_count, self._clock.now_ms() * 1000
+                conn, self.engine, partitions, partition_count, self.clock.now_ms() * 1000
             )
             await self._load_awaited(conn)
         self._loaded = True
-        self._metrics.alert_patients.set(loaded)
+        self.metrics.patients.set(loaded)
 
     async def _load_awaited(self, conn: Connection) -> None:
         """The unresolved missing-data alerts of the patients followed here."""
@@ -89,25 +115,25 @@ class AlertStep:
         self._loaded = False
         self.engine.reset()
         self._awaited.clear()
-        self._metrics.alert_patients.set(0)
+        self.metrics.patients.set(0)
 
-    async def evaluate(self, rows: ReadingRows) -> AlertWork:
+    async def prepare(self, rows: ReadingRows) -> AlertWork:
         if not len(rows):
-            return AlertWork([], Arrivals.none())
+            return AlertWork(self, [], Arrivals.none(), {})
         unknown = self.engine.unknown(rows.patient_key)
         if unknown:  # enrolled after the assignment (or mapped elsewhere by the gateway)
             async with self._pool.acquire() as conn:
                 await load_patients(
-                    conn, self.engine, unknown, self._partitions, self._clock.now_ms() * 1000
+                    conn, self.engine, unknown, self._partitions, self.clock.now_ms() * 1000
                 )
         started = time.perf_counter()
         # In a thread: numpy releases the GIL in its loops, so the event loop (the writer's
         # COPY, the intake) goes on meanwhile. Nothing else touches the engine until this
         # returns: the prepare stage awaits it, and rebalances drain that stage first.
         candidates, scores = await asyncio.to_thread(self._evaluate, rows)
-        self._metrics.alert_evaluation_seconds.observe(time.perf_counter() - started)
+        self.metrics.evaluation_seconds.observe(time.perf_counter() - started)
         arrivals = self._awaited.arrivals(rows.patient_key, rows.kind, rows.measured_at_us)
-        return AlertWork(candidates, arrivals, scores)
+        return AlertWork(self, candidates, arrivals, scores)
 
     def _evaluate(self, rows: ReadingRows) -> tuple[list[Candidate], Counter[ScoreKey]]:
         candidates = self.engine.evaluate(
@@ -120,21 +146,21 @@ class AlertStep:
         )
         return candidates, self.engine.take_scores()
 
-    async def tick(self, now_by_partition: Callable[[], Mapping[int, int]]) -> AlertWork | None:
-        """Between batches: new threshold overrides, then the sweep when it is due."""
+    async def tick(self, now_us: Callable[[], Mapping[int, int]]) -> AlertWork | None:
+        """New threshold overrides, then the sweep when it is due."""
         if not self._loaded:
             return None
-        if self._clock.monotonic() - self._last_override_poll >= OVERRIDE_POLL_S:
+        if self.clock.monotonic() - self._last_override_poll >= OVERRIDE_POLL_S:
             await self._refresh_overrides()
-            self._last_override_poll = self._clock.monotonic()
-        if self._clock.monotonic() - self._last_sweep < self.engine.config.sweep_interval_s:
+            self._last_override_poll = self.clock.monotonic()
+        if self.clock.monotonic() - self._last_sweep < self.engine.config.sweep_interval_s:
             return None
-        self._last_sweep = self._clock.monotonic()
+        self._last_sweep = self.clock.monotonic()
         started = time.perf_counter()
-        candidates = self.engine.sweep(now_by_partition())
+        candidates = self.engine.sweep(now_us())
         self._awaited.expect_candidates(candidates)
-        self._metrics.alert_sweep_seconds.observe(time.perf_counter() - started)
-        return AlertWork(candidates, Arrivals.none()) if candidates else None
+        self.metrics.sweep_seconds.observe(time.perf_counter() - started)
+        return AlertWork(self, candidates, Arrivals.none(), {}) if candidates else None
 
     async def _refresh_overrides(self) -> None:
         """Apply the overrides changed since the last look to the patients followed here."""

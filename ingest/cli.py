@@ -423,7 +423,7 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retention(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.partitions import ReadingPartitions, day_of_us
+    from ingest.pipeline.reading_days import ReadingDays, day_of_us
     from ingest.platform import connect
 
     _require_connections(settings, kafka=False)
@@ -436,7 +436,7 @@ def _retention(args: argparse.Namespace, settings: Settings) -> int:
         conn = await connect(settings.database_url, settings.database_schema)
         try:
             today = day_of_us(int(datetime.now(UTC).timestamp() * 1e6))
-            dropped = await ReadingPartitions().drop_before(
+            dropped = await ReadingDays().drop_before(
                 conn, today - args.keep_days + 1, dry_run=args.dry_run
             )
         finally:

@@ -1,4 +1,9 @@
-"""Wire the ingest service from Settings and run it until asked to stop."""
+"""Wire the ingest service from Settings and run it until asked to stop.
+
+The pipeline is composed here with the steps the settings ask for (the alert
+rules unless `alerts_enabled` is false), beside the outbox relays, the probes
+and the HTTP server for /metrics, /healthz and /readyz.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,21 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
 
 from alerts.engine import Engine
+from alerts.metrics import AlertMetrics
 from alerts.outbox import AlertEventOutbox
 from alerts.programmes import load_config
 from alerts.step import AlertStep
 from devices.decode import Decoder
 from devices.registry import sync_reference_data
-from ingest.dead_letters import DeadLetterOutbox
-from ingest.decoding import DecodeStep
-from ingest.metrics import IngestMetrics
-from ingest.partitions import US_PER_DAY, ReadingPartitions
-from ingest.pipeline import IngestPipeline, Totals
+from ingest.pipeline.dead_letters import DeadLetterOutbox
+from ingest.pipeline.decode_pool import DecodePool
+from ingest.pipeline.metrics import IngestMetrics
+from ingest.pipeline.reading_days import US_PER_DAY, ReadingDays
+from ingest.pipeline.registry_cache import RegistryCache
+from ingest.pipeline.relay import Outbox, OutboxRelay
+from ingest.pipeline.stages import IngestPipeline, Totals
+from ingest.pipeline.steps import PipelineStep
+from ingest.pipeline.writer import BatchWriter
 from ingest.platform import (
     Clock,
     Health,
@@ -41,9 +51,6 @@ from ingest.platform import (
     migrate,
     probe_forever,
 )
-from ingest.relay import Outbox, OutboxRelay
-from ingest.resolve import RegistryCache
-from ingest.writer import BatchWriter
 
 __all__ = ["prepare_storage", "run_ingest"]
 
@@ -83,6 +90,7 @@ async def run_ingest(
     started = time.monotonic()
     await prepare_storage(settings)
     metrics = IngestMetrics(registry)
+    alert_metrics = AlertMetrics(registry)
     health = Health(clock)
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(
@@ -93,9 +101,9 @@ async def run_ingest(
             settings.database_url, settings.database_schema, 2, init=BatchWriter.prepare
         )
         stack.push_async_callback(writer_pool.close)
-        partitions = await _partitions(pool, settings, clock)
+        days = await _reading_days(pool, settings, clock)
 
-        decode = DecodeStep(
+        decode = DecodePool(
             Decoder(
                 max_message_bytes=settings.max_message_bytes,
                 future_tolerance_s=settings.future_tolerance_s,
@@ -103,12 +111,10 @@ async def run_ingest(
             workers=settings.decode_workers,
         )
         stack.callback(decode.close)
-        alerts = None
-        cooldown = None
+        steps: list[PipelineStep] = []
         if settings.alerts_enabled:
             engine = Engine(load_config(settings.alert_programmes_file))
-            alerts = AlertStep(engine, pool, clock, metrics)
-            cooldown = engine.config.cooldown_us
+            steps.append(AlertStep(engine, pool, clock, alert_metrics))
         consumer = make_consumer(settings)
         pipeline = IngestPipeline(
             settings=settings,
@@ -122,16 +128,11 @@ async def run_ingest(
                 negative_ttl_s=settings.registry_negative_ttl_s,
                 clock=clock,
             ),
-            writer=BatchWriter(
-                consumer_group=settings.consumer_group,
-                partitions=partitions,
-                clock=clock,
-                alert_cooldown_us=cooldown,
-            ),
+            writer=BatchWriter(consumer_group=settings.consumer_group, days=days, clock=clock),
             metrics=metrics,
             health=health,
             clock=clock,
-            alerts=alerts,
+            steps=steps,
         )
         consumer.subscribe([settings.readings_topic], listener=pipeline.rebalance_listener())
         await consumer.start()
@@ -177,8 +178,8 @@ async def run_ingest(
             asyncio.create_task(
                 relay(
                     AlertEventOutbox(settings.alerts_topic),
-                    metrics.alert_events_published.inc,
-                    metrics.alert_event_backlog.set,
+                    alert_metrics.events_published.inc,
+                    alert_metrics.event_backlog.set,
                 ).run(),
                 name="telemon-alerts-relay",
             ),
@@ -187,7 +188,7 @@ async def run_ingest(
                 name="telemon-probes",
             ),
             asyncio.create_task(
-                _keep_partitions_ahead(pool, partitions, settings, clock), name="telemon-partitions"
+                _keep_days_ahead(pool, days, settings, clock), name="telemon-reading-days"
             ),
         ]
         stack.push_async_callback(cancel_tasks, background)
@@ -210,24 +211,24 @@ async def run_ingest(
         return pipeline.totals
 
 
-async def _partitions(pool: asyncpg.Pool, settings: Settings, clock: Clock) -> ReadingPartitions:
-    partitions = ReadingPartitions()
+async def _reading_days(pool: asyncpg.Pool, settings: Settings, clock: Clock) -> ReadingDays:
+    days = ReadingDays()
     async with pool.acquire() as conn:
-        await partitions.load(conn)
+        await days.load(conn)
         today = clock.now_ms() * 1000 // US_PER_DAY
-        await partitions.ensure_ahead(conn, today, settings.partitions_ahead_days)
-    return partitions
+        await days.ensure_ahead(conn, today, settings.partitions_ahead_days)
+    return days
 
 
-async def _keep_partitions_ahead(
-    pool: asyncpg.Pool, partitions: ReadingPartitions, settings: Settings, clock: Clock
+async def _keep_days_ahead(
+    pool: asyncpg.Pool, days: ReadingDays, settings: Settings, clock: Clock
 ) -> None:
     while True:
         await asyncio.sleep(3600)
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             async with pool.acquire() as conn:
                 today = clock.now_ms() * 1000 // US_PER_DAY
-                await partitions.ensure_ahead(conn, today, settings.partitions_ahead_days)
+                await days.ensure_ahead(conn, today, settings.partitions_ahead_days)
 
 
 async def _leave_group(consumer: AIOKafkaConsumer) -> None:

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
-from ingest.partitions import ReadingPartitions
+from ingest.pipeline.reading_days import ReadingDays
 from ingest.platform import (
     Settings,
     client_options,
@@ -82,7 +82,7 @@ async def fresh(settings: Settings, name: str, patients: int) -> Settings:
     try:
         # The baselines do not create partitions: make those of the data period exist.
         today = int(time.time()) // 86_400
-        await ReadingPartitions().ensure(conn, range(today - 2, today + 3))
+        await ReadingDays().ensure(conn, range(today - 2, today + 3))
         await enroll(
             conn,
             [

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from devices.registry import DeviceType, Enrollment, Programme, enroll
-from ingest.pipeline import Totals
+from ingest.pipeline.stages import Totals
 from ingest.platform import (
     Connection,
     Settings,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from alerts.outbox import EVENTS_QUERY, event_json
+from ingest.pipeline.relay import NOTIFY_CHANNEL
 from ingest.platform import Connection
-from ingest.relay import NOTIFY_CHANNEL
 
 __all__ = ["FeedPosition", "Wakeups", "current_position", "events_after", "sse_stream"]
 

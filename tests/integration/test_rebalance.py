@@ -9,10 +9,11 @@ import numpy as np
 
 from devices.contract import RejectReason
 from devices.decode import Rejection
-from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
-from ingest.partitions import ReadingPartitions
+from ingest.pipeline.batch import PartitionSpan, WriteBatch
+from ingest.pipeline.reading_days import ReadingDays
+from ingest.pipeline.rows import ReadingRows
+from ingest.pipeline.writer import BatchWriter
 from ingest.platform import SystemClock
-from ingest.writer import BatchWriter
 from tests.support import Stack, eventually, ledger_is_contiguous, synthetic_load
 
 
@@ -80,7 +81,7 @@ async def _writer(stack: Stack) -> tuple[BatchWriter, int, int]:
     await stack.enroll([("p-1", "oxi-1")])
     keys = await (await stack.db()).fetchrow("SELECT patient_key, device_key FROM devices")
     assert keys is not None
-    writer = BatchWriter(consumer_group="g", partitions=ReadingPartitions(), clock=SystemClock())
+    writer = BatchWriter(consumer_group="g", days=ReadingDays(), clock=SystemClock())
     return writer, keys["patient_key"], keys["device_key"]
 
 

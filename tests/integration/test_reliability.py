@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from devices.contract import RejectReason
+from ingest.pipeline.relay import OUTBOX_ID_HEADER
 from ingest.platform import EXIT_STATUS, RejectRatioError
-from ingest.relay import OUTBOX_ID_HEADER
 from tests.oracle import LONG, CommitWatch, OracleProducer, check
 from tests.support import IngestProcess, RunningIngest, Stack, eventually
 

@@ -12,8 +12,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alerts.engine import Engine, PatientProfile, ScoreKey
+from alerts.engine import Engine, PatientProfile
 from alerts.programmes import load_config
+from alerts.scores import ScoreKey
 from devices.catalogue import BY_KIND, CATALOGUE, ValueType
 from devices.decode import Decoder
 from devices.registry import DeviceType, Programme

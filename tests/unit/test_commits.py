@@ -15,7 +15,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry, Counter
 
-from ingest.commits import KafkaCommitter
+from ingest.pipeline.commits import KafkaCommitter
 
 TOPIC = "readings"
 

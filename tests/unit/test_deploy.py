@@ -14,8 +14,9 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from alerts.feed.api import FeedMetrics
+from alerts.metrics import AlertMetrics
 from ingest.cli import _parser
-from ingest.metrics import IngestMetrics
+from ingest.pipeline.metrics import IngestMetrics
 from ingest.platform import Settings
 
 DEPLOY = Path(__file__).parent.parent.parent / "deploy"
@@ -136,6 +137,7 @@ def telemon_metrics() -> CollectorRegistry:
     """The metrics of telemon's processes (ingest and API) in one registry."""
     registry = CollectorRegistry()
     IngestMetrics(registry)
+    AlertMetrics(registry)
     FeedMetrics(registry)
     return registry
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
-from ingest.batch import ReadingRows
-from ingest.cursor import IntakeCursor
-from ingest.metrics import ArrayHistogram
-from ingest.pgcopy import PG_EPOCH_US, encode_readings
-from ingest.pipeline import RejectGuard
+from ingest.pipeline.cursor import IntakeCursor
+from ingest.pipeline.metrics import ArrayHistogram
+from ingest.pipeline.pgcopy import PG_EPOCH_US, encode_readings
+from ingest.pipeline.rows import ReadingRows
+from ingest.pipeline.stages import RejectGuard
 from ingest.platform import RejectRatioError
 
 

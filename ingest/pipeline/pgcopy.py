@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from ingest.batch import ReadingRows
+from ingest.pipeline.rows import ReadingRows
 
 __all__ = ["PG_EPOCH_US", "READING_COLUMNS", "encode_readings"]
 

@@ -1,11 +1,11 @@
-"""The decode step: on the event loop, or in worker processes.
+"""Decoding on the event loop, or in a pool of worker processes.
 
-Decoding is the pipeline's CPU-heavy step. With `decode_workers` > 0 it runs in
-that many worker processes, in parallel with fetching and writing, which stay
-on the event loop. Records travel as `RecordColumns` and come back as column
-arrays: lists of bytes, strings and ints pickle several times faster than an
-object per message. Workers ignore SIGINT/SIGTERM (the service drains and then
-shuts them down) and die with the service.
+Decoding (devices.decode) is the pipeline's CPU-heavy work. With
+`decode_workers` > 0 it runs in that many worker processes, in parallel with
+fetching and writing, which stay on the event loop. Records travel as
+`RecordColumns` and come back as column arrays: lists of bytes, strings and ints
+pickle several times faster than an object per message. Workers ignore SIGINT
+and SIGTERM (the service drains, then shuts them down) and die with the service.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from devices.decode import DecodedBatch, Decoder
 from ingest.platform import die_with_parent
 
-__all__ = ["DecodeStep", "RecordColumns"]
+__all__ = ["DecodePool", "RecordColumns"]
 
 
 class _Record(NamedTuple):
@@ -93,7 +93,7 @@ def _content_type(headers: Sequence[tuple[str, bytes]]) -> str | None:
     return None
 
 
-class DecodeStep:
+class DecodePool:
     def __init__(self, decoder: Decoder, *, workers: int) -> None:
         self._decoder = decoder
         self._pool: ProcessPoolExecutor | None = None

@@ -1,8 +1,9 @@
-"""Daily partitions of `readings`, created before a batch needs them.
+"""The day tables of `readings`, created before a batch needs them.
 
-A partition holds one UTC day of measured_at, named readings_pYYYYMMDD.
-Creation happens outside the batch transaction (DDL takes a lock on the
-parent), is idempotent, and tolerates another member creating it first.
+`readings` is range-partitioned in PostgreSQL by UTC day of measured_at: each
+day is a table of its own, readings_pYYYYMMDD. Creation happens outside the
+batch transaction (DDL takes a lock on the parent), is idempotent, and
+tolerates another member creating it first; retention drops whole days.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncpg
 
 from ingest.platform import Connection
 
-__all__ = ["ReadingPartitions", "day_of_us", "partition_name"]
+__all__ = ["US_PER_DAY", "ReadingDays", "day_of_us", "day_table"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def day_of_us(epoch_us: int) -> int:
     return epoch_us // US_PER_DAY
 
 
-def partition_name(day: int) -> str:
+def day_table(day: int) -> str:
     return f"readings_p{(_EPOCH + timedelta(days=day)):%Y%m%d}"
 
 
@@ -35,8 +36,8 @@ def _day_of_name(name: str) -> int:
     return (datetime.strptime(name.removeprefix("readings_p"), "%Y%m%d").date() - _EPOCH).days
 
 
-class ReadingPartitions:
-    """Knows which daily partitions exist and creates the missing ones."""
+class ReadingDays:
+    """Knows which day tables exist and creates the missing ones."""
 
     def __init__(self) -> None:
         self._known: set[int] = set()
@@ -58,10 +59,10 @@ class ReadingPartitions:
             try:
                 # DDL takes no bind parameters; the bounds are formatted from an integer day.
                 await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF readings "
+                    f"CREATE TABLE IF NOT EXISTS {day_table(day)} PARTITION OF readings "
                     f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
                 )
-                log.info("created partition %s", partition_name(day))
+                log.info("created day table %s", day_table(day))
             except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
                 pass  # another member created it between our check and our CREATE
             self._known.add(day)
@@ -70,14 +71,14 @@ class ReadingPartitions:
         await self.ensure(conn, range(today, today + days_ahead + 1))
 
     async def drop_before(self, conn: Connection, day: int, *, dry_run: bool = False) -> list[str]:
-        """Retention: drop the partitions of the days before `day` (their readings go with
+        """Retention: drop the tables of the days before `day` (their readings go with
         them); returns their names. A process that still believes one exists finds out at
         its next write to that day and creates it again (BatchWriter.write)."""
         await self.load(conn)
         old = sorted(d for d in self._known if d < day)
         if not dry_run:
             for d in old:
-                await conn.execute(f"DROP TABLE IF EXISTS {partition_name(d)}")
-                log.info("dropped partition %s", partition_name(d))
+                await conn.execute(f"DROP TABLE IF EXISTS {day_table(d)}")
+                log.info("dropped day table %s", day_table(d))
             self._known.difference_update(old)
-        return [partition_name(d) for d in old]
+        return [day_table(d) for d in old]

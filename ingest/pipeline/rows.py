@@ -1,39 +1,13 @@
-"""What travels between the steps: reading rows as columns, and the offsets they came from.
-
-A batch carries, per Kafka partition, the span of offsets it covers. Nothing
-commits an offset that is not in a written batch's spans.
-"""
+"""Accepted readings as columns: what the writer stores and the steps see."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from devices.decode import Rejection
-
-if TYPE_CHECKING:
-    from alerts.step import AlertWork
-
-__all__ = ["PartitionSpan", "ReadingRows", "WriteBatch"]
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionSpan:
-    """The records of one partition in a batch: offsets[0] .. next_offset - 1."""
-
-    partition: int
-    offsets: npt.NDArray[np.int64]  # every record offset, ascending
-
-    @property
-    def first_offset(self) -> int:
-        return int(self.offsets[0])
-
-    @property
-    def next_offset(self) -> int:
-        return int(self.offsets[-1]) + 1
+__all__ = ["ReadingRows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,24 +58,3 @@ class ReadingRows:
             np.empty(0, np.int64),
             np.empty(0, np.int64),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class WriteBatch:
-    """Everything one transaction makes durable, and the offsets it may then commit."""
-
-    topic: str
-    spans: dict[int, PartitionSpan]
-    rows: ReadingRows
-    rejections: list[Rejection]
-    readings_consumed: int
-    alerts: AlertWork | None = None
-
-    @classmethod
-    def alerts_only(cls, topic: str, work: AlertWork) -> WriteBatch:
-        """A transaction with no readings: a sweep's alerts."""
-        return cls(topic, {}, ReadingRows.empty(), [], 0, work)
-
-    @property
-    def messages(self) -> int:
-        return sum(len(s.offsets) for s in self.spans.values())

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from ingest.pipeline.relay import OutboxRecord
 from ingest.platform import Connection
-from ingest.relay import OutboxRecord
 
 __all__ = ["DeadLetterOutbox"]
 

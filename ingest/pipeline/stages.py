@@ -3,10 +3,11 @@
     intake   poll Kafka, gather records into a batch (size or deadline), decode
              (pure CPU, never touches PostgreSQL)
     prepare  resolve registry keys, apply the reject-ratio guard, build the
-             WriteBatch (alert evaluation joins here)
-    write    one transaction per batch (ingest.writer), then hand its offsets
-             to the Kafka committer (ingest.commits), which commits them while
-             the next batch is written
+             WriteBatch with each step's work (ingest.pipeline.steps: the alert
+             rules)
+    write    one transaction per batch (ingest.pipeline.writer), then hand its
+             offsets to the Kafka committer (ingest.pipeline.commits), which
+             commits them while the next batch is written
 
 Back-pressure: when the prepare queue is full the intake pauses every owned
 partition and keeps polling (so the member stays in its group) until there is
@@ -35,15 +36,18 @@ from aiokafka import (
     TopicPartition,
 )
 
-from alerts.model import Severity
-from alerts.step import AlertStep
 from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Rejection
-from ingest.batch import PartitionSpan, ReadingRows, WriteBatch
-from ingest.commits import KafkaCommitter
-from ingest.cursor import IntakeCursor
-from ingest.decoding import DecodeStep, RecordColumns
-from ingest.metrics import IngestMetrics
+from ingest.pipeline.batch import PartitionSpan, WriteBatch
+from ingest.pipeline.commits import KafkaCommitter
+from ingest.pipeline.cursor import IntakeCursor
+from ingest.pipeline.decode_pool import DecodePool, RecordColumns
+from ingest.pipeline.metrics import IngestMetrics
+from ingest.pipeline.offsets import OffsetStore
+from ingest.pipeline.registry_cache import RegistryCache
+from ingest.pipeline.rows import ReadingRows
+from ingest.pipeline.steps import PipelineStep
+from ingest.pipeline.writer import BatchWriter, WriteOutcome
 from ingest.platform import (
     Clock,
     DatabaseConnectionLost,
@@ -54,8 +58,6 @@ from ingest.platform import (
     is_transient_database_error,
     retry_transient,
 )
-from ingest.resolve import RegistryCache
-from ingest.writer import BatchWriter, WriteOutcome
 
 __all__ = ["IngestPipeline", "RejectGuard", "Totals"]
 
@@ -64,11 +66,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The records of one poll and their decoding (under way): the unit of intake and prepare.
-_Slice = tuple[RecordColumns, "asyncio.Future[DecodedBatch]"]
+_Polled = tuple[RecordColumns, "asyncio.Future[DecodedBatch]"]
 
-# CPU-bound steps work in slices of this many records and yield to the event loop in
-# between, so the writer's database round trips are not held up behind a whole batch.
-_SLICE = 1000
+# A poll takes at most this many records: the CPU-bound work (decoding, resolving) goes
+# poll by poll and yields to the event loop in between, so the writer's database round
+# trips are not held up behind a whole batch.
+_RECORDS_PER_POLL = 1000
 
 
 @dataclass
@@ -116,13 +119,13 @@ class IngestPipeline:
         consumer: AIOKafkaConsumer,
         pool: asyncpg.Pool,
         writer_pool: asyncpg.Pool,
-        decode: DecodeStep,
+        decode: DecodePool,
         resolver: RegistryCache,
         writer: BatchWriter,
         metrics: IngestMetrics,
         health: Health,
         clock: Clock,
-        alerts: AlertStep | None = None,
+        steps: Sequence[PipelineStep] = (),
     ) -> None:
         self._settings = settings
         self._topic = settings.readings_topic
@@ -135,11 +138,12 @@ class IngestPipeline:
         self._metrics = metrics
         self._health = health
         self._clock = clock
-        self._alerts = alerts
+        self._steps = steps
+        self._offsets = OffsetStore(settings.consumer_group)
         self._record_time_us: dict[int, int] = {}  # latest record timestamp taken, per partition
-        self._decoded: asyncio.Queue[list[_Slice]] = asyncio.Queue(settings.max_in_flight_batches)
+        self._decoded: asyncio.Queue[list[_Polled]] = asyncio.Queue(settings.max_in_flight_batches)
         self._prepared: asyncio.Queue[WriteBatch] = asyncio.Queue(settings.max_in_flight_batches)
-        self._pending: list[_Slice] = []  # decoded slices of the batch being gathered
+        self._pending: list[_Polled] = []  # the polls of the batch being gathered
         self._pending_messages = 0
         self._pending_since = 0.0
         self._intake_lock = asyncio.Lock()
@@ -213,7 +217,9 @@ class IngestPipeline:
         waits for the new assignment whatever the timeout, and a rebalance the group never
         completes (members gone mid-way) must not hold up shutdown."""
         fetching = asyncio.ensure_future(
-            self._consumer.getmany(timeout_ms=self._poll_timeout_ms(), max_records=_SLICE)
+            self._consumer.getmany(
+                timeout_ms=self._poll_timeout_ms(), max_records=_RECORDS_PER_POLL
+            )
         )
         await asyncio.wait((fetching, stopping), return_when=asyncio.FIRST_COMPLETED)
         if fetching.done():
@@ -237,8 +243,8 @@ class IngestPipeline:
         return waited_ms >= self._settings.batch_max_wait_ms
 
     async def _flush(self) -> None:
-        slices, self._pending, self._pending_messages = self._pending, [], 0
-        await self._decoded.put(slices)
+        polls, self._pending, self._pending_messages = self._pending, [], 0
+        await self._decoded.put(polls)
         self._metrics.in_flight_batches.set(self._decoded.qsize() + self._prepared.qsize())
 
     async def _wait_for_room(self) -> None:
@@ -267,24 +273,26 @@ class IngestPipeline:
     async def _prepare_loop(self) -> None:
         while True:
             try:
-                slices = await asyncio.wait_for(self._decoded.get(), 1.0)
+                polls = await asyncio.wait_for(self._decoded.get(), 1.0)
             except TimeoutError:
-                slices = None  # idle: the sweep below still runs on time
-            if slices is not None:
+                polls = None  # idle: the steps' ticks below still run on time
+            if polls is not None:
                 self._room.set()
                 try:
-                    batch = await self._prepare(slices)
+                    batch = await self._prepare(polls)
                     await self._prepared.put(batch)
                 finally:
                     self._decoded.task_done()
-            if self._alerts is not None and self._health.joined_group:
-                work = await self._database(partial(self._alerts.tick, self._sweep_now), "alerts")
-                if work is not None:
-                    await self._prepared.put(WriteBatch.alerts_only(self._topic, work))
+            if self._health.joined_group:
+                for step in self._steps:
+                    work = await self._database(partial(step.tick, self._sweep_now), step.name)
+                    if work is not None:
+                        await self._prepared.put(WriteBatch.of_work(self._topic, work))
 
     def _sweep_now(self) -> dict[int, int]:
-        """Each owned partition's "now" for the missing-data rules: the wall clock when it is
-        caught up, else the time of its latest record taken (a backlog is not silence)."""
+        """Each owned partition's "now" for the steps' ticks (the missing-data rules): the
+        wall clock when it is caught up, else the time of its latest record taken (a backlog
+        is not silence)."""
         wall_us = self._clock.now_ms() * 1000
         now: dict[int, int] = {}
         for tp in self._consumer.assignment():
@@ -294,37 +302,42 @@ class IngestPipeline:
             now[tp.partition] = latest if behind and latest is not None else wall_us
         return now
 
-    async def _prepare(self, slices: list[_Slice]) -> WriteBatch:
-        """Registry keys for every slice (one lookup query per slice at most), as one batch."""
+    async def _prepare(self, polls: list[_Polled]) -> WriteBatch:
+        """Registry keys for every poll (one lookup query per poll at most), as one batch,
+        with each step's work."""
         rows: list[ReadingRows] = []
         rejections: list[Rejection] = []
         readings_consumed = 0
         storable_messages = 0
-        for records, decoding in slices:
+        for records, decoding in polls:
             part, part_rejections, consumed, storable = await self._resolve(records, await decoding)
             rows.append(part)
             rejections.extend(part_rejections)
             readings_consumed += consumed
             storable_messages += storable
-            await asyncio.sleep(0)  # let the writer's replies in between slices
-        spans = _spans([columns for columns, _ in slices])
+            await asyncio.sleep(0)  # let the writer's replies in between polls
+        spans = _spans([columns for columns, _ in polls])
         messages = sum(len(s.offsets) for s in spans.values())
         self._metrics.readings_consumed.inc(readings_consumed)
         self._guard.observe(messages, messages - storable_messages)
-        for partition, latest_ms in _latest_timestamps(slices).items():
+        for partition, latest_ms in _latest_timestamps(polls).items():
             previous = self._record_time_us.get(partition, 0)
             self._record_time_us[partition] = max(previous, latest_ms * 1000)
         batch_rows = ReadingRows.concat(rows)
-        alerts = None
-        if self._alerts is not None:
-            step = self._alerts
-            alerts = await self._database(lambda: step.evaluate(batch_rows), "alert evaluation")
-        return WriteBatch(self._topic, spans, batch_rows, rejections, readings_consumed, alerts)
+        work = tuple(
+            [
+                await self._database(partial(step.prepare, batch_rows), step.name)
+                for step in self._steps
+            ]
+        )
+        return WriteBatch(
+            self._topic, spans, batch_rows, rejections, readings_consumed, tuple(work)
+        )
 
     async def _resolve(
         self, columns: RecordColumns, decoded: DecodedBatch
     ) -> tuple[ReadingRows, list[Rejection], int, int]:
-        """One slice's rows with registry keys; its rejections (unknown devices included);
+        """One poll's rows with registry keys; its rejections (unknown devices included);
         how many readings had a known device, and how many records gave a row."""
         accepted = decoded.messages
         resolved = await self._database(
@@ -368,6 +381,8 @@ class IngestPipeline:
                 with self._metrics.write_seconds.time():
                     outcome = await self._database(partial(self._write, batch), "batch write")
                 self._account(batch, outcome)
+                for work in batch.work:
+                    work.committed()
                 failpoint("after_database_commit")
                 self._committer.hand_over(outcome.commit_offsets)
             finally:
@@ -396,15 +411,6 @@ class IngestPipeline:
                 (outcome.durable_at_us - outcome.rows.measured_at_us) / 1e6
             )
         self._durable.update(outcome.commit_offsets)
-        if outcome.alerts is not None:
-            applied = outcome.alerts
-            for (rule, severity), count in applied.raised.items():
-                m.alerts_raised.labels(rule, Severity(severity).label).inc(count)
-            m.alerts_escalated.inc(applied.escalated)
-            m.alerts_resolved_by_data.inc(applied.resolved_by_data)
-            m.alert_firings.labels("absorbed").inc(applied.absorbed)
-            m.alert_firings.labels("dropped").inc(applied.dropped)
-            m.alert_latency.observe_many(np.array(applied.raise_latency_s, np.float64))
         t = self.totals
         t.batches += 1
         t.stored += outcome.stored
@@ -468,8 +474,8 @@ class IngestPipeline:
         # nothing more until the next assignment has set every position.
         self._cursor.stop_all()
         await self._drain(self._settings.drain_timeout_s)
-        if self._alerts is not None:
-            self._alerts.revoked()
+        for step in self._steps:
+            step.revoked()
         for tp in revoked:
             self._durable.pop(tp.partition, None)
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
@@ -493,11 +499,11 @@ class IngestPipeline:
                 position = starts[tp]
             self._consumer.seek(tp, position)
             self._cursor.start(tp, position)
-        if self._alerts is not None:
-            count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
+        count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
+        for step in self._steps:
             await self._database(
-                lambda: self._alerts.assigned([tp.partition for tp in mine], count),  # type: ignore[union-attr]
-                "rebuilding alert state",
+                partial(step.assigned, [tp.partition for tp in mine], count),
+                f"rebuilding the state of {step.name}",
             )
         self._health.joined_group = True
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
@@ -509,18 +515,13 @@ class IngestPipeline:
 
     async def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The offsets made durable with the data; Kafka's own are only a fallback."""
+
+        async def read() -> dict[int, int]:
+            async with self._pool.acquire() as conn:
+                return await self._offsets.read(conn, self._topic, partitions)
+
         try:
-            rows = await self._database(
-                lambda: self._pool.fetch(
-                    "SELECT partition, next_offset FROM ingest_offsets "
-                    "WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])",
-                    self._settings.consumer_group,
-                    self._topic,
-                    partitions,
-                ),
-                "reading stored offsets",
-                attempts=6,
-            )
+            return await self._database(read, "reading stored offsets", attempts=6)
         except Exception as error:
             if not is_transient_database_error(error):
                 raise
@@ -529,7 +530,6 @@ class IngestPipeline:
                 "(records already stored are dropped by the write fence)"
             )
             return {}
-        return {r["partition"]: r["next_offset"] for r in rows}
 
     def _update_lag(self) -> None:
         for tp in self._consumer.assignment():
@@ -539,10 +539,10 @@ class IngestPipeline:
                 self._metrics.consumer_lag.labels(str(tp.partition)).set(lag)
 
 
-def _latest_timestamps(slices: Sequence[_Slice]) -> dict[int, int]:
+def _latest_timestamps(polls: Sequence[_Polled]) -> dict[int, int]:
     """The latest record timestamp (ms) per partition of the batch."""
-    partition = np.concatenate([np.array(c.partition, np.int32) for c, _ in slices])
-    timestamp = np.concatenate([np.array(c.timestamp, np.int64) for c, _ in slices])
+    partition = np.concatenate([np.array(c.partition, np.int32) for c, _ in polls])
+    timestamp = np.concatenate([np.array(c.timestamp, np.int64) for c, _ in polls])
     latest = np.full(int(partition.max(initial=0)) + 1, -1, np.int64)
     np.maximum.at(latest, partition, timestamp)
     return {int(p): int(latest[p]) for p in np.flatnonzero(latest >= 0)}
@@ -556,10 +556,10 @@ def _lost(conn: Any) -> bool:
         return True
 
 
-def _spans(slices: Sequence[RecordColumns]) -> dict[int, PartitionSpan]:
+def _spans(polls: Sequence[RecordColumns]) -> dict[int, PartitionSpan]:
     """Every record offset of the batch, per partition (ascending within each)."""
-    partition = np.concatenate([np.array(c.partition, np.int32) for c in slices])
-    offset = np.concatenate([np.array(c.offset, np.int64) for c in slices])
+    partition = np.concatenate([np.array(c.partition, np.int32) for c in polls])
+    offset = np.concatenate([np.array(c.offset, np.int64) for c in polls])
     order = np.argsort(partition, kind="stable")  # stable: offsets stay in arrival order
     partition, offset = partition[order], offset[order]
     bounds = np.flatnonzero(np.diff(partition)) + 1

@@ -1,4 +1,5 @@
-"""Every Prometheus metric of the ingest service, in one place.
+"""Every Prometheus metric of the ingest pipeline, in one place (a step keeps its own:
+alerts.metrics).
 
 Names follow Prometheus conventions (`_total`, `_seconds`, base units). Labels
 are bounded: a reject reason, a Kafka partition number, never a patient or a
@@ -160,62 +161,5 @@ class IngestMetrics:
         self.dead_letter_backlog = Gauge(
             "telemon_ingest_dead_letter_backlog",
             "Dead letters stored but not yet relayed to the DLQ topic.",
-            registry=registry,
-        )
-        # -- alerts ----------------------------------------------------------------------------
-        self.alerts_raised = Counter(
-            "telemon_alerts_raised_total",
-            "Alerts raised (new episodes), by rule and severity.",
-            ["rule", "severity"],
-            registry=registry,
-        )
-        self.alerts_escalated = Counter(
-            "telemon_alerts_escalated_total",
-            "Open alerts whose severity rose.",
-            registry=registry,
-        )
-        self.alerts_resolved_by_data = Counter(
-            "telemon_alerts_resolved_by_data_total",
-            "Missing-data alerts resolved by the data arriving.",
-            registry=registry,
-        )
-        self.alert_firings = Counter(
-            "telemon_alerts_firings_total",
-            "Rule firings folded into an open alert, or dropped (cool-down, old news).",
-            ["outcome"],
-            registry=registry,
-        )
-        self.alert_evaluation_seconds = Histogram(
-            "telemon_alerts_evaluation_seconds",
-            "Reading rules over one batch.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-            registry=registry,
-        )
-        self.alert_sweep_seconds = Histogram(
-            "telemon_alerts_sweep_seconds",
-            "Missing-data and adherence rules over every patient.",
-            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0),
-            registry=registry,
-        )
-        self.alert_latency = ArrayHistogram(
-            "telemon_alerts_latency_seconds",
-            "From the measured_at of the reading that raised or escalated an alert to the "
-            "alert being durable.",
-            LATENCY_BUCKETS,
-            registry,
-        )
-        self.alert_patients = Gauge(
-            "telemon_alerts_patients",
-            "Patients whose history this member holds.",
-            registry=registry,
-        )
-        self.alert_events_published = Counter(
-            "telemon_alerts_events_published_total",
-            "Alert events relayed to the alerts topic.",
-            registry=registry,
-        )
-        self.alert_event_backlog = Gauge(
-            "telemon_alerts_event_backlog",
-            "Alert events stored but not yet relayed.",
             registry=registry,
         )
