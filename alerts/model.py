@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from alerts.history import History
-    from alerts.parameters import RuleParameters
+from alerts.history import History
+
+F = npt.NDArray[np.float64]
+Slots = npt.NDArray[np.int32] | npt.NDArray[np.int64] | npt.NDArray[np.intp]
 
 __all__ = [
     "Firings",
@@ -27,6 +27,7 @@ __all__ = [
     "Rule",
     "RuleContext",
     "RuleKind",
+    "RuleParameters",
     "Scores",
     "Severity",
 ]
@@ -88,6 +89,40 @@ class Rows:
             np.empty(0, np.int64),
             np.empty(0, np.bool_),
         )
+
+
+class RuleParameters:
+    """One rule's parameters, looked up for the patients a rule evaluates. "enabled" (1 or
+    0) says whether the rule runs for a patient; the patient parameters
+    (alerts.catalogue.PATIENT_PARAMETERS) are there too. `per_slot` gives parameters
+    the engine sets per patient at each sweep (the programme's UTC offset)."""
+
+    __slots__ = ("_column", "_per_slot", "_set_of", "_table")
+
+    def __init__(
+        self,
+        table: F,
+        column: Mapping[str, int],
+        set_of: npt.NDArray[np.int32],
+        per_slot: Mapping[str, F] | None = None,
+    ) -> None:
+        self._table = table
+        self._column = column
+        self._set_of = set_of
+        self._per_slot = per_slot or {}
+
+    def value(self, name: str, slot: Slots) -> F:
+        """Parameter `name` of each patient in `slot`."""
+        if name in self._per_slot:
+            return self._per_slot[name][slot]
+        return np.asarray(self._table[:, self._column[name]].take(self._set_of[slot]))
+
+    def of(self, slot: Slots) -> dict[str, F]:
+        """Every parameter of each patient in `slot`, by name."""
+        rows = self._table.take(self._set_of[slot], axis=0)
+        found = {name: rows[:, j] for name, j in self._column.items()}
+        found.update({name: values[slot] for name, values in self._per_slot.items()})
+        return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,52 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import numpy.typing as npt
 
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
 from alerts.history import with_room
-from alerts.model import Rule
+from alerts.model import F, Rule, RuleParameters, Slots
 from alerts.programmes import ENABLED, AlertConfig
 from devices.registry import Programme
 
-__all__ = ["Parameters", "RuleParameters"]
-
-F = npt.NDArray[np.float64]
-Slots = npt.NDArray[np.int32] | npt.NDArray[np.int64] | npt.NDArray[np.intp]
-
-
-class RuleParameters:
-    """One rule's parameters, looked up for the patients a rule evaluates. "enabled" (1 or
-    0) says whether the rule runs for a patient; the patient parameters
-    (alerts.catalogue.PATIENT_PARAMETERS) are there too. `per_slot` gives parameters
-    the engine sets per patient at each sweep (the programme's UTC offset)."""
-
-    __slots__ = ("_column", "_per_slot", "_set_of", "_table")
-
-    def __init__(
-        self,
-        table: F,
-        column: Mapping[str, int],
-        set_of: npt.NDArray[np.int32],
-        per_slot: Mapping[str, F] | None = None,
-    ) -> None:
-        self._table = table
-        self._column = column
-        self._set_of = set_of
-        self._per_slot = per_slot or {}
-
-    def value(self, name: str, slot: Slots) -> F:
-        """Parameter `name` of each patient in `slot`."""
-        if name in self._per_slot:
-            return self._per_slot[name][slot]
-        return np.asarray(self._table[:, self._column[name]].take(self._set_of[slot]))
-
-    def of(self, slot: Slots) -> dict[str, F]:
-        """Every parameter of each patient in `slot`, by name."""
-        rows = self._table.take(self._set_of[slot], axis=0)
-        found = {name: rows[:, j] for name, j in self._column.items()}
-        found.update({name: values[slot] for name, values in self._per_slot.items()})
-        return found
+__all__ = ["Parameters"]
 
 
 class Parameters:
