@@ -9,7 +9,7 @@ catalogue, kept with who changed them and when (and every change in
 (alerts.step polls the history).
 
 `telemon override` calls the override functions; the clinicians' API
-(alerts.feed.api) calls all of them.
+(ingest.api) calls all of them.
 """
 
 from __future__ import annotations

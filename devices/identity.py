@@ -9,18 +9,30 @@ person's documents not checked), validated (documents checked, no INS) and
 qualified (both) [Référentiel national d'identitovigilance].
 
 Only `patient_identities` holds these; everything else uses the pseudonymous
-patient id.
+patient id. Every read is audited: the operator's here, a clinician's by the
+database itself (`read_patient_identity`).
 """
 
 from __future__ import annotations
 
+import getpass
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["IdentityStatus", "InsIdentity", "InsKind", "nir_key"]
+from ingest.platform import Connection
+
+__all__ = [
+    "IdentityStatus",
+    "InsIdentity",
+    "InsKind",
+    "nir_key",
+    "read_identity_as_clinician",
+    "read_identity_as_operator",
+    "store_identity",
+]
 
 
 class IdentityStatus(StrEnum):
@@ -73,3 +85,82 @@ class InsIdentity(BaseModel):
         elif self.status in (IdentityStatus.RECOVERED, IdentityStatus.QUALIFIED):
             raise ValueError(f"a {self.status} identity has its INS matricule")
         return self
+
+
+_IDENTITY_COLUMNS = (
+    "status, birth_family_name, first_names, birth_date, sex, birthplace_code, ins_matricule, "
+    "ins_oid"
+)
+
+
+async def store_identity(conn: Connection, patient_id: str, identity: InsIdentity) -> bool:
+    """Record (or replace) the patient's identity; False if the patient is unknown."""
+    key = await conn.fetchval("SELECT patient_key FROM patients WHERE patient_id = $1", patient_id)
+    if key is None:
+        return False
+    await conn.execute(
+        f"""
+        INSERT INTO patient_identities (patient_key, {_IDENTITY_COLUMNS})
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (patient_key) DO UPDATE SET (updated_at, {_IDENTITY_COLUMNS}) =
+            (now(), $2, $3, $4, $5, $6, $7, $8, $9)
+        """,
+        key,
+        identity.status.value,
+        identity.birth_family_name,
+        identity.first_names,
+        identity.birth_date,
+        identity.sex,
+        identity.birthplace_code,
+        identity.ins_matricule,
+        identity.ins_kind.value if identity.ins_kind else None,
+    )
+    return True
+
+
+async def read_identity_as_operator(conn: Connection, patient_id: str) -> InsIdentity | None:
+    """For the operator (the tables' owner, the CLI): the identity, with its audit record."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"""
+            SELECT {_IDENTITY_COLUMNS} FROM patient_identities
+            JOIN patients USING (patient_key) WHERE patient_id = $1
+            """,
+            patient_id,
+        )
+        await conn.execute(
+            """
+            INSERT INTO audit_events (action, subtype, outcome, http_status, agent, source,
+                                      entity, patient_id)
+            VALUES ('R', 'identity.read', 0, 200, $1, 'telemon-cli', 'patient_identities', $2)
+            """,
+            f"operator:{getpass.getuser()}",
+            patient_id,
+        )
+    return None if row is None else _identity(row)
+
+
+async def read_identity_as_clinician(
+    conn: Connection, patient_id: str, source: str
+) -> tuple[bool, InsIdentity | None]:
+    """For the clinician of the transaction (the API): (permitted, identity if recorded).
+    The database checks the permission and writes the audit record (read_patient_identity)."""
+    row = await conn.fetchrow("SELECT * FROM read_patient_identity($1, $2)", patient_id, source)
+    assert row is not None
+    if not row["permitted"] or row["status"] is None:
+        return row["permitted"], None
+    return True, _identity(row)
+
+
+def _identity(row: Any) -> InsIdentity:
+    oid = row["ins_oid"]
+    return InsIdentity(
+        status=IdentityStatus(row["status"]),
+        birth_family_name=row["birth_family_name"],
+        first_names=row["first_names"],
+        birth_date=row["birth_date"],
+        sex=row["sex"],
+        birthplace_code=row["birthplace_code"],
+        ins_matricule=row["ins_matricule"],
+        ins_kind=InsKind(oid) if oid else None,
+    )

@@ -531,11 +531,13 @@ def _override(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.feed.service import run_api
+    from ingest.api.server import run_api
+    from ingest.service import prepare_storage
 
     _require_connections(settings, kafka=False)
 
     async def work(stop: asyncio.Event) -> int:
+        await prepare_storage(settings)
         await run_api(settings, stop)
         return 0
 
@@ -543,7 +545,7 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev_token(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.feed.auth import DevIssuer
+    from ingest.api.auth import DevIssuer
     from ingest.platform import ConfigurationError
 
     if settings.dev_issuer_key_file is None or settings.token_issuer is None:
@@ -573,13 +575,13 @@ def _with_connection(
 
 
 def _team_create(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.feed.teams import create_team
+    from ingest.api.teams import create_team
 
     return _with_connection(settings, lambda conn: create_team(conn, args.team, args.name))
 
 
 def _team_add_member(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.feed.teams import add_member
+    from ingest.api.teams import add_member
 
     return _with_connection(
         settings,
@@ -590,7 +592,7 @@ def _team_add_member(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _team_add_patients(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.feed.teams import add_patients
+    from ingest.api.teams import add_patients
 
     async def work(conn: Connection) -> None:
         added = await add_patients(conn, args.team, args.patients)
@@ -612,7 +614,8 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.export import fhir_bundle, load_export, read_identity_as_operator, readings_csv
+    from devices.identity import read_identity_as_operator
+    from ingest.export import fhir_bundle, load_export, readings_csv
 
     async def work(conn: Connection) -> None:
         export = await load_export(conn, args.patient, args.start, args.end)
@@ -638,7 +641,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _identity_set(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.export import store_identity
+    from devices.identity import store_identity
 
     try:
         identity = InsIdentity(
@@ -662,7 +665,7 @@ def _identity_set(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _identity_show(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.export import read_identity_as_operator
+    from devices.identity import read_identity_as_operator
 
     async def work(conn: Connection) -> None:
         identity = await read_identity_as_operator(conn, args.patient)
@@ -674,7 +677,7 @@ def _identity_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from alerts.feed.audit import query_audit
+    from ingest.api.audit import query_audit
 
     async def work(conn: Connection) -> None:
         records = await query_audit(

@@ -12,10 +12,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from alerts.feed.auth import DevIssuer
-from alerts.feed.service import run_api
-from alerts.feed.teams import add_every_patient, add_member, create_team
 from devices.gateways import GatewayPlan, run_gateways
+from ingest.api.auth import DevIssuer
+from ingest.api.server import run_api
+from ingest.api.teams import add_every_patient, add_member, create_team
 from ingest.platform import Connection, Settings, connect, make_producer
 from ingest.service import run_ingest
 

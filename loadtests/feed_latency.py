@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from alerts.feed.auth import DevIssuer
-from alerts.feed.teams import add_every_patient, add_member, create_team
+from ingest.api.auth import DevIssuer
+from ingest.api.teams import add_every_patient, add_member, create_team
 from ingest.platform import Settings, connect, free_port
 from loadtests.common import benchmark_stack, fresh, http_port, process, telemon_ingest
 from loadtests.ingest_benchmark import PATIENTS, drain_rate, produce_at_rate

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
-from alerts.feed.auth import DevIssuer
-from alerts.feed.service import run_api
-from alerts.feed.teams import add_member, add_patients, create_team
+from ingest.api.auth import DevIssuer
+from ingest.api.server import run_api
+from ingest.api.teams import add_member, add_patients, create_team
 from ingest.platform import free_port
 from tests.records import message, reading
 from tests.support import Stack

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from alerts.actions import acknowledge
-from alerts.feed.audit import query_audit
-from alerts.feed.service import API_ROLE
-from alerts.feed.stream import FeedPosition, events_after
+from ingest.api.audit import query_audit
+from ingest.api.server import API_ROLE
+from ingest.api.stream import FeedPosition, events_after
 from ingest.platform import create_pool
 from tests.feed_support import PATIENT_A, PATIENT_B, heart_rate, running_api, two_teams
 from tests.support import Stack, eventually, run_cli

@@ -14,11 +14,10 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
-from alerts.feed.teams import add_member, add_patients, create_team
 from devices.fhir_codes import FHIR_CONTENT_TYPE, LOINC, MDC, UCUM
-from devices.identity import IdentityStatus, InsIdentity, InsKind, nir_key
+from devices.identity import IdentityStatus, InsIdentity, InsKind, nir_key, store_identity
 from devices.registry import DeviceType, Enrollment, Programme, enroll
-from ingest.export import store_identity
+from ingest.api.teams import add_member, add_patients, create_team
 from tests.feed_support import running_api
 from tests.support import Stack, eventually, run_cli
 

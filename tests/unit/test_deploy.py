@@ -13,8 +13,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from alerts.feed.api import FeedMetrics
 from alerts.metrics import AlertMetrics
+from ingest.api.metrics import ApiMetrics
 from ingest.cli import _parser
 from ingest.pipeline.metrics import IngestMetrics
 from ingest.platform import Settings
@@ -138,7 +138,7 @@ def telemon_metrics() -> CollectorRegistry:
     registry = CollectorRegistry()
     IngestMetrics(registry)
     AlertMetrics(registry)
-    FeedMetrics(registry)
+    ApiMetrics(registry)
     return registry
 
 

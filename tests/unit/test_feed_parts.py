@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.feed.api import chart_thresholds
-from alerts.feed.audit import AuditRecord
-from alerts.feed.stream import FeedPosition
 from alerts.programmes import load_config
 from devices.registry import Programme
+from ingest.api.audit import AuditRecord
+from ingest.api.routers.thresholds import chart_thresholds
+from ingest.api.stream import FeedPosition
 
 
 def test_feed_positions_round_trip_and_order_by_transaction_first() -> None:

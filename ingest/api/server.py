@@ -1,4 +1,5 @@
-"""Run the clinicians' API (`telemon api`) until asked to stop."""
+"""Run the clinicians' API (`telemon api`) on a schema that is up to date, until asked to
+stop."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from collections.abc import Callable
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-from alerts.feed.api import FeedApp, FeedMetrics, create_app, refresh_alert_board
-from alerts.feed.auth import DevIssuer, TokenVerifier
-from alerts.feed.stream import Wakeups
 from alerts.programmes import load_config
+from ingest.api.access import ApiContext
+from ingest.api.app import create_app
+from ingest.api.auth import DevIssuer, TokenVerifier
+from ingest.api.metrics import ApiMetrics, refresh_alert_board
+from ingest.api.stream import Wakeups
 from ingest.platform import (
     ConfigurationError,
     HttpServer,
@@ -22,7 +25,6 @@ from ingest.platform import (
     connect,
     create_pool,
 )
-from ingest.service import prepare_storage
 
 __all__ = ["API_ROLE", "run_api"]
 
@@ -46,7 +48,6 @@ async def run_api(
         )
     assert settings.database_url is not None
     dsn = settings.database_url
-    await prepare_storage(settings)
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(
             dsn, settings.database_schema, settings.database_pool_size, role=API_ROLE
@@ -58,17 +59,17 @@ async def run_api(
         dev_issuer = None
         if settings.dev_issuer_key_file is not None and settings.oidc_issuer is None:
             dev_issuer = DevIssuer(issuer, settings.dev_issuer_key_file)
-        feed = FeedApp(
+        api = ApiContext(
             pool=pool,
             verifier=TokenVerifier(issuer, settings.oidc_audience),
             wakeups=wakeups,
             source=settings.api_source,
             config=load_config(settings.alert_programmes_file),
-            metrics=FeedMetrics(registry),
+            metrics=ApiMetrics(registry),
             dev_issuer=dev_issuer,
             fhir_source=settings.fhir_source,
         )
-        app = create_app(feed)
+        app = create_app(api)
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
@@ -86,7 +87,9 @@ async def run_api(
                 return JSONResponse({"ready": False}, status_code=503)
             return JSONResponse({"ready": True})
 
-        board = asyncio.create_task(refresh_alert_board(feed), name="telemon-alert-board")
+        board = asyncio.create_task(
+            refresh_alert_board(pool, api.metrics), name="telemon-alert-board"
+        )
         stack.push_async_callback(cancel_tasks, [board])
         http = HttpServer(app, settings.api_host, settings.api_port)
         await http.start()

@@ -1,4 +1,4 @@
-"""A patient's data for a period, out: a FHIR R4 Bundle, or CSV.
+"""A patient's data for a period as a FHIR R4 Bundle.
 
 The Bundle (`searchset`, as `Patient/$everything` answers) holds the Patient
 (with its INS identifier and identity traits only when the reader may see
@@ -9,27 +9,19 @@ Observations follow the FHIR vital-signs profiles and the ANS "Mesures de
 santé" ones: LOINC and IEEE 11073 MDC codings, UCUM units, the device
 reference, `meta.source`. Re-ingesting the Observations gives back the
 same stored readings (tests/integration/test_fhir.py).
-
-The same queries serve the API (as role telemon_api: row-level security keeps
-each clinician to their teams' patients) and the CLI (as the owner).
 """
 
 from __future__ import annotations
 
-import csv
-import getpass
 import hashlib
-import io
-import json
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from alerts.model import Severity
-from devices.catalogue import BY_CODE, BY_KIND, ValueType, VitalKind
+from devices.catalogue import BY_KIND, ValueType, VitalKind
 from devices.fhir_codes import (
     BP_COMPONENT_KINDS,
     BP_PANEL,
@@ -39,20 +31,10 @@ from devices.fhir_codes import (
     codings_of,
     profiles_of,
 )
-from devices.identity import IdentityStatus, InsIdentity, InsKind
-from ingest.platform import Connection
+from devices.identity import IdentityStatus
+from ingest.export.patient import ExportedAlert, ExportedReading, PatientExport
 
-__all__ = [
-    "ExportedAlert",
-    "ExportedReading",
-    "PatientExport",
-    "fhir_bundle",
-    "load_export",
-    "read_identity_as_clinician",
-    "read_identity_as_operator",
-    "readings_csv",
-    "store_identity",
-]
+__all__ = ["fhir_bundle", "fhir_id", "instant"]
 
 TELEMON = "https://telemon.example/fhir"
 PATIENT_ID_SYSTEM = f"{TELEMON}/patient-id"
@@ -77,191 +59,6 @@ _GENDER = {"M": "male", "F": "female", "I": "other"}
 _ISSUE_SEVERITY = {Severity.RED: "high", Severity.ORANGE: "moderate", Severity.INFO: "low"}
 _PRIORITY = {Severity.RED: "stat", Severity.ORANGE: "urgent", Severity.INFO: "routine"}
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-CSV_COLUMNS = ("patient_id", "device_id", "kind", "loinc", "value", "unit", "measured_at")
-
-
-@dataclass(frozen=True, slots=True)
-class ExportedReading:
-    device_id: str
-    kind: VitalKind
-    value: float  # in the catalogue's unit
-    measured_at: datetime
-    received_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ExportedAlert:
-    alert_id: int
-    rule_id: str
-    severity: Severity
-    status: str
-    first_fired_at: datetime
-    raised_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    resolution: str | None
-    explanation: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PatientExport:
-    patient_id: str
-    programme: str
-    start: datetime
-    end: datetime
-    devices: list[tuple[str, str]]  # (device_id, device_type)
-    readings: list[ExportedReading]
-    alerts: list[ExportedAlert]
-    identity: InsIdentity | None = None
-
-
-async def load_export(
-    conn: Connection, patient_id: str, start: datetime, end: datetime
-) -> PatientExport | None:
-    """The patient's devices, readings measured in [start, end) and alerts first fired then;
-    None if the patient is unknown (or, for the API's role, not of the clinician's teams)."""
-    patient = await conn.fetchrow(
-        "SELECT patient_key, programme FROM patients WHERE patient_id = $1", patient_id
-    )
-    if patient is None:
-        return None
-    key = patient["patient_key"]
-    devices = await conn.fetch(
-        "SELECT device_id, device_type FROM devices WHERE patient_key = $1 ORDER BY device_id", key
-    )
-    readings = await conn.fetch(
-        """
-        SELECT d.device_id, r.kind, r.value, r.measured_at, r.received_at
-        FROM readings r JOIN devices d USING (device_key)
-        WHERE r.patient_key = $1 AND r.measured_at >= $2 AND r.measured_at < $3
-        ORDER BY r.measured_at, d.device_id, r.kind
-        """,
-        key,
-        start,
-        end,
-    )
-    alerts = await conn.fetch(
-        """
-        SELECT alert_id, rule_id, severity, status, first_fired_at, raised_at, acknowledged_at,
-               acknowledged_by, resolved_at, resolved_by, resolution, explanation
-        FROM alerts WHERE patient_key = $1 AND first_fired_at >= $2 AND first_fired_at < $3
-        ORDER BY alert_id
-        """,
-        key,
-        start,
-        end,
-    )
-    return PatientExport(
-        patient_id=patient_id,
-        programme=patient["programme"],
-        start=start,
-        end=end,
-        devices=[(d["device_id"], d["device_type"]) for d in devices],
-        readings=[
-            ExportedReading(
-                r["device_id"],
-                BY_CODE[r["kind"]].kind,
-                r["value"],
-                r["measured_at"],
-                r["received_at"],
-            )
-            for r in readings
-        ],
-        alerts=[
-            ExportedAlert(
-                **{k: v for k, v in a.items() if k not in ("severity", "explanation")},
-                severity=Severity(a["severity"]),
-                explanation=json.loads(a["explanation"]),
-            )
-            for a in alerts
-        ],
-    )
-
-
-# -- identity ------------------------------------------------------------------------------
-
-_IDENTITY_COLUMNS = (
-    "status, birth_family_name, first_names, birth_date, sex, birthplace_code, ins_matricule, "
-    "ins_oid"
-)
-
-
-async def store_identity(conn: Connection, patient_id: str, identity: InsIdentity) -> bool:
-    """Record (or replace) the patient's identity; False if the patient is unknown."""
-    key = await conn.fetchval("SELECT patient_key FROM patients WHERE patient_id = $1", patient_id)
-    if key is None:
-        return False
-    await conn.execute(
-        f"""
-        INSERT INTO patient_identities (patient_key, {_IDENTITY_COLUMNS})
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        ON CONFLICT (patient_key) DO UPDATE SET (updated_at, {_IDENTITY_COLUMNS}) =
-            (now(), $2, $3, $4, $5, $6, $7, $8, $9)
-        """,
-        key,
-        identity.status.value,
-        identity.birth_family_name,
-        identity.first_names,
-        identity.birth_date,
-        identity.sex,
-        identity.birthplace_code,
-        identity.ins_matricule,
-        identity.ins_kind.value if identity.ins_kind else None,
-    )
-    return True
-
-
-async def read_identity_as_operator(conn: Connection, patient_id: str) -> InsIdentity | None:
-    """For the operator (the tables' owner, the CLI): the identity, with its audit record."""
-    async with conn.transaction():
-        row = await conn.fetchrow(
-            f"""
-            SELECT {_IDENTITY_COLUMNS} FROM patient_identities
-            JOIN patients USING (patient_key) WHERE patient_id = $1
-            """,
-            patient_id,
-        )
-        await conn.execute(
-            """
-            INSERT INTO audit_events (action, subtype, outcome, http_status, agent, source,
-                                      entity, patient_id)
-            VALUES ('R', 'identity.read', 0, 200, $1, 'telemon-cli', 'patient_identities', $2)
-            """,
-            f"operator:{getpass.getuser()}",
-            patient_id,
-        )
-    return None if row is None else _identity(row)
-
-
-async def read_identity_as_clinician(
-    conn: Connection, patient_id: str, source: str
-) -> tuple[bool, InsIdentity | None]:
-    """For the clinician of the transaction (the API): (permitted, identity if recorded).
-    The database checks the permission and writes the audit record (read_patient_identity)."""
-    row = await conn.fetchrow("SELECT * FROM read_patient_identity($1, $2)", patient_id, source)
-    assert row is not None
-    if not row["permitted"] or row["status"] is None:
-        return row["permitted"], None
-    return True, _identity(row)
-
-
-def _identity(row: Any) -> InsIdentity:
-    oid = row["ins_oid"]
-    return InsIdentity(
-        status=IdentityStatus(row["status"]),
-        birth_family_name=row["birth_family_name"],
-        first_names=row["first_names"],
-        birth_date=row["birth_date"],
-        sex=row["sex"],
-        birthplace_code=row["birthplace_code"],
-        ins_matricule=row["ins_matricule"],
-        ins_kind=InsKind(oid) if oid else None,
-    )
-
-
-# -- FHIR ----------------------------------------------------------------------------------
 
 
 def fhir_bundle(export: PatientExport, *, base: str, source: str) -> dict[str, Any]:
@@ -276,7 +73,7 @@ def fhir_bundle(export: PatientExport, *, base: str, source: str) -> dict[str, A
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": _instant(datetime.now(UTC))},
+        "meta": {"lastUpdated": instant(datetime.now(UTC))},
         "type": "searchset",
         "total": len(resources),
         "entry": [
@@ -377,8 +174,8 @@ def _observation(
         ],
         "code": {"coding": [c.as_fhir() for c in codings_of(kind)], "text": kind.value},
         "subject": _patient_reference(patient_id),
-        "effectiveDateTime": _instant(r.measured_at),
-        "issued": _instant(r.received_at),
+        "effectiveDateTime": instant(r.measured_at),
+        "issued": instant(r.received_at),
         "device": _reference("Device", r.device_id, DEVICE_ID_SYSTEM),
     }
     profiles = profiles_of(kind)
@@ -420,11 +217,11 @@ def _detected_issue(patient_id: str, alert: ExportedAlert) -> dict[str, Any]:
         "code": {"coding": [{"system": RULE_SYSTEM, "code": alert.rule_id}], "text": alert.rule_id},
         "severity": _ISSUE_SEVERITY[alert.severity],
         "patient": _patient_reference(patient_id),
-        "identifiedDateTime": _instant(alert.first_fired_at),
+        "identifiedDateTime": instant(alert.first_fired_at),
         "detail": _summary(alert),
     }
     mitigation = [
-        {"action": {"text": step}, "date": _instant(at), "author": {"display": who}}
+        {"action": {"text": step}, "date": instant(at), "author": {"display": who}}
         for step, at, who in (
             ("acknowledged", alert.acknowledged_at, alert.acknowledged_by),
             (
@@ -458,7 +255,7 @@ def _communication(export: PatientExport, alert: ExportedAlert) -> dict[str, Any
         "priority": _PRIORITY[alert.severity],
         "subject": _patient_reference(export.patient_id),
         "about": [{"reference": f"DetectedIssue/alert-{alert.alert_id}"}],
-        "sent": _instant(alert.raised_at),
+        "sent": instant(alert.raised_at),
         "payload": [{"contentString": _summary(alert)}],
     }
 
@@ -489,29 +286,5 @@ def _patient_reference(patient_id: str) -> dict[str, Any]:
     return _reference("Patient", patient_id, PATIENT_ID_SYSTEM)
 
 
-def _instant(at: datetime) -> str:
+def instant(at: datetime) -> str:
     return at.astimezone(UTC).isoformat()
-
-
-# -- CSV -----------------------------------------------------------------------------------
-
-
-def readings_csv(export: PatientExport) -> str:
-    """One row per stored reading, in the catalogue's unit (UCUM), times in UTC."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for r in export.readings:
-        vital = BY_KIND[r.kind]
-        writer.writerow(
-            (
-                export.patient_id,
-                r.device_id,
-                r.kind.value,
-                vital.loinc or "",
-                repr(r.value),
-                vital.unit,
-                _instant(r.measured_at),
-            )
-        )
-    return out.getvalue()

@@ -1,1 +1,0 @@
-"""The clinicians' side: HTTP API, live feed, worklist page, authentication, audit."""

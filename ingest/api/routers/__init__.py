@@ -1,0 +1,1 @@
+"""The API's routes, one router per resource; `ingest.api.app` assembles them."""

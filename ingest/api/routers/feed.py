@@ -1,0 +1,66 @@
+"""The live feed: alert events of the clinician's patients as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+
+from ingest.api.access import Api, Refused, WhoAsks, as_clinician, audited
+from ingest.api.stream import FeedPosition, current_position, events_after, sse_stream
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["feed"])
+
+
+@router.get(
+    "/api/v1/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def events(
+    request: Request,
+    api: Api,
+    who: WhoAsks,
+    after: str | None = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Alert events (raised, escalated, acknowledged, snoozed, resolved) of the clinician's
+    patients as Server-Sent Events. Resume with `Last-Event-ID` (or `after`, e.g. a list's
+    `feed_position`); without either, from now."""
+    given = last_event_id or after
+    try:
+        start = FeedPosition.parse(given) if given else None
+    except ValueError as error:
+        raise Refused(400, str(error)) from error
+    async with audited(request, who, "R", "alert.stream", None) as s:
+        position = start or await current_position(s.conn)
+
+    async def read(after: FeedPosition) -> list[tuple[FeedPosition, dict[str, object]]]:
+        async def query() -> list[tuple[FeedPosition, dict[str, object]]]:
+            async with api.pool.acquire() as conn, conn.transaction():
+                await as_clinician(conn, who)
+                return await events_after(conn, after)
+
+        # A client leaving mid-query must not cut the transaction off: let it finish.
+        return await asyncio.shield(query())
+
+    async def counted() -> AsyncIterator[str]:
+        api.metrics.clients.inc()
+        try:
+            async for text in sse_stream(read, position, api.wakeups):
+                if text.startswith("id:"):
+                    api.metrics.events_sent.inc()
+                yield text
+        finally:
+            api.metrics.clients.dec()
+
+    return StreamingResponse(
+        counted(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
