@@ -602,8 +602,7 @@ def _team_add_patients(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.evidence import Period, gather_figures
-    from ingest.evidence_report import report_configuration, write_report
+    from ingest.report import Period, gather_figures, report_configuration, write_report
 
     async def work(conn: Connection) -> None:
         figures = await gather_figures(conn, Period(args.start, args.end, args.programme))

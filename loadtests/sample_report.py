@@ -21,9 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from devices.gateways import GatewayPlan, history_start_ms, run_gateways
 from devices.simulator import CohortConfig
-from ingest.evidence import Period, gather_figures
-from ingest.evidence_report import report_configuration, write_report
 from ingest.platform import Settings, connect, make_producer
+from ingest.report import Period, gather_figures, report_configuration, write_report
 from ingest.service import run_ingest
 from loadtests.common import benchmark_stack, isolated, measure_drain
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from alerts.actions import acknowledge
-from ingest.evidence_report import _table
+from ingest.report.documents import _table
 from tests.records import message, reading
 from tests.support import Stack, run_cli
 

@@ -1,7 +1,7 @@
 """The evidence report's figures, from PostgreSQL, for any past period.
 
 What the operator of a telemonitoring programme shows the payer (droit commun,
-PECAN) and the ANS (../shared/CLINICAL.md section 4): the active file,
+PECAN) and the ANS (docs/clinical.md §4): the active file,
 adherence, alerts and how fast they were handled, NEWS2 scores, and the
 platform's own figures, down to a per-partition zero-loss reconciliation.
 Days are UTC days; a patient-month is the n-th 30 days after enrolment.
@@ -21,7 +21,7 @@ from ingest.platform import Connection
 __all__ = ["ACK_TARGET_S", "Period", "gather_figures"]
 
 # Acknowledged within: red 15 minutes, orange 4 hours, info 24 hours (the programme's
-# service levels; defaults, as CLINICAL.md says of unverified thresholds).
+# service levels; defaults, as docs/clinical.md says of unverified thresholds).
 ACK_TARGET_S = {"red": 15 * 60, "orange": 4 * 3600, "info": 24 * 3600}
 
 
