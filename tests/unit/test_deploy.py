@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from alerts.metrics import AlertMetrics
 from ingest.api.metrics import ApiMetrics
-from ingest.cli import _parser
+from ingest.cli import parser
 from ingest.pipeline.metrics import IngestMetrics
 from ingest.platform import Settings
 
@@ -48,7 +48,7 @@ def test_compose_runs_real_commands_with_real_settings() -> None:
     telemon = {n: s for n, s in compose["services"].items() if s.get("image") == "telemon:latest"}
     assert set(telemon) == {"migrate", "ingest", "api"}
     for name, service in telemon.items():
-        _parser().parse_args(service["command"])  # exits (fails the test) if not a command
+        parser().parse_args(service["command"])  # exits (fails the test) if not a command
         unknown = telemon_variables(service["environment"]) - SETTINGS
         assert not unknown, f"{name}: not settings: {unknown}"
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -80,7 +80,7 @@ def test_kubernetes_manifests() -> None:
     assert found["Service/telemon-ingest"]["spec"]["selector"] == labels
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["spec"]["containers"]
-    _parser().parse_args(container["args"])
+    parser().parse_args(container["args"])
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] in SERVED
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -89,12 +89,12 @@ def test_kubernetes_manifests() -> None:
     api = found["Deployment/telemon-api"]["spec"]["template"]
     assert found["Service/telemon-api"]["spec"]["selector"] == api["metadata"]["labels"]
     (api_container,) = api["spec"]["containers"]
-    _parser().parse_args(api_container["args"])
+    parser().parse_args(api_container["args"])
     assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     (database_url,) = api_container["env"]
     assert database_url["name"] == "TELEMON_DATABASE_URL"
     assert database_url["valueFrom"]["secretKeyRef"]["key"] in secret
-    _parser().parse_args(
+    parser().parse_args(
         found["Job/telemon-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     )
 
