@@ -1,6 +1,6 @@
 """Every alert rule, with its source, severities, parameters and whether it may be disabled.
 
-Sources and thresholds: ../shared/CLINICAL.md §3. A parameter marked
+Sources and thresholds: docs/clinical.md §3. A parameter marked
 `verified=False` is a design default ([U] there), configurable and never
 presented as a published value. Versions change when a rule's logic changes;
 an alert records the version that raised it.

@@ -1,4 +1,4 @@
-"""Missing-data and adherence rules (CLINICAL.md §3D), evaluated by a periodic sweep.
+"""Missing-data and adherence rules (docs/clinical.md §3D), evaluated by a periodic sweep.
 
 Each missing-data firing says which data would have prevented it (`data_since_s`):
 such data arriving later resolves the alert (alerts.lifecycle).

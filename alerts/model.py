@@ -55,7 +55,7 @@ class Parameter:
     default: float
     unit: str
     description: str
-    verified: bool = True  # False: a design default ([U] in CLINICAL.md), not a published value
+    verified: bool = True  # False: a design default ([U] in docs/clinical.md), not a published value
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +168,7 @@ class Rule:
     id: str
     version: int
     title: str
-    source: str  # the clinical source, as cited in CLINICAL.md
+    source: str  # the clinical source, as cited in docs/clinical.md
     kind: RuleKind
     kinds: frozenset[int]  # catalogue codes it reads (for READING rules: what triggers it)
     severities: tuple[Severity, ...]

@@ -1,6 +1,6 @@
 """NEWS2 (Royal College of Physicians, 2017), from each parameter's latest value.
 
-CLINICAL.md §3B. Bands are closed on their upper bound ("21-24" is
+docs/clinical.md §3B. Bands are closed on their upper bound ("21-24" is
 20 < v <= 24), so a non-integer reading falls in exactly one band. Evaluated
 for a patient when one of the seven parameters arrives (currently), at that
 reading's time, over each parameter's latest value within the window (6 h by

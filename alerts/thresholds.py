@@ -1,4 +1,4 @@
-"""Single-reading threshold rules (CLINICAL.md §3A): each a pure function of the batch.
+"""Single-reading threshold rules (docs/clinical.md §3A): each a pure function of the batch.
 
 Only current readings fire (a back-filled reading from yesterday updates the
 history but does not raise a current-value alert). Bounds are per patient:

@@ -1,4 +1,4 @@
-"""Trend rules (CLINICAL.md §3C), in event time, over the history rings and day counts.
+"""Trend rules (docs/clinical.md §3C), in event time, over the history rings and day counts.
 
 Windows are of measured_at, so a back-filled reading takes its place in the
 trend; only current readings fire.

@@ -1,6 +1,6 @@
 """The vital catalogue: every kind a device may send, its units and codes.
 
-Source: shared CLINICAL.md section 2. Plausible ranges are [U] defaults there:
+Source: docs/clinical.md §2. Plausible ranges are [U] defaults there:
 a value outside them is rejected as `out_of_range`, never clamped. The integer
 `code` of a kind is what PostgreSQL stores (`readings.kind`); codes are never
 reused or renumbered.
@@ -175,7 +175,7 @@ CATALOGUE: tuple[Vital, ...] = (
         None,
         {"mmol/L": Conversion(_MGDL_PER_MMOLL_GLUCOSE)},
     ),
-    # Respiratory-failure devices (CLINICAL.md 1, droit commun); ranges [U].
+    # Respiratory-failure devices (docs/clinical.md §1, droit commun); ranges [U].
     Vital(10, _K.VENTILATOR_LEAK, "L/min", _M, 0, 200),
     Vital(11, _K.VENTILATOR_USAGE, "h", _M, 0, 24),
     Vital(12, _K.OXYGEN_FLOW, "L/min", _M, 0, 15, "3151-8"),

@@ -1,6 +1,6 @@
 """FHIR R4 terminology of the vital catalogue: codings in, codings and profiles out.
 
-Sources: shared CLINICAL.md section 2 (LOINC, UCUM, IEEE 11073 MDC codes); the
+Sources: docs/clinical.md §2 (LOINC, UCUM, IEEE 11073 MDC codes); the
 FHIR R4 vital-signs profiles; the ANS IG "Mesures de santé" profiles
 (interop.esante.gouv.fr/ig/fhir/mesures). Kinds without a LOINC code
 (questionnaire items, ventilator figures) use telemon's own code system, which
@@ -58,7 +58,7 @@ BP_PANEL = (Coding(LOINC, "85354-9", "Blood pressure panel"), Coding(MDC, "15002
 BP_PANEL_CODINGS = frozenset((c.system, c.code) for c in BP_PANEL)
 BP_COMPONENT_KINDS = frozenset({VitalKind.SYSTOLIC_BP, VitalKind.DIASTOLIC_BP})
 
-# Codes accepted besides the catalogue's own (CLINICAL.md: "also", "oximeter pulse", "ANS uses").
+# Codes accepted besides the catalogue's own (docs/clinical.md §2: "also", "oximeter pulse", "the ANS uses").
 _ALSO: Mapping[VitalKind, tuple[Coding, ...]] = {
     VitalKind.SPO2: (Coding(LOINC, "2708-6"),),
     VitalKind.HEART_RATE: (Coding(MDC, "149530"),),

@@ -1,6 +1,6 @@
 """A per-reading, scalar implementation of every alert rule: the parity oracle.
 
-Written from CLINICAL.md and the rule definitions, with plain Python loops and
+Written from docs/clinical.md and the rule definitions, with plain Python loops and
 dictionaries, sharing nothing with the numpy engine but its configuration. The
 parity tests require identical candidates from both on the same input.
 
@@ -526,3 +526,19 @@ def as_fired(candidates: Sequence[Any]) -> list[Fired]:
         Fired(c.patient_key, c.rule_id, int(c.severity), c.fired_at_us, c.explanation["values"])
         for c in candidates
     ]
+
+
+def key(fired: list[Fired]) -> list[tuple[Any, ...]]:
+    def clean(v: Any) -> Any:
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 9)
+
+    return sorted(
+        (
+            f.patient_key,
+            f.rule_id,
+            f.severity,
+            f.at,
+            tuple(sorted((k, clean(v)) for k, v in f.values.items())),
+        )
+        for f in fired
+    )

@@ -1,4 +1,4 @@
-"""NEWS2: every band edge of the RCP 2017 chart (CLINICAL.md §3B), both SpO2 scales."""
+"""NEWS2: every band edge of the RCP 2017 chart (docs/clinical.md §3B), both SpO2 scales."""
 
 from __future__ import annotations
 
