@@ -37,7 +37,7 @@ from devices.fast_contract import FastReading, decode_fast
 from devices.fhir_codes import is_fhir
 from devices.fhir_input import FhirReading, FhirRejectedError, read_fhir
 
-__all__ = ["Accepted", "DecodedBatch", "Decoder", "RawRecord", "Rejection"]
+__all__ = ["Accepted", "DecodedBatch", "Decoder", "RawRecord", "Rejection", "reference_times_us"]
 
 US_PER_MS = 1_000
 Y2000_US = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in µs since the Unix epoch
@@ -194,6 +194,21 @@ _FAR_FUTURE_US = 2**62
 _Readings = Iterable[tuple[int, ReadingV1 | FastReading | FhirReading]]
 
 
+def reference_times_us(
+    record_ms: npt.NDArray[np.int64], now_ms: int, future_tolerance_us: int
+) -> npt.NDArray[np.int64]:
+    """The "now" each record is judged against: its Kafka timestamp, unless absurd.
+
+    Using the record timestamp makes validation deterministic on replay; a
+    timestamp before 2000 or ahead of the consumer's clock (beyond the future
+    tolerance) is not trusted: the clock is used instead.
+    """
+    record_us = record_ms * US_PER_MS
+    now_us = now_ms * US_PER_MS
+    trusted = (record_us >= Y2000_US) & (record_us <= now_us + future_tolerance_us)
+    return np.where(trusted, record_us, now_us)
+
+
 class Decoder:
     """Turns a batch of raw records into a `DecodedBatch`."""
 
@@ -202,18 +217,16 @@ class Decoder:
         self._future_tolerance_us = int(future_tolerance_s * 1_000_000)
 
     def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
-        """Decode `records`; `now_ms` bounds record timestamps (see `reference_time_us`)."""
+        """Decode `records`; `now_ms` bounds record timestamps (see `reference_times_us`)."""
         record_indices: list[int] = []  # per accepted (message, device), and the next five too
         patient_ids: list[str] = []
         device_ids: list[str] = []
         message_ids: list[str | None] = []
         counts: list[int] = []
-        references: list[int] = []
+        record_times_ms: list[int] = []
         rejections: list[Rejection] = []
         rows: list[tuple[int, int, int, float, bool, int]] = []
         unit_rules = _UNIT_RULES
-        now_us = now_ms * US_PER_MS
-        latest_us = now_us + self._future_tolerance_us
         for record_index, record in enumerate(records):
             validated = self._validate(record, rejections)
             if validated is None:
@@ -230,8 +243,6 @@ class Decoder:
                     )
                 )
                 continue
-            record_us = record.timestamp * US_PER_MS  # reference_time_us, inlined: hot loop
-            reference = record_us if Y2000_US <= record_us <= latest_us else now_us
             for position, (reason, text) in faults:
                 rejections.append(Rejection.of(record, reason, text, position, message_id))
             for device_id, readings, count in devices:
@@ -241,7 +252,7 @@ class Decoder:
                 device_ids.append(device_id)
                 message_ids.append(message_id)
                 counts.append(count)
-                references.append(reference)
+                record_times_ms.append(record.timestamp)
                 for position, reading in readings:
                     rule = unit_rules.get((reading.kind, reading.unit))
                     if rule is None:
@@ -263,20 +274,14 @@ class Decoder:
         )
         table = np.array(rows, dtype=_ROW)
         return self._check_domain(
-            records, accepted, np.array(references, np.int64), table, rejections
+            records,
+            accepted,
+            reference_times_us(
+                np.array(record_times_ms, np.int64), now_ms, self._future_tolerance_us
+            ),
+            table,
+            rejections,
         )
-
-    def reference_time_us(self, record_timestamp_ms: int, now_ms: int) -> int:
-        """The "now" a record is judged against: its Kafka timestamp, unless absurd.
-
-        Using the record timestamp makes validation deterministic on replay; a
-        timestamp before 2000 or ahead of the consumer's clock is not trusted.
-        """
-        record_us = record_timestamp_ms * US_PER_MS
-        now_us = now_ms * US_PER_MS
-        if record_us < Y2000_US or record_us > now_us + self._future_tolerance_us:
-            return now_us
-        return record_us
 
     # -- structural validation -------------------------------------------------------------
 

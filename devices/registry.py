@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -28,7 +28,6 @@ __all__ = [
     "Enrollment",
     "EnrollmentFileError",
     "Programme",
-    "discharge",
     "enroll",
     "read_enrollment_csv",
     "sync_reference_data",
@@ -144,17 +143,6 @@ async def enroll(
             at,
         )
     return EnrollResult(int(patients), int(devices))
-
-
-async def discharge(conn: Connection, patient_ids: Iterable[str], at: datetime) -> int:
-    """Mark patients discharged at `at`; returns how many were still active."""
-    status = await conn.execute(
-        "UPDATE patients SET discharged_at = $2 WHERE patient_id = ANY($1::text[]) "
-        "AND discharged_at IS NULL",
-        list(patient_ids),
-        at,
-    )
-    return int(status.split()[-1])
 
 
 async def sync_reference_data(conn: Connection) -> None:

@@ -27,8 +27,7 @@ from alerts.programmes import load_config
 from devices.catalogue import BY_KIND
 from devices.registry import DeviceType, Programme
 from devices.simulator import COVIDOM_MIX, VITAL_MODELS
-from tests.reference_rules import ReferenceEngine, as_fired
-from tests.unit.test_alert_parity import key
+from tests.reference_rules import ReferenceEngine, as_fired, key
 
 HOUR_US = 3_600_000_000
 NOW_US = 1_795_000_000_000_000  # 2026-11-18

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +18,7 @@ from devices.decode import Decoder
 from devices.registry import DeviceType, Programme
 from devices.simulator import CohortConfig, Simulation, build_cohort
 from tests.records import Record
-from tests.reference_rules import Fired, ReferenceEngine, as_fired
+from tests.reference_rules import Fired, ReferenceEngine, as_fired, key
 
 # The reference emits every firing: so does the engine here (no repeat window).
 CONFIG = dataclasses.replace(load_config(), repeat_window_us=0)
@@ -29,22 +27,6 @@ DAY = 24 * HOUR
 BASE = 1_795_000_000_000_000  # 2026-11-18, µs
 
 Row = tuple[int, int, float, int, int, int | None]
-
-
-def key(fired: list[Fired]) -> list[tuple[Any, ...]]:
-    def clean(v: Any) -> Any:
-        return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(v, 9)
-
-    return sorted(
-        (
-            f.patient_key,
-            f.rule_id,
-            f.severity,
-            f.at,
-            tuple(sorted((k, clean(v)) for k, v in f.values.items())),
-        )
-        for f in fired
-    )
 
 
 @dataclass

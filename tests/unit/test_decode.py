@@ -11,7 +11,7 @@ import pytest
 
 from devices.catalogue import BY_CODE, VitalKind
 from devices.contract import RejectReason
-from devices.decode import DecodedBatch, Decoder
+from devices.decode import DecodedBatch, Decoder, reference_times_us
 from devices.fhir_codes import FHIR_CONTENT_TYPE
 from tests.records import EXAMPLES, RECORD_MS, Record, message, reading, record
 
@@ -197,11 +197,14 @@ def test_rejection_keeps_origin_and_message_id() -> None:
 
 def test_reference_time_distrusts_absurd_record_timestamps() -> None:
     """A record stamped in 1970 or ahead of the consumer's clock is judged by the clock."""
-    decoder = Decoder(max_message_bytes=1024, future_tolerance_s=300)
     now_ms = RECORD_MS
-    assert decoder.reference_time_us(now_ms - 3_600_000, now_ms) == (now_ms - 3_600_000) * 1000
-    assert decoder.reference_time_us(0, now_ms) == now_ms * 1000
-    assert decoder.reference_time_us(now_ms + 3_600_000, now_ms) == now_ms * 1000
+    stamped = np.array([now_ms - 3_600_000, 0, now_ms + 3_600_000, now_ms + 300_000], np.int64)
+    assert reference_times_us(stamped, now_ms, 300_000_000).tolist() == [
+        (now_ms - 3_600_000) * 1000,
+        now_ms * 1000,
+        now_ms * 1000,
+        (now_ms + 300_000) * 1000,  # within the future tolerance
+    ]
 
 
 def test_columns_line_up_across_messages() -> None:
