@@ -55,7 +55,7 @@ class Parameter:
     default: float
     unit: str
     description: str
-    verified: bool = True  # False: a design default ([U] in docs/clinical.md), not a published value
+    verified: bool = True  # False: a design default ([U] in docs/clinical.md), unpublished
 
 
 @dataclass(frozen=True, slots=True)

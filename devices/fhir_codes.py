@@ -58,7 +58,8 @@ BP_PANEL = (Coding(LOINC, "85354-9", "Blood pressure panel"), Coding(MDC, "15002
 BP_PANEL_CODINGS = frozenset((c.system, c.code) for c in BP_PANEL)
 BP_COMPONENT_KINDS = frozenset({VitalKind.SYSTOLIC_BP, VitalKind.DIASTOLIC_BP})
 
-# Codes accepted besides the catalogue's own (docs/clinical.md §2: "also", "oximeter pulse", "the ANS uses").
+# Codes accepted besides the catalogue's own (docs/clinical.md §2: "also", "oximeter pulse",
+# "the ANS uses").
 _ALSO: Mapping[VitalKind, tuple[Coding, ...]] = {
     VitalKind.SPO2: (Coding(LOINC, "2708-6"),),
     VitalKind.HEART_RATE: (Coding(MDC, "149530"),),

@@ -33,7 +33,7 @@ from ingest.pipeline.rows import ReadingRows
 from ingest.pipeline.steps import Written
 from ingest.platform import Clock, Connection
 
-__all__ = ["BatchWriter", "WriteOutcome"]
+__all__ = ["BatchWriter", "WriteOutcome", "first_of_each_reading"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class BatchWriter:
                 rows, rejections, ledger = drop_durable(batch, stored_offsets)
             else:
                 rows, rejections, ledger = batch.rows, batch.rejections, []
-            unique = _first_of_each_reading(rows)
+            unique = first_of_each_reading(rows)
             if not len(unique):
                 inserted: dict[int, int] = {}
             elif direct:
@@ -176,7 +176,7 @@ async def _payload(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-def _first_of_each_reading(rows: ReadingRows) -> ReadingRows:
+def first_of_each_reading(rows: ReadingRows) -> ReadingRows:
     """Drop repeats within the batch (same device, kind, measured_at): duplicates too."""
     if len(rows) < 2:
         return rows
