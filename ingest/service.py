@@ -111,6 +111,7 @@ async def run_ingest(
             workers=settings.decode_workers,
         )
         stack.callback(decode.close)
+        await decode.start()
         steps: list[PipelineStep] = []
         if settings.alerts_enabled:
             engine = Engine(load_config(settings.alert_programmes_file))

@@ -96,6 +96,7 @@ def _content_type(headers: Sequence[tuple[str, bytes]]) -> str | None:
 class DecodePool:
     def __init__(self, decoder: Decoder, *, workers: int) -> None:
         self._decoder = decoder
+        self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
         if workers > 0:
             self._pool = ProcessPoolExecutor(
@@ -104,6 +105,15 @@ class DecodePool:
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
                 initargs=(decoder,),
+            )
+
+    async def start(self) -> None:
+        """Start the workers now: a worker spawned by the first batch would hold that batch
+        up for as long as a Python process takes to start and import (about half a second)."""
+        if self._pool is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(
+                *(loop.run_in_executor(self._pool, _ready) for _ in range(self._workers))
             )
 
     async def decode(self, columns: RecordColumns, now_ms: int) -> DecodedBatch:
@@ -126,6 +136,10 @@ def _start_worker(decoder: Decoder) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
+
+
+def _ready() -> None:
+    """Nothing: run by each worker once it has started."""
 
 
 def _decode_in_worker(columns: RecordColumns, now_ms: int) -> DecodedBatch:
