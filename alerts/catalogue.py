@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from alerts import missing, news2, thresholds, trends
-from alerts.model import Parameter, Rule, RuleKind, Severity
+from alerts.model import Job, Parameter, Rule, RuleKind, Severity
 from alerts.thresholds import GRADED, code
 from devices.catalogue import VitalKind as K
 
@@ -330,6 +330,7 @@ _RULES = (
         },
         missing.questionnaire_missed,
         resolved_by_kinds=_QUESTIONNAIRE,
+        job=Job.DATA,
     ),
     Rule(
         "hf_weight_missing",
@@ -346,6 +347,7 @@ _RULES = (
         missing.hf_weight_missing,
         disableable=False,
         resolved_by_kinds=frozenset({code(K.BODY_WEIGHT)}),
+        job=Job.DATA,
     ),
     Rule(
         "glucose_missing",
@@ -359,6 +361,7 @@ _RULES = (
         missing.glucose_missing,
         disableable=False,
         resolved_by_kinds=frozenset({code(K.GLUCOSE), code(K.GLUCOSE_CGM)}),
+        job=Job.DATA,
     ),
     Rule(
         "device_silent",
@@ -371,6 +374,7 @@ _RULES = (
         {"periods": P(2, "", "expected periods without a message", False)},
         missing.device_silent,
         resolved_by_kinds=_ALL_KINDS,
+        job=Job.DATA,
     ),
     Rule(
         "adherence_m1",
@@ -382,6 +386,7 @@ _RULES = (
         (ORANGE,),
         {"at_most_percent": P(50, "%", "days with data, at most")},
         missing.adherence_m1,
+        job=Job.DATA,
     ),
     Rule(
         "adherence_m2",
@@ -393,6 +398,7 @@ _RULES = (
         (ORANGE,),
         {"at_most_percent": P(50, "%", "days with data, at most")},
         missing.adherence_m2,
+        job=Job.DATA,
     ),
 )
 

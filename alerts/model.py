@@ -22,6 +22,7 @@ Slots = npt.NDArray[np.int32] | npt.NDArray[np.int64] | npt.NDArray[np.intp]
 
 __all__ = [
     "Firings",
+    "Job",
     "Parameter",
     "Rows",
     "Rule",
@@ -43,6 +44,13 @@ class Severity(IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+class Job(StrEnum):
+    """What a rule's findings ask of the care team: the episode they join."""
+
+    CLINICAL = "clinical"  # review the patient: a worsening
+    DATA = "data"  # chase the data: missing measures, adherence
 
 
 class RuleKind(StrEnum):
@@ -176,6 +184,7 @@ class Rule:
     evaluate: Evaluate
     disableable: bool = True
     resolved_by_kinds: frozenset[int] = frozenset()  # data that closes its alerts
+    job: Job = Job.CLINICAL
 
     def defaults(self) -> dict[str, float]:
         return {name: p.default for name, p in self.parameters.items()}
