@@ -175,7 +175,7 @@ def symptom_grade(ctx: RuleContext) -> Firings:
     high = v >= _param(ctx, "orange_at_or_above")
     rise = (previous == 0) & (v >= _param(ctx, "rise_from_0_to"))
     severity = np.where(high | rise, ORANGE, NONE).astype(np.int8)
-    return fire(ctx, mine, severity, previous=previous)
+    return fire(ctx, mine, severity, previous=previous, kind=rows.kind.astype(np.float64))
 
 
 def _yes(ctx: RuleContext, kind: VitalKind, severity: np.int8) -> Firings:

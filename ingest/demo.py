@@ -134,8 +134,8 @@ async def _show_progress(
             f"  {(stored - previous) / every_s:8.0f} readings/s  {stored:10.0f} stored  "
             f"{total('telemon_ingest_readings_duplicate'):6.0f} duplicates  "
             f"{total('telemon_ingest_rejected'):6.0f} rejected  "
-            f"alerts raised: {total('telemon_alerts_raised', severity='red'):5.0f} red "
-            f"{total('telemon_alerts_raised', severity='orange'):5.0f} orange",
+            f"episodes opened: {total('telemon_alerts_episodes_opened', severity='red'):5.0f} red "
+            f"{total('telemon_alerts_episodes_opened', severity='orange'):5.0f} orange",
             flush=True,
         )
         previous = stored

@@ -242,7 +242,12 @@ class ReferenceEngine:
             previous = max(earlier)[1] if earlier else math.nan
             high = v >= param("symptom_grade", "orange_at_or_above")
             rise = previous == 0 and v >= param("symptom_grade", "rise_from_0_to")
-            add("symptom_grade", 2 if high or rise else 0, previous=previous)
+            add(
+                "symptom_grade",
+                2 if high or rise else 0,
+                previous=previous,
+                kind=float(BY_KIND[kind].code),
+            )
         for yes_no, rule, severity in (
             (K.BREATHLESS_AT_REST, "breathless_at_rest", 3),
             (K.NEW_CONFUSION, "new_confusion", 3),

@@ -1,5 +1,5 @@
 """`telemon demo` (what `make demo` runs): starts its own PostgreSQL and broker, shows
-readings stored and alerts raised, and leaves no process behind on Ctrl-C."""
+readings stored and episodes opened, and leaves no process behind on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_demo_shows_progress_and_stops_cleanly(tmp_path: Path) -> None:
     assert "telemon demo is running" in text
     assert f"http://127.0.0.1:{demo.port}/metrics" in text
     assert stored >= 1_000
-    assert "alerts raised:" in text
+    assert "episodes opened:" in text
     assert re.search(r"ingest stopped after .* readings stored", text)
     time.sleep(1)
     assert embedded_processes() - before == set(), "embedded servers left running"
