@@ -99,8 +99,9 @@ class Words:
                 fields[name] = self.number(values[name], 0)
         if "percent_below" in values:
             fields["percent_below"] = self.number(values["percent_below"])
-        if "day_of_follow_up" in values:
-            fields["day_of_follow_up"] = self.number(values["day_of_follow_up"], 0)
+        day = values.get("day_of_follow_up")
+        if day is not None:  # a reading a little before the enrolment is of its first day
+            fields["day_of_follow_up"] = self.number(max(0.0, day), 0)
         return fields
 
     def _threshold(

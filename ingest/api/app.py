@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from ingest.api.access import ApiContext, Refused
 from ingest.api.routers import (
@@ -70,6 +71,8 @@ def create_app(api: ApiContext) -> FastAPI:
         app.include_router(router)
     if api.dev_issuer is not None:
         app.include_router(dev_issuer_router(api.dev_issuer))
+    # The page's own static files (uPlot): nothing is loaded from a CDN.
+    app.mount("/static", StaticFiles(packages=[("ingest.api", "static")]), name="static")
     return app
 
 

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -63,7 +64,7 @@ async def current_position(conn: Connection) -> FeedPosition:
 
 async def events_after(
     conn: Connection, position: FeedPosition, limit: int = 200
-) -> list[tuple[FeedPosition, dict[str, object]]]:
+) -> list[tuple[FeedPosition, dict[str, Any]]]:
     """Settled events after `position`, in feed order, each with its position."""
     rows = await conn.fetch(
         f"""{EVENTS_QUERY}
@@ -102,7 +103,7 @@ class Wakeups:
 
 
 async def sse_stream(
-    read: Callable[[FeedPosition], Awaitable[list[tuple[FeedPosition, dict[str, object]]]]],
+    read: Callable[[FeedPosition], Awaitable[list[tuple[FeedPosition, dict[str, Any]]]]],
     position: FeedPosition,
     wakeups: Wakeups,
     *,

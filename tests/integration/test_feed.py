@@ -380,4 +380,4 @@ async def test_feed_holds_back_events_until_older_transactions_end(stack: Stack)
             assert await events_after(reader, start) == []  # held back behind `slow`
             await transaction.commit()
         later = await events_after(reader, start)
-    assert [e["episode"]["patient_id"] for _, e in later] == [PATIENT_A, PATIENT_B]  # type: ignore[index]
+    assert [e["episode"]["patient_id"] for _, e in later] == [PATIENT_A, PATIENT_B]
