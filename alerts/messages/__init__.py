@@ -61,7 +61,9 @@ class Words:
         """A value as a clinician reads it: no trailing zero, a decimal comma in French."""
         if value is None or math.isnan(value):
             return "—"
-        text = f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+        text = f"{value:.{decimals}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
         return text.replace(".", ",") if self.language == "fr" else text
 
     def finding(self, explanation: Mapping[str, Any], severity: str, timezone: ZoneInfo) -> str:
