@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -147,14 +148,9 @@ async def acknowledge(
     request: Request, api: Api, who: WhoAsks, episode_id: int, lang: Lang = None
 ) -> dict[str, Any]:
     """Someone is on it: the episode leaves the new items (and silences its banner)."""
-    return await _act(
-        request,
-        api,
-        who,
-        episode_id,
-        "acknowledge",
-        lambda conn: actions.acknowledge(conn, episode_id, who.subject),
-        lang,
+    action = _Action(request, api, who, episode_id, lang)
+    return await action.run(
+        "acknowledge", lambda c: actions.acknowledge(c, episode_id, who.subject)
     )
 
 
@@ -165,14 +161,10 @@ async def resolve(
     """Done, and what was done: the disposition (docs/alerts.md) and a free note."""
     if not body.disposition.chosen_by_clinicians:
         raise Refused(400, f"disposition: {body.disposition.value!r} is recorded by telemon")
-    return await _act(
-        request,
-        api,
-        who,
-        episode_id,
+    action = _Action(request, api, who, episode_id, lang)
+    return await action.run(
         "resolve",
-        lambda conn: actions.resolve(conn, episode_id, who.subject, body.disposition, body.note),
-        lang,
+        lambda c: actions.resolve(c, episode_id, who.subject, body.disposition, body.note),
     )
 
 
@@ -189,14 +181,9 @@ async def snooze(
         raise Refused(400, "until: give a time zone, e.g. 2026-11-23T18:00:00+01:00")
     if body.until <= datetime.now(UTC):
         raise Refused(400, "until: must be in the future")
-    return await _act(
-        request,
-        api,
-        who,
-        episode_id,
-        "snooze",
-        lambda conn: actions.snooze(conn, episode_id, who.subject, body.until),
-        lang,
+    action = _Action(request, api, who, episode_id, lang)
+    return await action.run(
+        "snooze", lambda c: actions.snooze(c, episode_id, who.subject, body.until)
     )
 
 
@@ -205,41 +192,42 @@ async def escalate(
     request: Request, api: Api, who: WhoAsks, episode_id: int, body: Note, lang: Lang = None
 ) -> dict[str, Any]:
     """To red: a clinician's judgement, or a hand-over to the physician on call."""
-    return await _act(
-        request,
-        api,
-        who,
-        episode_id,
-        "escalate",
-        lambda conn: actions.escalate(conn, episode_id, who.subject, body.note),
-        lang,
+    action = _Action(request, api, who, episode_id, lang)
+    return await action.run(
+        "escalate", lambda c: actions.escalate(c, episode_id, who.subject, body.note)
     )
 
 
-async def _act(
-    request: Request,
-    api: ApiContext,
-    who: Clinician,
-    episode_id: int,
-    subtype: str,
-    action: Callable[[Connection], Awaitable[None]],
-    lang: str | None,
-) -> dict[str, Any]:
-    language = words(language_of(lang, request.headers.get("accept-language"), api.language))
-    async with audited(request, who, "U", f"episode.{subtype}", None) as s:
-        before = await _the_episode(s, episode_id)
-        if before["episode_status"] == "resolved":
-            raise Refused(409, f"episode {episode_id} is already resolved")
-        await action(s.conn)
-        after = await _the_episode(s, episode_id)
-    handled = {
-        "acknowledge": api.metrics.time_to_acknowledge,
-        "resolve": api.metrics.time_to_resolve,
-    }
-    if subtype in handled and after["episode_status"] != before["episode_status"]:
-        waited = (datetime.now(UTC) - before["severity_since"]).total_seconds()
-        handled[subtype].labels(Severity(before["episode_severity"]).label).observe(waited)
-    return localised(episode_json(after), language, api)
+@dataclass(frozen=True, slots=True)
+class _Action:
+    """A clinician acting on an episode: audited, refused once it is resolved, timed."""
+
+    request: Request
+    api: ApiContext
+    who: Clinician
+    episode_id: int
+    lang: str | None
+
+    async def run(
+        self, subtype: str, change: Callable[[Connection], Awaitable[None]]
+    ) -> dict[str, Any]:
+        api = self.api
+        accept = self.request.headers.get("accept-language")
+        language = words(language_of(self.lang, accept, api.language))
+        async with audited(self.request, self.who, "U", f"episode.{subtype}", None) as s:
+            before = await _the_episode(s, self.episode_id)
+            if before["episode_status"] == "resolved":
+                raise Refused(409, f"episode {self.episode_id} is already resolved")
+            await change(s.conn)
+            after = await _the_episode(s, self.episode_id)
+        handled = {
+            "acknowledge": api.metrics.time_to_acknowledge,
+            "resolve": api.metrics.time_to_resolve,
+        }
+        if subtype in handled and after["episode_status"] != before["episode_status"]:
+            waited = (datetime.now(UTC) - before["severity_since"]).total_seconds()
+            handled[subtype].labels(Severity(before["episode_severity"]).label).observe(waited)
+        return localised(episode_json(after), language, api)
 
 
 async def _the_episode(s: Session, episode_id: int) -> asyncpg.Record:
