@@ -111,7 +111,7 @@ def _figures(
     lead_hours = []
     for p in worsening:
         assert p.worsening is not None
-        onset_us, peak_us = p.worsening.onset_ms * 1000, p.worsening.peak_ms * 1000
+        onset_us, peak_us = p.worsening.onset_ms * 1000, p.worsening.hospitalised_ms * 1000
         starts = [e.first_us for e in by_patient.get(keys[p.patient_id], [])]
         in_time = [t for t in starts if onset_us <= t <= peak_us]
         if in_time:
