@@ -93,7 +93,7 @@ USUAL_SPO2 = {
         2, "%", "low only this far below the patient's usual SpO2 too (NaN: off)", False
     ),
     "usual_days": P(7, "d", "usual SpO2: the median of the previous days", False),
-    "usual_min_readings": P(6, "", "readings needed for a usual SpO2", False),
+    "usual_min_readings": P(4, "", "readings needed for a usual SpO2", False),
 }
 
 _RULES = (
@@ -354,13 +354,17 @@ _RULES = (
         "Vitals away from the patient's usual values",
         "design default [U]",
         RuleKind.READING,
-        frozenset(code(k) for k in (K.SPO2, K.HEART_RATE, K.RESPIRATORY_RATE, K.BODY_TEMPERATURE)),
+        frozenset(
+            code(k)
+            for k in (K.SPO2, K.HEART_RATE, K.RESPIRATORY_RATE, K.BODY_TEMPERATURE, K.DYSPNOEA)
+        ),
         (ORANGE,),
         {
-            "spo2_step": P(2, "%", "a point per step of SpO2 under the usual (2 at most)", False),
-            "pulse_step": P(10, "/min", "a point per step of pulse over the usual", False),
+            "spo2_step": P(1.5, "%", "a point per step of SpO2 under the usual (2 at most)", False),
+            "pulse_step": P(8, "/min", "a point per step of pulse over the usual", False),
             "respiration_step": P(3, "/min", "a point per step of respiration over it", False),
-            "temperature_step": P(0.6, "Cel", "a point per step of temperature over it", False),
+            "temperature_step": P(0.5, "Cel", "a point per step of temperature over it", False),
+            "dyspnoea_step": P(1, "{grade}", "a point per step of breathlessness over it", False),
             "orange_at_or_above": P(3, "", "orange at or above this many points", False),
             "session_hours": P(2, "h", "the session: its best reading of the last hours", False),
             "baseline_days": P(7, "d", "usual: the median of the readings of the days", False),

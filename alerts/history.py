@@ -130,6 +130,7 @@ RING_SIZES: Mapping[VitalKind, int] = {
     VitalKind.RESPIRATORY_RATE: 16,
     VitalKind.BODY_TEMPERATURE: 16,
     **{v.kind: 4 for v in CATALOGUE if v.value_type is ValueType.GRADE},
+    VitalKind.DYSPNOEA: 16,  # graded, and a usual value of its own (baseline deviation)
 }
 CGM_DAYS = 16
 CGM_LOW_MG_DL = 70.0  # the consensus "below range" bound the CGM rule counts against
@@ -202,7 +203,6 @@ class Ring:
         times = self.times.take(slot, axis=0)
         inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
         return self.values.take(slot, axis=0), inside
-
 
     def latest_before(
         self, slot: npt.NDArray[np.int32], before: npt.NDArray[np.int64]

@@ -173,8 +173,7 @@ def _severity(scores: F, p: dict[str, F]) -> npt.NDArray[np.int8]:
         np.select(
             [
                 total >= p["red_at_or_above"],
-                (total >= p["orange_at_or_above"])
-                | (any_three & (p["single_3_is_orange"] == 1)),
+                (total >= p["orange_at_or_above"]) | (any_three & (p["single_3_is_orange"] == 1)),
                 (total >= 1) & (p["low_band_is_info"] == 1),
             ],
             [Severity.RED, Severity.ORANGE, Severity.INFO],

@@ -125,9 +125,7 @@ def heart_rate(ctx: RuleContext) -> Firings:
         )
     isolated = (_param(ctx, "confirm") == 1) & found & ~previous_abnormal
     severity = np.where(isolated & (severity > 0), INFO, severity).astype(np.int8)
-    return fire(
-        ctx, mine, severity, previous=previous, confirmed=(~isolated).astype(np.float64)
-    )
+    return fire(ctx, mine, severity, previous=previous, confirmed=(~isolated).astype(np.float64))
 
 
 def previous_reading(ctx: RuleContext, kind: VitalKind, wanted: B) -> tuple[F, B]:

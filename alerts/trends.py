@@ -154,6 +154,7 @@ _DEVIATIONS = (
     (K.HEART_RATE, "pulse_step", 1.0),
     (K.RESPIRATORY_RATE, "respiration_step", 1.0),
     (K.BODY_TEMPERATURE, "temperature_step", 1.0),
+    (K.DYSPNOEA, "dyspnoea_step", 1.0),
 )
 _DEVIATION_CODES = np.array([code(kind) for kind, _, _ in _DEVIATIONS])
 

@@ -28,13 +28,13 @@ import argparse
 import dataclasses
 import heapq
 import itertools
-
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from alerts.catalogue import RULES
 from alerts.engine import Candidate, Engine, PatientProfile
@@ -45,6 +45,8 @@ from devices.decode import Decoder
 from devices.registry import Programme
 from devices.simulator import CohortConfig, SimPatient, Simulation, build_cohort
 from tests.records import Record
+
+__all__ = ["CareTeam", "CohortFigures", "Figures", "RuleAlerts", "judge", "report", "todays_rules"]
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -135,9 +137,10 @@ class RuleAlerts:
         for c in candidates:
             alerting = c.fired_at_us if c.severity >= Severity.ORANGE else None
             alert = self._latest.get((c.patient_key, c.rule_id))
-            if alert is not None and c.fired_at_us <= alert.last_us + self._cooldown_us[
-                alert.severity
-            ]:
+            if (
+                alert is not None
+                and c.fired_at_us <= alert.last_us + self._cooldown_us[alert.severity]
+            ):
                 alert.severity = max(alert.severity, c.severity)
                 alert.last_us = max(alert.last_us, c.fired_at_us)
                 if alert.alerting_us is None:
@@ -265,9 +268,9 @@ def judge(config: CohortConfig, batch: int = 2_000) -> CohortFigures:
 
 def _arrivals(
     episodes: Episodes,
-    patient: np.ndarray,  # type: ignore[type-arg]
-    kind: np.ndarray,  # type: ignore[type-arg]
-    measured_at: np.ndarray,  # type: ignore[type-arg]
+    patient: npt.NDArray[np.int32],
+    kind: npt.NDArray[np.int16],
+    measured_at: npt.NDArray[np.int64],
 ) -> None:
     """The latest reading of each (patient, kind) of a batch, to the missing-data findings."""
     pairs, inverse = np.unique(np.stack([patient, kind]), axis=1, return_inverse=True)
@@ -390,14 +393,15 @@ def report(f: CohortFigures) -> list[str]:
         "stable patients' orange/red items by rule: today (alerts), now (episodes with a "
         "finding of the rule; findings)",
     ]
-    for rule in sorted(
+    rules = sorted(
         set(t.stable_clinical) | set(n.stable_clinical) | set(f.now_findings),
         key=lambda r: -t.stable_clinical.get(r, 0) - f.now_findings.get(r, 0),
-    ):
-        lines.append(
-            f"    {rule:<24}{t.stable_clinical.get(rule, 0):>8}"
-            f"{n.stable_clinical.get(rule, 0):>8}{f.now_findings.get(rule, 0):>8}"
-        )
+    )
+    lines.extend(
+        f"    {rule:<24}{t.stable_clinical.get(rule, 0):>8}"
+        f"{n.stable_clinical.get(rule, 0):>8}{f.now_findings.get(rule, 0):>8}"
+        for rule in rules
+    )
     return lines
 
 
@@ -422,7 +426,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["CareTeam", "CohortFigures", "Figures", "RuleAlerts", "judge", "report", "todays_rules"]
-
