@@ -204,6 +204,20 @@ class Ring:
         inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
         return self.values.take(slot, axis=0), inside
 
+    def windows(
+        self,
+        slot: npt.NDArray[np.int32],
+        *bounds: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    ) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.bool_]]]:
+        """Per row: the slot's ring values, and which lie in each [start, end) of `bounds`
+        (one gather of the ring for several windows)."""
+        times = self.times.take(slot, axis=0)
+        known = times != NO_TIME
+        inside = [
+            (times >= start[:, None]) & (times < end[:, None]) & known for start, end in bounds
+        ]
+        return self.values.take(slot, axis=0), inside
+
     def latest_before(
         self, slot: npt.NDArray[np.int32], before: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:

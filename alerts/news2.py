@@ -116,6 +116,7 @@ def score_components(
 
 # The components a single reading may move, with their kind (confirmation, trends).
 _CONFIRMED = (("spo2", VitalKind.SPO2), ("pulse", VitalKind.HEART_RATE))
+_TRENDED_NAMES = ("spo2", "respiration", "pulse", "temperature")
 _TRENDED = (
     ("respiration", VitalKind.RESPIRATORY_RATE, score_respiration),
     ("pulse", VitalKind.HEART_RATE, score_pulse),
@@ -144,15 +145,21 @@ def confirmed_components(
     reading before it less) scored as the reading before it."""
     history = ctx.history
     confirmed = dict(components)
-    spo2_score = _spo2_scorer(ctx, slot, components["_oxygen"])
     for name, kind in _CONFIRMED:
-        k = kind_index(kind)
-        present = ~np.isnan(components[name])
-        previous, found = history.rings[k].latest_before(slot, history.last_time[slot, k])
         with np.errstate(invalid="ignore"):
-            before = spo2_score(previous) if name == "spo2" else score_pulse(previous)
-        isolated = present & found & (components[name] >= 2) & (before < 2)
-        confirmed[name] = np.where(isolated, before, components[name])
+            rows = np.flatnonzero(components[name] >= 2)  # NaN (absent) is not
+        if not len(rows):
+            continue
+        k = kind_index(kind)
+        mine = slot[rows]
+        previous, found = history.rings[k].latest_before(mine, history.last_time[mine, k])
+        if name == "spo2":
+            before = _spo2_scorer(ctx, mine, components["_oxygen"][rows])(previous)
+        else:
+            before = score_pulse(previous)
+        isolated = found & (before < 2)
+        confirmed[name] = components[name].copy()
+        confirmed[name][rows[isolated]] = before[isolated]
     return confirmed
 
 
@@ -203,18 +210,21 @@ def news2(ctx: RuleContext) -> Firings:
     }
     severity = _severity(scores, p)
     confirmed_total = total
-    confirming = p["confirm"] == 1
-    if confirming.any():
-        confirmed = confirmed_components(ctx, slot, components)
-        confirmed_scores = np.where(
-            confirming, np.vstack([confirmed[c] for c in COMPONENTS]), scores
+    # Confirmation only lowers a severity: only alerting patients are confirmed.
+    confirming = np.flatnonzero((p["confirm"] == 1) & (severity > 0))
+    if len(confirming):
+        mine = {name: values[confirming] for name, values in components.items()}
+        confirmed = confirmed_components(ctx, slot[confirming], mine)
+        confirmed_scores = np.vstack([confirmed[c] for c in COMPONENTS])
+        confirmed_total = total.copy()
+        confirmed_total[confirming] = np.nansum(confirmed_scores, axis=0)
+        as_confirmed = _severity(confirmed_scores, {k: v[confirming] for k, v in p.items()})
+        severity = severity.copy()
+        severity[confirming] = np.where(
+            severity[confirming] > as_confirmed,
+            np.maximum(as_confirmed, np.int8(Severity.INFO)),
+            severity[confirming],
         )
-        confirmed_total = np.nansum(confirmed_scores, axis=0)
-        as_confirmed = _severity(confirmed_scores, p)
-        unconfirmed = severity > as_confirmed
-        severity = np.where(
-            unconfirmed, np.maximum(as_confirmed, np.int8(Severity.INFO)), severity
-        ).astype(np.int8)
     hit = severity > 0
     values = {
         "score": total,
@@ -237,15 +247,24 @@ def news2_rising(ctx: RuleContext) -> Firings:
     if not len(slot):
         return Firings.none()
     history = ctx.history
+    components = score_components(ctx, slot, at)
+    # The baseline scores are 0 or more: only a patient whose scores now add up to the rise
+    # can have risen by it (confirmation only lowers them).
+    trended_now = np.vstack([components[name] for name in _TRENDED_NAMES])
+    rise_points = ctx.params.value("rise_points", slot)
+    keep = np.flatnonzero(np.nansum(trended_now, axis=0) >= rise_points)
+    if not len(keep):
+        return Firings.none()
+    slot, at = slot[keep], at[keep]
+    components = {name: values[keep] for name, values in components.items()}
     p = {
         name: ctx.params.value(name, slot)
         for name in ("rise_points", "baseline_hours", "after_hours", "confirm")
     }
-    components = score_components(ctx, slot, at)
     confirmed = confirmed_components(ctx, slot, components)
     now = {
         name: np.where(p["confirm"] == 1, confirmed[name], components[name])
-        for name in ("spo2", "respiration", "pulse", "temperature")
+        for name in _TRENDED_NAMES
     }
     start = at - (p["baseline_hours"] * HOUR_US).astype(np.int64)
     end = at - (p["after_hours"] * HOUR_US).astype(np.int64)

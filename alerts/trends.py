@@ -70,9 +70,9 @@ def spo2_drop_baseline(ctx: RuleContext) -> Firings:
     slot, at = ctx.rows.slot[rows], ctx.rows.measured_at[rows]
     ring = ctx.history.rings[kind_index(K.SPO2)]
     recent_start = at - (p["recent_hours"] * HOUR_US).astype(np.int64)
-    recent_values, recent = ring.window(slot, recent_start, at + 1)
     start = recent_start - (p["baseline_days"] * 24 * HOUR_US).astype(np.int64)
-    values, inside = ring.window(slot, start, recent_start)
+    values, (recent, inside) = ring.windows(slot, (recent_start, at + 1), (start, recent_start))
+    recent_values = values
     drop = p["drop_points"]
     # Medians are costly: only rows whose lowest recent value is that far below the
     # baseline's highest can fire, and only they need them.
@@ -149,12 +149,12 @@ def cgm_time_below_range(ctx: RuleContext) -> Firings:
 
 
 # The vitals `baseline_deviation` weighs: (kind, parameter of its step, direction of worse).
-_DEVIATIONS = (
-    (K.SPO2, "spo2_step", -1.0),
+_DEVIATIONS = (  # the SpO2 ring, the widest, last
     (K.HEART_RATE, "pulse_step", 1.0),
     (K.RESPIRATORY_RATE, "respiration_step", 1.0),
     (K.BODY_TEMPERATURE, "temperature_step", 1.0),
     (K.DYSPNOEA, "dyspnoea_step", 1.0),
+    (K.SPO2, "spo2_step", -1.0),
 )
 _DEVIATION_CODES = np.array([code(kind) for kind, _, _ in _DEVIATIONS])
 
@@ -177,35 +177,49 @@ def baseline_deviation(ctx: RuleContext) -> Firings:
     session_start = at - (p["session_hours"] * HOUR_US).astype(np.int64)
     baseline_end = at - (p["after_hours"] * HOUR_US).astype(np.int64)
     baseline_start = at - (p["baseline_days"] * 24 * HOUR_US).astype(np.int64)
+    # Most patients cannot reach the points: bound each one's points by vital (the SpO2
+    # ring, the widest, last), drop those who cannot reach them, then take medians.
+    orange = p["orange_at_or_above"]
+    bound = np.zeros(len(slot))
+    left = 2.0 * len(_DEVIATIONS)  # the most points the vitals not bounded yet could give
+    alive = np.arange(len(slot))
     windows = []
-    bound = np.zeros(len(slot))  # the most points each patient could have
     for kind, step_name, worse in _DEVIATIONS:
         ring = ctx.history.rings[kind_index(kind)]
-        now_values, now_in = ring.window(slot, session_start, at + 1)
-        values, inside = ring.window(slot, baseline_start, baseline_end)
+        mine = slot[alive]
+        values, (now_in, inside) = ring.windows(
+            mine,
+            (session_start[alive], at[alive] + 1),
+            (baseline_start[alive], baseline_end[alive]),
+        )
         # In "worse" units (higher is worse): the session's best reading, and the
         # baseline's best, which bounds the deviation from its median.
-        best = np.where(now_in, worse * now_values, np.inf).min(axis=1)
+        best = np.where(now_in, worse * values, np.inf).min(axis=1)
         lowest = np.where(inside, worse * values, np.inf).min(axis=1)
-        enough = now_in.any(axis=1) & (inside.sum(axis=1) >= p["min_readings"])
-        step = p[step_name]
+        enough = now_in.any(axis=1) & (inside.sum(axis=1) >= p["min_readings"][alive])
+        step = p[step_name][alive]
         with np.errstate(invalid="ignore"):
             most = np.where(enough, best - lowest, -np.inf)
-        bound += (most >= step).astype(np.float64) + (most >= 2 * step)
-        windows.append((values, inside, best, enough, step, worse))
-    possible = bound >= p["orange_at_or_above"]
+        bound[alive] += (most >= step).astype(np.float64) + (most >= 2 * step)
+        windows.append((alive, values, inside, best, enough, step, worse))
+        left -= 2
+        alive = alive[bound[alive] + left >= orange[alive]]
+    possible = np.zeros(len(slot), np.bool_)
+    possible[alive] = True
     points = np.zeros(len(slot))
     deviation = {}
-    for (kind, _, _), (values, inside, best, enough, step, worse) in zip(
+    for (kind, _, _), (rows, values, inside, best, enough, step, worse) in zip(
         _DEVIATIONS, windows, strict=True
     ):
-        usual = np.full(len(slot), np.nan)
-        mine = possible & enough
+        d = np.full(len(slot), np.nan)
+        mine = possible[rows] & enough
         if mine.any():
-            usual[mine] = row_medians(values[mine], inside[mine])
-        with np.errstate(invalid="ignore"):
-            d = np.where(mine, best - worse * usual, np.nan)
-            points += np.where(mine, (d >= step).astype(np.float64) + (d >= 2 * step), 0.0)
+            usual = row_medians(values[mine], inside[mine])
+            found = best[mine] - worse * usual
+            d[rows[mine]] = found
+            points[rows[mine]] += (found >= step[mine]).astype(np.float64) + (
+                found >= 2 * step[mine]
+            )
         deviation[f"{kind.value}_deviation"] = d
     hit = possible & (points >= p["orange_at_or_above"])
     return Firings(
