@@ -208,16 +208,16 @@ def baseline_deviation(ctx: RuleContext) -> Firings:
     possible[alive] = True
     points = np.zeros(len(slot))
     deviation = {}
-    for (kind, _, _), (rows, values, inside, best, enough, step, worse) in zip(
+    for (kind, _, _), (held, values, inside, best, enough, step, worse) in zip(
         _DEVIATIONS, windows, strict=True
     ):
         d = np.full(len(slot), np.nan)
-        mine = possible[rows] & enough
+        mine = possible[held] & enough
         if mine.any():
             usual = row_medians(values[mine], inside[mine])
             found = best[mine] - worse * usual
-            d[rows[mine]] = found
-            points[rows[mine]] += (found >= step[mine]).astype(np.float64) + (
+            d[held[mine]] = found
+            points[held[mine]] += (found >= step[mine]).astype(np.float64) + (
                 found >= 2 * step[mine]
             )
         deviation[f"{kind.value}_deviation"] = d
