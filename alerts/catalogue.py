@@ -85,7 +85,8 @@ BY_UNIT = {
 _QUESTIONNAIRE = frozenset(code(k) for k in missing.QUESTIONNAIRE_KINDS)
 _ALL_KINDS = frozenset(code(k) for k in K)
 
-# Confirmation of an isolated abnormal reading (docs/alerts.md, "Confirmation") [U].
+# Confirmation of an isolated abnormal reading (docs/alerts.md, "Confirmation"; docs/clinical.md
+# §3A: NHS patient guidance to re-check a low reading [P]; the rest is ours [U]).
 CONFIRM = P(1, "", "an isolated abnormal reading fires info until confirmed (1: yes)", False)
 # The patient's usual SpO2: the threshold applies that far below it [U].
 USUAL_SPO2 = {
@@ -102,7 +103,7 @@ _RULES = (
         "spo2_scale1",
         2,
         "SpO2 low (scale 1)",
-        "NHS Oximetry@home [V]; NEWS2 [V]; confirmation and usual SpO2 [U]",
+        "NHS Oximetry@home [V]; NEWS2 [V]; re-check: NHS patient guidance [P]; usual SpO2 [U]",
         RuleKind.READING,
         frozenset({code(K.SPO2)}),
         (INFO, ORANGE, RED),
@@ -118,7 +119,7 @@ _RULES = (
         "spo2_covid",
         2,
         "SpO2 below 95 % in the first days of COVID-19 follow-up",
-        "HAS 2021 [V]; confirmation and usual SpO2 [U]",
+        "HAS 2021 [V]; re-check: NHS patient guidance [P]; usual SpO2 [U]",
         RuleKind.READING,
         frozenset({code(K.SPO2)}),
         (INFO, RED),
@@ -134,7 +135,7 @@ _RULES = (
         "spo2_unconfirmed",
         1,
         "Low SpO2 not re-measured",
-        "HAS 2021 [V] threshold; confirmation deadline [U]",
+        "HAS 2021 [V]; re-check within an hour: NHS patient guidance [P]",
         RuleKind.SWEEP,
         frozenset({code(K.SPO2)}),
         (RED,),
