@@ -85,6 +85,7 @@ class Episode:
     opened_us: int
     findings: list[Finding] = field(default_factory=list)
     raised_us: dict[Severity, int] = field(default_factory=dict)  # when it reached each
+    alerting_us: list[int] = field(default_factory=list)  # its orange and red firings
     resolved_us: int | None = None
     disposition: Disposition | None = None
 
@@ -188,6 +189,8 @@ class Episodes:
         if severity > episode.severity:
             episode.severity = severity
         episode.raised_us.setdefault(severity, at_us)
+        if severity >= Severity.ORANGE:
+            episode.alerting_us.append(at_us)
 
     def arrived(self, patient_key: int, kind: int, measured_at_us: int) -> None:
         """Data of a kind arrived: it resolves the missing-data findings waiting for it."""

@@ -11,10 +11,11 @@ rules (alerts/programmes.toml), grouped into patient episodes (alerts.replay.Epi
 handled by a modelled care team (`CareTeam`, docs/alerts.md "The cohort's care team").
 
 A worsening patient's follow-up ends at their hospitalisation. Figures:
-- alerted before the hospitalisation: an orange or red clinical item reached between
-  onset and hospitalisation; the lead time is from the first one to the hospitalisation;
+- alerted before the hospitalisation: an orange or red clinical firing between onset and
+  hospitalisation; the lead time is from the first one to the hospitalisation;
 - worklist items per deterioration: the orange or red items (alerts today, episodes now,
-  both jobs) that reached orange or red between onset and hospitalisation;
+  both jobs) with an orange or red firing between onset and hospitalisation (an item
+  opened before the onset and still open counts, from its first firing after it);
 - stable patients: orange or red clinical items per 10 patient-days (the missing-data
   items, which chase data, are counted apart).
 
@@ -121,7 +122,7 @@ class RuleAlert:
     severity: Severity
     first_us: int
     last_us: int
-    alerting_us: int | None  # when it reached orange or red
+    alerting_us: list[int]  # its orange and red firings
 
 
 class RuleAlerts:
@@ -135,7 +136,6 @@ class RuleAlerts:
 
     def add(self, candidates: Iterable[Candidate]) -> None:
         for c in candidates:
-            alerting = c.fired_at_us if c.severity >= Severity.ORANGE else None
             alert = self._latest.get((c.patient_key, c.rule_id))
             if (
                 alert is not None
@@ -143,14 +143,14 @@ class RuleAlerts:
             ):
                 alert.severity = max(alert.severity, c.severity)
                 alert.last_us = max(alert.last_us, c.fired_at_us)
-                if alert.alerting_us is None:
-                    alert.alerting_us = alerting
             else:
                 alert = RuleAlert(
-                    c.patient_key, c.rule_id, c.severity, c.fired_at_us, c.fired_at_us, alerting
+                    c.patient_key, c.rule_id, c.severity, c.fired_at_us, c.fired_at_us, []
                 )
                 self._latest[(c.patient_key, c.rule_id)] = alert
                 self.all.append(alert)
+            if c.severity >= Severity.ORANGE:
+                alert.alerting_us.append(c.fired_at_us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +160,12 @@ class Item:
     patient_key: int
     rule_ids: tuple[str, ...]  # the rule (today), or the findings' rules (episodes)
     clinical: bool
-    alerting_us: int  # when it reached orange or red
+    alerting_us: tuple[int, ...]  # its orange and red firings, in time order
+
+    def alerting_between(self, start_us: int, end_us: int) -> int | None:
+        """Its first orange or red firing in [start, end): an item opened before a
+        deterioration, still open, counts from the first firing of the deterioration."""
+        return min((t for t in self.alerting_us if start_us <= t < end_us), default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,19 +287,25 @@ def _arrivals(
 
 def _items_today(alerts: RuleAlerts) -> list[Item]:
     return [
-        Item(a.patient_key, (a.rule_id,), RULES[a.rule_id].job is Job.CLINICAL, a.alerting_us)
+        Item(
+            a.patient_key,
+            (a.rule_id,),
+            RULES[a.rule_id].job is Job.CLINICAL,
+            tuple(sorted(a.alerting_us)),
+        )
         for a in alerts.all
-        if a.alerting_us is not None
+        if a.alerting_us
     ]
 
 
 def _items_now(episodes: Episodes) -> list[Item]:
     items = []
     for e in episodes.all:
-        reached = e.reached(Severity.ORANGE)
-        if reached is not None:
+        if e.alerting_us:
             rules = tuple(sorted({f.rule_id for f in e.findings if f.severity >= Severity.ORANGE}))
-            items.append(Item(e.patient_key, rules, e.job is Job.CLINICAL, reached))
+            items.append(
+                Item(e.patient_key, rules, e.job is Job.CLINICAL, tuple(sorted(e.alerting_us)))
+            )
     return items
 
 
@@ -309,9 +320,12 @@ def _judged(
     for p in worsening:
         assert p.worsening is not None
         onset, hospital = p.worsening.onset_ms * 1000, p.worsening.hospitalised_ms * 1000
-        mine = [i for i in by_patient.get(keys[p.patient_id], []) if onset <= i.alerting_us]
-        mine = [i for i in mine if i.alerting_us < hospital]
-        clinical = [i.alerting_us for i in mine if i.clinical]
+        mine = [
+            (i, at)
+            for i in by_patient.get(keys[p.patient_id], [])
+            if (at := i.alerting_between(onset, hospital)) is not None
+        ]
+        clinical = [at for i, at in mine if i.clinical]
         per_deterioration.append(len(mine))
         clinical_per_deterioration.append(len(clinical))
         if clinical:
