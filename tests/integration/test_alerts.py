@@ -202,7 +202,7 @@ async def test_episode_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_p
         f"--to={(NOW + timedelta(minutes=1)).isoformat()}",
         "--set=heart_rate.orange_at_or_above=100",
     )
-    assert "2 alerts for 2 patients (7 readings replayed, nothing written)" in printed
+    assert "2 episodes for 2 patients (7 readings replayed, nothing written" in printed
 
     # Who changed a threshold, and when, is kept; removing it is a change too.
     async with stack.connection() as conn:
