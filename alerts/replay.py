@@ -21,7 +21,6 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -30,14 +29,13 @@ from alerts.catalogue import RESOLVED_BY_DATA, RULES
 from alerts.engine import Candidate, Engine
 from alerts.history import DAY_US, HOUR_US
 from alerts.loader import load_profiles
-from alerts.model import Job, Severity
+from alerts.model import Disposition, Job, Severity
 from alerts.programmes import AlertConfig, ConfigError, check_parameter
 from devices.registry import Programme
 from ingest.platform import Connection
 
 __all__ = [
     "Clinicians",
-    "Disposition",
     "Episode",
     "Episodes",
     "Finding",
@@ -47,19 +45,6 @@ __all__ = [
 ]
 
 WARM_UP_US = 14 * DAY_US  # the longest trend window (CGM time below range)
-
-
-class Disposition(StrEnum):
-    """What was done about an episode, when a clinician resolved it (issue 18's list)."""
-
-    NO_ACTION = "patient called, no action needed"
-    ADVICE = "advice given"
-    TREATMENT = "treatment adjusted"
-    REFERRED = "referred to the GP or specialist"
-    HOSPITALISED = "sent to emergency or hospitalised"
-    ARTEFACT = "measurement error or artefact"
-    DATA_CHASED = "data chased"
-    DATA_RECEIVED = "data received"  # not a clinician's: the awaited data resolved it
 
 
 @dataclass(slots=True)
@@ -114,7 +99,7 @@ class QuietForCooldown:
     cooldown_us: Mapping[Severity, int]
 
     def resolution(self, episode: Episode) -> tuple[int, Disposition] | None:
-        return episode.last_us + self.cooldown_us[episode.severity], Disposition.NO_ACTION
+        return episode.last_us + self.cooldown_us[episode.severity], Disposition.CALLED_NO_ACTION
 
 
 class Episodes:

@@ -39,9 +39,9 @@ import numpy.typing as npt
 
 from alerts.catalogue import RULES
 from alerts.engine import Candidate, Engine, PatientProfile
-from alerts.model import Job, Severity
+from alerts.model import Disposition, Job, Severity
 from alerts.programmes import AlertConfig, load_config
-from alerts.replay import Disposition, Episode, Episodes
+from alerts.replay import Episode, Episodes
 from devices.decode import Decoder
 from devices.registry import Programme
 from devices.simulator import CohortConfig, SimPatient, Simulation, build_cohort
@@ -110,7 +110,7 @@ class CareTeam:
         window = self.deteriorating.get(episode.patient_key)
         if episode.severity >= Severity.ORANGE and window and window[0] <= call < window[1]:
             return None  # watched until the hospitalisation
-        return call, Disposition.NO_ACTION
+        return call, Disposition.CALLED_NO_ACTION
 
 
 @dataclass(slots=True)
@@ -240,7 +240,7 @@ def judge(config: CohortConfig, batch: int = 2_000) -> CohortFigures:
         now_ms = chunk[-1].timestamp_ms
         while hospitalisations and hospitalisations[0][0] <= now_ms * 1000:
             at_us, key = heapq.heappop(hospitalisations)
-            episodes.end_follow_up(key, at_us, Disposition.HOSPITALISED)
+            episodes.end_follow_up(key, at_us, Disposition.EMERGENCY)
             for engine in engines:
                 engine.set_discharged([key])
         decoded = decoder.decode(

@@ -72,14 +72,24 @@ class Words:
         template = self.section("finding").get(rule_id)
         if template is None:
             return self.rule_title(rule_id)
-        fields = self._fields(rule_id, explanation, severity, timezone)
+        values: Mapping[str, float | None] = explanation.get("values") or {}
+        # An isolated abnormal reading fires info until a re-measure confirms it: its band
+        # is the bound it crossed, and the re-measure is what is asked.
+        to_confirm = severity == "info" and values.get("confirmed") == 0
+        bands = ("red", "orange") if to_confirm else (severity,)
+        fields = self._fields(rule_id, explanation, bands, timezone)
         try:
-            return template.format_map(fields)
+            found = template.format_map(fields)
         except (KeyError, ValueError):  # an older explanation without a value this names
             return self.rule_title(rule_id)
+        return self.section("confirmation")["asked"].format(finding=found) if to_confirm else found
 
     def _fields(
-        self, rule_id: str, explanation: Mapping[str, Any], severity: str, timezone: ZoneInfo
+        self,
+        rule_id: str,
+        explanation: Mapping[str, Any],
+        bands: tuple[str, ...],
+        timezone: ZoneInfo,
     ) -> dict[str, str]:
         values: Mapping[str, float | None] = explanation.get("values") or {}
         parameters: Mapping[str, float | None] = explanation.get("parameters") or {}
@@ -87,7 +97,9 @@ class Words:
         fields.update({name: self.number(value) for name, value in parameters.items()})
         value = values.get("value")
         unit = self.unit(_unit_of(rule_id))
-        fields["threshold"] = self._threshold(value, parameters, severity, unit)
+        fields["threshold"] = next(
+            (t for band in bands if (t := self._threshold(value, parameters, band, unit))), ""
+        )
         for name in _TIMES:
             at = values.get(name)
             if at is not None and not math.isnan(at):
@@ -96,7 +108,17 @@ class Words:
             fields["gain"] = self.number(value - (values["minimum_before"] or value))
         if "kind" in values and values["kind"] is not None:
             fields["item"] = self.kind(BY_CODE[int(values["kind"])].kind.value)
-        for name in ("score", "parameters_present", "days_with_data", "days_over", "percent"):
+        for name in (
+            "score",
+            "parameters_present",
+            "days_with_data",
+            "days_over",
+            "percent",
+            "points",
+            "rise",
+            "score_now",
+            "score_before",
+        ):
             if values.get(name) is not None:
                 fields[name] = self.number(values[name], 0)
         if "percent_below" in values:

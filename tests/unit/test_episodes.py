@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from alerts.engine import Candidate, Explanations
-from alerts.model import Job, Severity
-from alerts.replay import Disposition, Episode, Episodes, QuietForCooldown
+from alerts.model import Disposition, Job, Severity
+from alerts.replay import Episode, Episodes, QuietForCooldown
 from loadtests.alert_cohort import CareTeam
 
 HOUR = 3_600_000_000
@@ -71,7 +71,7 @@ def test_escalation_then_the_cooldown_after_resolution() -> None:
     episodes.add([firing(1, RED, 1.6)])
     assert [e.severity for e in episodes.all] == [RED, RED]
     assert [f.rule_id for f in episodes.all[1].findings] == ["news2", "heart_rate"]
-    assert episodes.all[0].disposition is Disposition.NO_ACTION
+    assert episodes.all[0].disposition is Disposition.CALLED_NO_ACTION
     assert episodes.dropped == 1
     episodes.finish(10 * HOUR)  # resolved at 2.6 h (the red finding's cool-down)
     episodes.add([firing(1, RED, 0.05, "news2")])  # old news: before its last firing (0.1 h)
@@ -100,16 +100,16 @@ def test_the_cohort_care_team_watches_a_deterioration_until_the_hospitalisation(
     episodes.add([firing(1, ORANGE, 2), firing(2, ORANGE, 2)])
     episodes.add([firing(1, ORANGE, 20, "news2"), firing(2, ORANGE, 20)])
     episodes.add([firing(1, RED, 30, "spo2_covid")])
-    episodes.end_follow_up(1, 40 * HOUR, Disposition.HOSPITALISED)
+    episodes.end_follow_up(1, 40 * HOUR, Disposition.EMERGENCY)
     episodes.add([firing(1, RED, 41, "spo2_unconfirmed")])  # after the follow-up: ignored
     first: list[Episode] = [e for e in episodes.all if e.patient_key == 1]
     assert [(e.severity, len(e.findings), e.disposition) for e in first] == [
-        (RED, 3, Disposition.HOSPITALISED)
+        (RED, 3, Disposition.EMERGENCY)
     ]
     stable: list[tuple[int | None, Disposition | None]] = [
         (e.resolved_us, e.disposition) for e in episodes.all if e.patient_key == 2
     ]
-    assert stable == [(6 * HOUR, Disposition.NO_ACTION), (None, None)]
+    assert stable == [(6 * HOUR, Disposition.CALLED_NO_ACTION), (None, None)]
 
 
 def _questionnaire_code() -> int:

@@ -90,3 +90,21 @@ def test_an_explanation_without_the_values_its_words_need_gives_the_rule_title()
 )
 def test_the_readers_language(asked: str | None, browser: str | None, language: str) -> None:
     assert language_of(asked, browser, "fr") == language
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("fr", "SpO2 91 % (≤ 92 %), nouvelle mesure demandée"),
+        ("en", "SpO2 91 % (≤ 92 %), re-measure asked"),
+    ],
+)
+def test_an_isolated_reading_asks_for_a_re_measure(language: str, text: str) -> None:
+    explanation = {
+        "rule": "spo2_scale1",
+        "values": {"value": 91.0, "confirmed": 0.0},
+        "parameters": {"red_at_or_below": 92.0, "orange_at_or_below": 94.0},
+    }
+    assert words(language).finding(explanation, "info", PARIS) == text
+    confirmed = {**explanation, "values": {"value": 91.0, "confirmed": 1.0}}
+    assert words(language).finding(confirmed, "red", PARIS) == text.split(",")[0]
