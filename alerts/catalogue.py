@@ -8,11 +8,13 @@ an alert records the version that raised it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import replace
 
 from alerts import missing, news2, thresholds, trends
 from alerts.model import Job, Parameter, Rule, RuleKind, Severity
+from alerts.protocol import MAX_EVERY_DAYS, MEASURES, Measure
 from alerts.thresholds import GRADED, code
 from devices.catalogue import VitalKind as K
 
@@ -22,14 +24,31 @@ ORANGE, RED, INFO = Severity.ORANGE, Severity.RED, Severity.INFO
 NAN = float("nan")
 
 
-def P(default: float, unit: str, description: str, verified: bool = True) -> Parameter:  # noqa: N802
-    return Parameter(default, unit, description, verified)
+def P(  # noqa: N802
+    default: float,
+    unit: str,
+    description: str,
+    verified: bool = True,
+    *,
+    within: tuple[float, float],
+    whole: bool = False,
+) -> Parameter:
+    return Parameter(default, unit, description, verified, within, whole)
+
+
+def _yes_no(default: float, description: str, verified: bool = True) -> Parameter:
+    return P(default, "", description, verified, within=(0, 1), whole=True)
 
 
 # Parameters of the patient rather than of one rule, given to every rule.
 PATIENT_PARAMETERS: Mapping[str, Parameter] = {
-    "spo2_scale": P(1, "", "NEWS2 SpO2 scale: 1, or 2 for hypercapnic patients (target 88-92 %)"),
-    "utc_offset_hours": P(0, "h", "the programme's UTC offset, set by the engine", False),
+    "spo2_scale": P(
+        1,
+        "",
+        "NEWS2 SpO2 scale: 1, or 2 for hypercapnic patients (target 88-92 %)",
+        within=(1, 2),
+        whole=True,
+    ),
 }
 
 _NEWS2_SOURCE = "NEWS2, Royal College of Physicians 2017 [V]"
@@ -47,6 +66,7 @@ def _banded(
     red_high: float = NAN,
     evaluate: object,
 ) -> Rule:
+    unit, span = BY_UNIT[kind]
     return Rule(
         id_,
         1,
@@ -56,10 +76,10 @@ def _banded(
         frozenset({code(kind)}),
         (ORANGE, RED),
         {
-            "red_at_or_below": P(red_low, BY_UNIT[kind], "red at or below"),
-            "orange_at_or_below": P(orange_low, BY_UNIT[kind], "orange at or below"),
-            "orange_at_or_above": P(orange_high, BY_UNIT[kind], "orange at or above"),
-            "red_at_or_above": P(red_high, BY_UNIT[kind], "red at or above"),
+            "red_at_or_below": P(red_low, unit, "red at or below", within=span),
+            "orange_at_or_below": P(orange_low, unit, "orange at or below", within=span),
+            "orange_at_or_above": P(orange_high, unit, "orange at or above", within=span),
+            "red_at_or_above": P(red_high, unit, "red at or above", within=span),
         },
         evaluate,  # type: ignore[arg-type]
     )
@@ -75,27 +95,113 @@ def _confirmed(rule: Rule) -> Rule:
     )
 
 
-BY_UNIT = {
-    K.RESPIRATORY_RATE: "/min",
-    K.HEART_RATE: "/min",
-    K.SYSTOLIC_BP: "mm[Hg]",
-    K.BODY_TEMPERATURE: "Cel",
+# Each banded kind's unit and the range its thresholds may take.
+BY_UNIT: Mapping[K, tuple[str, tuple[float, float]]] = {
+    K.RESPIRATORY_RATE: ("/min", (4, 60)),
+    K.HEART_RATE: ("/min", (20, 250)),
+    K.SYSTOLIC_BP: ("mm[Hg]", (50, 260)),
+    K.BODY_TEMPERATURE: ("Cel", (30, 43)),
 }
+SPO2_SPAN = (50, 100)
+GLUCOSE_SPAN = (20, 600)
 
-_QUESTIONNAIRE = frozenset(code(k) for k in missing.QUESTIONNAIRE_KINDS)
 _ALL_KINDS = frozenset(code(k) for k in K)
 
 # Confirmation of an isolated abnormal reading (docs/alerts.md, "Confirmation"; docs/clinical.md
 # §3A: NHS patient guidance to re-check a low reading [P]; the rest is ours [U]).
-CONFIRM = P(1, "", "an isolated abnormal reading fires info until confirmed (1: yes)", False)
+CONFIRM = _yes_no(1, "an isolated abnormal reading fires info until confirmed (1: yes)", False)
 # The patient's usual SpO2: the threshold applies that far below it [U].
 USUAL_SPO2 = {
     "below_usual_points": P(
-        2, "%", "low only this far below the patient's usual SpO2 too (NaN: off)", False
+        2,
+        "%",
+        "low only this far below the patient's usual SpO2 too",
+        False,
+        within=(0, 10),
     ),
-    "usual_days": P(7, "d", "usual SpO2: the median of the previous days", False),
-    "usual_min_readings": P(4, "", "readings needed for a usual SpO2", False),
+    "usual_days": P(
+        7, "d", "usual SpO2: the median of the previous days", False, within=(1, 30), whole=True
+    ),
+    "usual_min_readings": P(
+        4, "", "readings needed for a usual SpO2", False, within=(1, 100), whole=True
+    ),
 }
+
+
+def _codes(measure: Measure) -> frozenset[int]:
+    return frozenset(code(k) for k in measure.kinds)
+
+
+def _frequency(
+    *,
+    every_days: tuple[int, int] = (1, MAX_EVERY_DAYS),
+    times: tuple[int, int] = (1, 4),
+    due_hour: float,
+    default_every_days: int = 1,
+    default_times: int = 1,
+) -> dict[str, Parameter]:
+    """A measure's frequency (alerts.protocol): set by its programme's protocol, or by a
+    prescription for one patient."""
+    return {
+        "every_days": P(
+            default_every_days, "d", "due every this many days", within=every_days, whole=True
+        ),
+        "times": P(default_times, "", "data points expected each time", within=times, whole=True),
+        "due_hour": P(due_hour, "h", "local hour of the due day they are due by", within=(1, 24)),
+    }
+
+
+def _measure_missing(
+    id_: str, measure: str, title: str, source: str, *, red_after_periods: float = NAN
+) -> Rule:
+    """A prescribed measure not received in its period; red after some periods in a row
+    (never, by default). These alerts cannot be disabled: the LATM arrêtés require them of
+    every indication."""
+    kinds = _codes(MEASURES[measure])
+    return Rule(
+        id_,
+        2,
+        title,
+        source,
+        RuleKind.SWEEP,
+        kinds,
+        (ORANGE, RED),
+        {
+            **_frequency(due_hour=24),
+            "red_after_periods": P(
+                red_after_periods,
+                "",
+                "red after this many periods in a row without",
+                within=(1, 14),
+                whole=True,
+            ),
+        },
+        functools.partial(missing.measure_missing, measure=measure),
+        disableable=False,
+        resolved_by_kinds=kinds,
+        job=Job.DATA,
+        measure=measure,
+    )
+
+
+def _adherence(month: int) -> Rule:
+    return Rule(
+        f"adherence_m{month}",
+        2,
+        f"Adherence at month {month} at most 50 %",
+        "Assurance Maladie: more than 50 % of the expected data at months 1 and 2 [V]",
+        RuleKind.SWEEP,
+        _ALL_KINDS,
+        (ORANGE,),
+        {
+            "at_most_percent": P(
+                50, "%", "of a prescribed measure's expected data, at most", within=(0, 100)
+            )
+        },
+        missing.adherence_m1 if month == 1 else missing.adherence_m2,
+        job=Job.DATA,
+    )
+
 
 _RULES = (
     # -- A. single-reading thresholds ---------------------------------------------------------
@@ -108,8 +214,8 @@ _RULES = (
         frozenset({code(K.SPO2)}),
         (INFO, ORANGE, RED),
         {
-            "red_at_or_below": P(92, "%", "red at or below"),
-            "orange_at_or_below": P(94, "%", "orange at or below"),
+            "red_at_or_below": P(92, "%", "red at or below", within=SPO2_SPAN),
+            "orange_at_or_below": P(94, "%", "orange at or below", within=SPO2_SPAN),
             "confirm": CONFIRM,
             **USUAL_SPO2,
         },
@@ -124,8 +230,10 @@ _RULES = (
         frozenset({code(K.SPO2)}),
         (INFO, RED),
         {
-            "red_below": P(95, "%", "red below"),
-            "first_days": P(14, "d", "days of follow-up the profile applies to"),
+            "red_below": P(95, "%", "red below", within=SPO2_SPAN),
+            "first_days": P(
+                14, "d", "days of follow-up the profile applies to", within=(1, 366), whole=True
+            ),
             "confirm": CONFIRM,
             **USUAL_SPO2,
         },
@@ -140,9 +248,11 @@ _RULES = (
         frozenset({code(K.SPO2)}),
         (RED,),
         {
-            "red_below": P(95, "%", "an isolated reading below"),
-            "within_minutes": P(60, "min", "not re-measured within", False),
-            "first_days": P(14, "d", "days of follow-up the profile applies to"),
+            "red_below": P(95, "%", "an isolated reading below", within=SPO2_SPAN),
+            "within_minutes": P(60, "min", "not re-measured within", False, within=(5, 240)),
+            "first_days": P(
+                14, "d", "days of follow-up the profile applies to", within=(1, 366), whole=True
+            ),
             **USUAL_SPO2,
         },
         thresholds.spo2_unconfirmed,
@@ -156,10 +266,12 @@ _RULES = (
         frozenset({code(K.SPO2)}),
         (INFO, ORANGE, RED),
         {
-            "red_at_or_below": P(83, "%", "red at or below"),
-            "orange_at_or_below": P(87, "%", "orange at or below"),
-            "orange_on_o2_at_or_above": P(93, "%", "orange at or above, on oxygen"),
-            "red_on_o2_at_or_above": P(97, "%", "red at or above, on oxygen"),
+            "red_at_or_below": P(83, "%", "red at or below", within=SPO2_SPAN),
+            "orange_at_or_below": P(87, "%", "orange at or below", within=SPO2_SPAN),
+            "orange_on_o2_at_or_above": P(
+                93, "%", "orange at or above, on oxygen", within=SPO2_SPAN
+            ),
+            "red_on_o2_at_or_above": P(97, "%", "red at or above, on oxygen", within=SPO2_SPAN),
             "confirm": CONFIRM,
         },
         thresholds.spo2_scale2,
@@ -214,9 +326,11 @@ _RULES = (
         frozenset({code(K.GLUCOSE), code(K.GLUCOSE_CGM)}),
         (ORANGE, RED),
         {
-            "red_below": P(54, "mg/dL", "red below (level 2 hypoglycaemia)"),
-            "orange_below": P(70, "mg/dL", "orange below (level 1)"),
-            "orange_above": P(250, "mg/dL", "orange above (target zone, physician-set)"),
+            "red_below": P(54, "mg/dL", "red below (level 2 hypoglycaemia)", within=GLUCOSE_SPAN),
+            "orange_below": P(70, "mg/dL", "orange below (level 1)", within=GLUCOSE_SPAN),
+            "orange_above": P(
+                250, "mg/dL", "orange above (target zone, physician-set)", within=GLUCOSE_SPAN
+            ),
         },
         thresholds.glucose,
     ),
@@ -229,8 +343,10 @@ _RULES = (
         GRADED,
         (ORANGE,),
         {
-            "orange_at_or_above": P(3, "{grade}", "orange at or above"),
-            "rise_from_0_to": P(2, "{grade}", "orange when the previous answer was 0"),
+            "orange_at_or_above": P(3, "{grade}", "orange at or above", within=(1, 4), whole=True),
+            "rise_from_0_to": P(
+                2, "{grade}", "orange when the previous answer was 0", within=(1, 4), whole=True
+            ),
         },
         thresholds.symptom_grade,
     ),
@@ -277,11 +393,13 @@ _RULES = (
         news2.INPUTS,
         (INFO, ORANGE, RED),
         {
-            "window_hours": P(6, "h", "each parameter's latest value within", False),
-            "orange_at_or_above": P(5, "", "medium band"),
-            "red_at_or_above": P(7, "", "high band"),
-            "single_3_is_orange": P(1, "", "a single parameter at 3 is orange (1: yes)"),
-            "low_band_is_info": P(0, "", "raise the low band (1-4) as info (1: yes)"),
+            "window_hours": P(
+                6, "h", "each parameter's latest value within", False, within=(1, 24)
+            ),
+            "orange_at_or_above": P(5, "", "medium band", within=(1, 20), whole=True),
+            "red_at_or_above": P(7, "", "high band", within=(1, 20), whole=True),
+            "single_3_is_orange": _yes_no(1, "a single parameter at 3 is orange (1: yes)"),
+            "low_band_is_info": _yes_no(0, "raise the low band (1-4) as info (1: yes)"),
             "confirm": CONFIRM,
         },
         news2.news2,
@@ -295,10 +413,23 @@ _RULES = (
         news2.INPUTS,
         (ORANGE,),
         {
-            "window_hours": P(6, "h", "each parameter's latest value within", False),
-            "rise_points": P(3, "", "SpO2, pulse, respiration, temperature scores up by", False),
-            "baseline_hours": P(48, "h", "over their lowest in the readings of the", False),
-            "after_hours": P(8, "h", "previous hours, up to this many hours ago", False),
+            "window_hours": P(
+                6, "h", "each parameter's latest value within", False, within=(1, 24)
+            ),
+            "rise_points": P(
+                3,
+                "",
+                "SpO2, pulse, respiration, temperature scores up by",
+                False,
+                within=(1, 20),
+                whole=True,
+            ),
+            "baseline_hours": P(
+                48, "h", "over their lowest in the readings of the", False, within=(12, 168)
+            ),
+            "after_hours": P(
+                8, "h", "previous hours, up to this many hours ago", False, within=(1, 48)
+            ),
             "confirm": CONFIRM,
         },
         news2.news2_rising,
@@ -313,9 +444,11 @@ _RULES = (
         frozenset({code(K.BODY_WEIGHT)}),
         (ORANGE,),
         {
-            "gain_kg": P(2, "kg", "more than this above the minimum of"),
+            "gain_kg": P(2, "kg", "more than this above the minimum of", within=(0.5, 10)),
             # 3 days, plus 2 h: a daily weight taken a little earlier 3 days ago still counts.
-            "window_hours": P(74, "h", "the previous hours (3 days + 2 h slack)", False),
+            "window_hours": P(
+                74, "h", "the previous hours (3 days + 2 h slack)", False, within=(24, 168)
+            ),
         },
         trends.hf_weight_gain,
     ),
@@ -328,8 +461,10 @@ _RULES = (
         frozenset({code(K.BODY_WEIGHT)}),
         (INFO,),
         {
-            "gain_kg": P(1, "kg", "more than this above the minimum of", False),
-            "window_hours": P(26, "h", "the previous hours (24 h + 2 h slack)", False),
+            "gain_kg": P(1, "kg", "more than this above the minimum of", False, within=(0.5, 10)),
+            "window_hours": P(
+                26, "h", "the previous hours (24 h + 2 h slack)", False, within=(12, 72)
+            ),
         },
         trends.weight_gain_24h,
     ),
@@ -342,10 +477,18 @@ _RULES = (
         frozenset({code(K.SPO2)}),
         (ORANGE,),
         {
-            "drop_points": P(3, "%", "the recent median at least this far below", False),
-            "recent_hours": P(24, "h", "recent: the readings of the last hours", False),
-            "baseline_days": P(7, "d", "the median of the days before", False),
-            "min_readings": P(4, "", "readings needed for a baseline", False),
+            "drop_points": P(
+                3, "%", "the recent median at least this far below", False, within=(1, 20)
+            ),
+            "recent_hours": P(
+                24, "h", "recent: the readings of the last hours", False, within=(1, 72)
+            ),
+            "baseline_days": P(
+                7, "d", "the median of the days before", False, within=(1, 30), whole=True
+            ),
+            "min_readings": P(
+                4, "", "readings needed for a baseline", False, within=(1, 100), whole=True
+            ),
         },
         trends.spo2_drop_baseline,
     ),
@@ -361,16 +504,48 @@ _RULES = (
         ),
         (ORANGE,),
         {
-            "spo2_step": P(1.5, "%", "a point per step of SpO2 under the usual (2 at most)", False),
-            "pulse_step": P(8, "/min", "a point per step of pulse over the usual", False),
-            "respiration_step": P(3, "/min", "a point per step of respiration over it", False),
-            "temperature_step": P(0.5, "Cel", "a point per step of temperature over it", False),
-            "dyspnoea_step": P(1, "{grade}", "a point per step of breathlessness over it", False),
-            "orange_at_or_above": P(3, "", "orange at or above this many points", False),
-            "session_hours": P(2, "h", "the session: its best reading of the last hours", False),
-            "baseline_days": P(7, "d", "usual: the median of the readings of the days", False),
-            "after_hours": P(4, "h", "before, up to this many hours ago", False),
-            "min_readings": P(4, "", "readings needed for a usual value", False),
+            "spo2_step": P(
+                1.5,
+                "%",
+                "a point per step of SpO2 under the usual (2 at most)",
+                False,
+                within=(0.5, 10),
+            ),
+            "pulse_step": P(
+                8, "/min", "a point per step of pulse over the usual", False, within=(1, 50)
+            ),
+            "respiration_step": P(
+                3, "/min", "a point per step of respiration over it", False, within=(1, 20)
+            ),
+            "temperature_step": P(
+                0.5, "Cel", "a point per step of temperature over it", False, within=(0.1, 3)
+            ),
+            "dyspnoea_step": P(
+                1,
+                "{grade}",
+                "a point per step of breathlessness over it",
+                False,
+                within=(1, 4),
+                whole=True,
+            ),
+            "orange_at_or_above": P(
+                3, "", "orange at or above this many points", False, within=(1, 10), whole=True
+            ),
+            "session_hours": P(
+                2, "h", "the session: its best reading of the last hours", False, within=(0.5, 24)
+            ),
+            "baseline_days": P(
+                7,
+                "d",
+                "usual: the median of the readings of the days",
+                False,
+                within=(1, 30),
+                whole=True,
+            ),
+            "after_hours": P(4, "h", "before, up to this many hours ago", False, within=(1, 48)),
+            "min_readings": P(
+                4, "", "readings needed for a usual value", False, within=(1, 100), whole=True
+            ),
         },
         trends.baseline_deviation,
     ),
@@ -383,8 +558,8 @@ _RULES = (
         frozenset({code(K.VENTILATOR_LEAK)}),
         (ORANGE,),
         {
-            "threshold_l_min": P(24, "L/min", "physician threshold", False),
-            "days": P(3, "d", "consecutive days (3 to 7)"),
+            "threshold_l_min": P(24, "L/min", "physician threshold", False, within=(1, 200)),
+            "days": P(3, "d", "consecutive days", within=(3, 7), whole=True),
         },
         trends.ventilator_leak_days,
     ),
@@ -397,61 +572,66 @@ _RULES = (
         frozenset({code(K.GLUCOSE_CGM)}),
         (ORANGE,),
         {
-            "below_percent": P(4, "%", "more than this share below 70 mg/dL"),
-            "days": P(14, "d", "over the last days"),
-            "min_readings": P(288, "", "readings needed (a day of 5-minute data)", False),
+            "below_percent": P(4, "%", "more than this share below 70 mg/dL", within=(0, 100)),
+            "days": P(14, "d", "over the last days", within=(1, 14), whole=True),
+            "min_readings": P(
+                288,
+                "",
+                "readings needed (a day of 5-minute data)",
+                False,
+                within=(1, 4032),
+                whole=True,
+            ),
         },
         trends.cgm_time_below_range,
     ),
     # -- D. missing data and adherence (sweep) --------------------------------------------------
     Rule(
         "questionnaire_missed",
-        1,
+        2,
         "Questionnaire not completed",
         "DNS COVID-19 questionnaire [V]",
         RuleKind.SWEEP,
-        _QUESTIONNAIRE,
+        _codes(MEASURES["questionnaire"]),
         (ORANGE,),
         {
-            "first_hour": P(9, "h", "first scheduled time (local)", False),
-            "second_hour": P(NAN, "h", "second scheduled time (local), NaN if none", False),
-            "grace_hours": P(3, "h", "after the scheduled time", False),
-            "window_before_hours": P(4, "h", "answers this early count", False),
+            **_frequency(every_days=(1, 1), times=(1, 2), due_hour=24),
+            "first_hour": P(9, "h", "first scheduled time (local)", False, within=(0, 23.5)),
+            "second_hour": P(
+                19, "h", "second scheduled time (local), when twice a day", False, within=(0, 23.5)
+            ),
+            "grace_hours": P(3, "h", "after the scheduled time", False, within=(0, 12)),
+            "window_before_hours": P(4, "h", "answers this early count", False, within=(0, 12)),
         },
         missing.questionnaire_missed,
-        resolved_by_kinds=_QUESTIONNAIRE,
+        resolved_by_kinds=_codes(MEASURES["questionnaire"]),
         job=Job.DATA,
+        measure="questionnaire",
     ),
-    Rule(
+    _measure_missing(
         "hf_weight_missing",
-        1,
-        "No weight today (heart failure)",
-        "ICC arrêté [V]",
-        RuleKind.SWEEP,
-        frozenset({code(K.BODY_WEIGHT)}),
-        (ORANGE, RED),
-        {
-            "deadline_hour": P(12, "h", "local time by which the day's weight is due", False),
-            "red_after_days": P(3, "d", "escalates after this many days in a row"),
-        },
-        missing.hf_weight_missing,
-        disableable=False,
-        resolved_by_kinds=frozenset({code(K.BODY_WEIGHT)}),
-        job=Job.DATA,
+        "weight",
+        "No weight (heart failure)",
+        "heart-failure arrêté: weight collected and transmitted daily [V]",
+        red_after_periods=3,
     ),
-    Rule(
+    _measure_missing(
         "glucose_missing",
-        1,
+        "glucose",
         "No glucose transmitted",
-        "diabetes arrêté [V]",
-        RuleKind.SWEEP,
-        frozenset({code(K.GLUCOSE), code(K.GLUCOSE_CGM)}),
-        (ORANGE,),
-        {"days": P(7, "d", "without a glucose reading")},
-        missing.glucose_missing,
-        disableable=False,
-        resolved_by_kinds=frozenset({code(K.GLUCOSE), code(K.GLUCOSE_CGM)}),
-        job=Job.DATA,
+        "diabetes arrêté: glucose transmitted at least weekly [V]",
+    ),
+    _measure_missing(
+        "ventilation_missing",
+        "ventilation",
+        "No ventilator data",
+        "respiratory-failure arrêté: ventilation data transmitted daily [V]",
+    ),
+    _measure_missing(
+        "spo2_missing",
+        "spo2",
+        "No SpO2",
+        "respiratory-failure arrêté: SpO2 transmitted daily [V]; COVID-19 follow-up [U]",
     ),
     Rule(
         "device_silent",
@@ -461,35 +641,17 @@ _RULES = (
         RuleKind.SWEEP,
         _ALL_KINDS,
         (INFO,),
-        {"periods": P(2, "", "expected periods without a message", False)},
+        {
+            "periods": P(
+                2, "", "expected periods without a message", False, within=(1, 10), whole=True
+            )
+        },
         missing.device_silent,
         resolved_by_kinds=_ALL_KINDS,
         job=Job.DATA,
     ),
-    Rule(
-        "adherence_m1",
-        1,
-        "Adherence at month 1 at most 50 %",
-        "Assurance Maladie [V]",
-        RuleKind.SWEEP,
-        _ALL_KINDS,
-        (ORANGE,),
-        {"at_most_percent": P(50, "%", "days with data, at most")},
-        missing.adherence_m1,
-        job=Job.DATA,
-    ),
-    Rule(
-        "adherence_m2",
-        1,
-        "Adherence at month 2 at most 50 %",
-        "Assurance Maladie [V]",
-        RuleKind.SWEEP,
-        _ALL_KINDS,
-        (ORANGE,),
-        {"at_most_percent": P(50, "%", "days with data, at most")},
-        missing.adherence_m2,
-        job=Job.DATA,
-    ),
+    _adherence(1),
+    _adherence(2),
 )
 
 RULES: Mapping[str, Rule] = {rule.id: rule for rule in _RULES}

@@ -3,7 +3,9 @@
 `evaluate` takes a batch of stored readings (arrival order): it updates the
 history, runs every reading rule over the batch and returns one candidate per
 (patient, rule) that fired: the most severe, then the latest firing. `sweep`
-runs the missing-data and adherence rules over every followed patient. The
+runs the missing-data and adherence rules over every followed patient; the adherence
+of months 1 and 2 is checked from PostgreSQL (alerts.adherence) when a month ends,
+the engine says whose (`months_to_check`) and keeps the outcome (`month_checked`). The
 engine decides nothing about alerts: the lifecycle (open, absorb, escalate,
 cool down) is applied by alerts.lifecycle inside the batch transaction.
 """
@@ -18,11 +20,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from alerts.calendar import calendar
 from alerts.catalogue import RULES
 from alerts.history import DAY_US, NO_TIME, History, last_of_runs, stable_order, with_room
 from alerts.model import Firings, Rows, Rule, RuleContext, RuleKind, Scores, Severity
 from alerts.parameters import Parameters
 from alerts.programmes import ENABLED, AlertConfig
+from alerts.protocol import MEASURES
 from alerts.scores import ScoreKey
 from devices.catalogue import BY_CODE
 from devices.registry import DeviceType, Programme
@@ -104,6 +108,7 @@ class Engine:
         self._reading_rules = [r for r in RULES.values() if r.kind is RuleKind.READING]
         self._sweep_rules = [r for r in RULES.values() if r.kind is RuleKind.SWEEP]
         self._described = {r.id: _describe(r) for r in RULES.values()}
+        self.calendar = calendar(config.timezone.key)
 
     # -- patients -------------------------------------------------------------------------
 
@@ -116,9 +121,12 @@ class Engine:
     def add_patients(self, profiles: Iterable[PatientProfile]) -> None:
         profiles = list(profiles)
         history = self.history
+        start_days = self.calendar.day_of(np.array([p.enrolled_us for p in profiles], np.int64))
         slots = [
-            history.add(p.patient_key, PROGRAMMES.index(p.programme), p.enrolled_us, p.partition)
-            for p in profiles
+            history.add(
+                p.patient_key, PROGRAMMES.index(p.programme), p.enrolled_us, int(day), p.partition
+            )
+            for p, day in zip(profiles, start_days.tolist(), strict=True)
         ]
         keys, owners, types, since = [], [], [], []
         for slot, p in zip(slots, profiles, strict=True):
@@ -205,7 +213,7 @@ class Engine:
             params = self._parameters.of(rule.id)
             mine = mine[params.value(ENABLED, slot[mine]) == 1]
             if len(mine):
-                context = RuleContext(rows.take(mine), self.history, params, now)
+                context = RuleContext(rows.take(mine), self.history, params, now, self.calendar)
                 firings = rule.evaluate(context)
                 if firings.scores is not None:
                     self._count(rule, firings.scores)
@@ -240,17 +248,56 @@ class Engine:
         history = self.history
         if not len(history):
             return []
-        partition = history.partition[: len(history)]
-        now = np.array([now_by_partition.get(int(p), 0) for p in partition], np.int64)
-        offsets = {int(t): self.config.utc_offset_hours(int(t)) for t in np.unique(now)}
-        offset = np.array([offsets[int(t)] for t in now])
+        now = self._now(now_by_partition)
         rows = Rows.empty()
         candidates: list[Candidate] = []
         for rule in self._sweep_rules:
-            params = self._parameters.of(rule.id, {"utc_offset_hours": offset})
-            firings = rule.evaluate(RuleContext(rows, history, params, now))
+            params = self._parameters.of(rule.id)
+            firings = rule.evaluate(RuleContext(rows, history, params, now, self.calendar))
             candidates.extend(self._candidates(rule, firings))
         return candidates
+
+    def _now(self, now_by_partition: Mapping[int, int]) -> npt.NDArray[np.int64]:
+        partition = self.history.partition[: len(self.history)]
+        return np.array([now_by_partition.get(int(p), 0) for p in partition], np.int64)
+
+    # -- adherence at months 1 and 2 ------------------------------------------------------
+
+    def months_to_check(
+        self, now_by_partition: Mapping[int, int], after_us: int, within_us: int
+    ) -> list[tuple[int, int]]:
+        """(patient key, month) of the followed patients whose month 1 or 2 of follow-up
+        ended at least `after_us` ago (late data counted), at most `within_us` ago (older
+        ones were checked before this member had them), and is not checked yet."""
+        history = self.history
+        if not len(history):
+            return []
+        now = self._now(now_by_partition)
+        start = history.start_day[: len(history)].astype(np.int64)
+        due: list[tuple[int, int]] = []
+        for month in (1, 2):
+            ended = self.calendar.start_of(self.calendar.add_months(start, month))
+            ready = (
+                history.active[: len(history)]
+                & (history.month_expected[: len(history), month - 1] < 0)
+                & (ended + after_us <= now)
+                & (ended + within_us > now)
+            )
+            due.extend((key, month) for key in history.patient_key[np.flatnonzero(ready)].tolist())
+        return due
+
+    def month_checked(
+        self, patient_key: int, month: int, measure: str, expected: int, received: int
+    ) -> None:
+        """A month's check: its worst measure ("" if none was prescribed), the data expected
+        and received of it; the adherence rules read it at the next sweep."""
+        slot = self.history.slot_of.get(patient_key)
+        if slot is not None:
+            self.history.month_measure[slot, month - 1] = (
+                list(MEASURES).index(measure) if measure else -1
+            )
+            self.history.month_expected[slot, month - 1] = expected
+            self.history.month_received[slot, month - 1] = received
 
     def _not_repeats(
         self, rule: Rule, chosen: npt.NDArray[np.intp], firings: Firings

@@ -2,10 +2,11 @@
 
 Per patient: the latest value of every kind (NEWS2, last transmission times),
 small rings of recent readings for the trend rules and graded answers, CGM
-counts per day, the days with data since enrollment (adherence), and the last
-reading of each device. Inserting a batch is vectorised and idempotent: a
-reading already in a ring (same time) is not added twice, CGM readings count
-once and in time order, day bits and latest values are set-like.
+counts per day, the last reading of each device, and the adherence checks of months 1
+and 2 (expected and received data of the worst measure, filled by alerts.adherence).
+Inserting a batch is vectorised and idempotent: a reading already in a ring (same
+time) is not added twice, CGM readings count once and in time order, latest values
+are set-like.
 
 One History serves the partitions a member owns; it is rebuilt from
 PostgreSQL when partitions are assigned (alerts.loader).
@@ -134,7 +135,6 @@ RING_SIZES: Mapping[VitalKind, int] = {
 }
 CGM_DAYS = 16
 CGM_LOW_MG_DL = 70.0  # the consensus "below range" bound the CGM rule counts against
-ADHERENCE_DAYS = 64  # bits of the days-with-data mask, from the enrollment day
 
 
 @dataclass
@@ -292,7 +292,12 @@ class History:
         self.cgm_below = np.zeros((capacity, CGM_DAYS), np.int32)
         self.cgm_total = np.zeros((capacity, CGM_DAYS), np.int32)
         self.cgm_last = np.full(capacity, NO_TIME)
-        self.days_with_data = np.zeros(capacity, np.uint64)
+        self.start_day = np.zeros(capacity, np.int32)  # local day the follow-up started
+        # The adherence checks of months 1 and 2: the worst measure's index in
+        # alerts.protocol.MEASURES, its expected (-1: not checked yet) and received data.
+        self.month_measure = np.zeros((capacity, 2), np.int8)
+        self.month_expected = np.full((capacity, 2), -1, np.int32)
+        self.month_received = np.zeros((capacity, 2), np.int32)
         # Devices: each a row, with its patient's slot.
         self._devices = KeyIndex()
         self.device_of = self._devices.row_of  # device key -> row
@@ -305,7 +310,9 @@ class History:
 
     # -- patients and devices -------------------------------------------------------------
 
-    def add(self, patient_key: int, programme: int, enrolled_us: int, partition: int) -> int:
+    def add(
+        self, patient_key: int, programme: int, enrolled_us: int, start_day: int, partition: int
+    ) -> int:
         """The patient's slot, created empty if it is new."""
         slot = self._patients.add(patient_key)
         if slot == self._capacity:
@@ -313,6 +320,7 @@ class History:
         self.patient_key[slot] = patient_key
         self.programme[slot] = programme
         self.enrolled_us[slot] = enrolled_us
+        self.start_day[slot] = start_day
         self.partition[slot] = partition
         self.active[slot] = True
         return slot
@@ -345,7 +353,7 @@ class History:
             "partition",
             "active",
             "cgm_last",
-            "days_with_data",
+            "start_day",
         ):
             array = getattr(self, name)
             pad = NO_TIME if name == "cgm_last" else 0
@@ -356,6 +364,9 @@ class History:
             ("cgm_day", -1),
             ("cgm_below", 0),
             ("cgm_total", 0),
+            ("month_measure", 0),
+            ("month_expected", -1),
+            ("month_received", 0),
         )
         for name, fill in fills:
             array = getattr(self, name)
@@ -389,12 +400,6 @@ class History:
         cgm = kind == BY_KIND[VitalKind.GLUCOSE_CGM].code
         if cgm.any():
             self._count_cgm(slot[cgm], value[cgm], time[cgm])
-        day = (time - self.enrolled_us[slot]) // DAY_US
-        inside = (day >= 0) & (day < ADHERENCE_DAYS)
-        slot_in = slot[inside]
-        bits = np.left_shift(np.uint64(1), day[inside].astype(np.uint64))
-        new = (self.days_with_data[slot_in] & bits) == 0  # most days are known already
-        np.bitwise_or.at(self.days_with_data, slot_in[new], bits[new])
         if device is not None and self.device_of:
             rows = self._devices.rows(device)
             seen = rows >= 0

@@ -8,7 +8,8 @@ patient enrolled later is loaded when their first reading arrives.
 
 History comes from stored readings: the latest value of each kind, the
 newest readings of the ring kinds within the rules' windows, CGM counts per
-day, days with data, and each device's latest reading.
+day, and each device's latest reading. The adherence of months 1 and 2 is checked
+again when due (alerts.adherence).
 """
 
 from __future__ import annotations
@@ -128,7 +129,6 @@ async def _history(conn: Connection, engine: Engine, keys: list[int], now_us: in
     if rows:
         _insert(engine, rows)
     await _cgm(conn, engine, keys, now_us)
-    await _days_with_data(conn, engine, keys)
 
 
 def _insert(engine: Engine, rows: Sequence[object]) -> None:
@@ -167,24 +167,3 @@ async def _cgm(conn: Connection, engine: Engine, keys: list[int], now_us: int) -
         history.cgm_below[slot, bucket] = r["below"]
         history.cgm_total[slot, bucket] = r["total"]
         history.cgm_last[slot] = max(history.cgm_last[slot], r["last_us"])
-
-
-async def _days_with_data(conn: Connection, engine: Engine, keys: list[int]) -> None:
-    rows = await conn.fetch(
-        """
-        SELECT r.patient_key,
-               array_agg(DISTINCT floor(extract(epoch FROM r.measured_at - p.enrolled_at)
-                                        / 86400)::int) AS days
-        FROM readings r JOIN patients p USING (patient_key)
-        WHERE r.patient_key = ANY($1::int[]) AND r.measured_at >= p.enrolled_at
-          AND r.measured_at < p.enrolled_at + interval '64 days'
-        GROUP BY 1
-        """,
-        keys,
-    )
-    history = engine.history
-    for r in rows:
-        bits = 0
-        for day in r["days"]:
-            bits |= 1 << day
-        history.days_with_data[history.slot_of[r["patient_key"]]] = np.uint64(bits)

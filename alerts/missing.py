@@ -6,9 +6,10 @@ such data arriving later resolves the alert (alerts.lifecycle).
 They look at every followed patient, not at a batch: `ctx.now_us` gives each
 patient's "now" (the wall clock, or, for a partition still catching up, the
 time of the last record made durable there, so a backlog is not mistaken for
-silent patients). Schedules are in the programme's local time: `ctx.params`
-carries `utc_offset_hours` per patient. A firing's time is the deadline that
-passed, so the same missed deadline is the same episode at every sweep.
+silent patients). Protocols and schedules are in local days and hours
+(`ctx.calendar`), counted from the local day the follow-up started
+(alerts.protocol). A firing's time is the due time that passed, so the same missed
+period is the same finding at every sweep.
 """
 
 from __future__ import annotations
@@ -16,28 +17,22 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from alerts.history import DAY_US, HOUR_US, NO_TIME, kind_index
+from alerts.history import HOUR_US, NO_TIME, kind_index
 from alerts.model import Firings, RuleContext, Severity
-from devices.catalogue import CATALOGUE, ValueType
-from devices.catalogue import VitalKind as K
+from alerts.protocol import MEASURES
 from devices.registry import DeviceType
 
 __all__ = [
     "DEVICE_PERIOD_HOURS",
-    "QUESTIONNAIRE_KINDS",
-    "adherence_month",
+    "adherence_m1",
+    "adherence_m2",
     "device_silent",
-    "glucose_missing",
-    "hf_weight_missing",
+    "measure_missing",
     "questionnaire_missed",
 ]
 
 I64 = npt.NDArray[np.int64]
 F = npt.NDArray[np.float64]
-
-QUESTIONNAIRE_KINDS = tuple(
-    v.kind for v in CATALOGUE if v.value_type in (ValueType.GRADE, ValueType.BOOLEAN)
-)
 
 # How often each kind of device is expected to send, in hours [U]; silent after twice that.
 DEVICE_PERIOD_HOURS: dict[DeviceType, float] = {
@@ -53,6 +48,7 @@ DEVICE_PERIOD_HOURS: dict[DeviceType, float] = {
 }
 DEVICE_TYPES = list(DeviceType)
 _PERIOD_US = np.array([DEVICE_PERIOD_HOURS[t] * HOUR_US for t in DEVICE_TYPES], np.int64)
+_MEASURE_KINDS = {name: [kind_index(k) for k in m.kinds] for name, m in MEASURES.items()}
 
 
 def _everyone(ctx: RuleContext) -> tuple[npt.NDArray[np.int32], dict[str, F], I64]:
@@ -63,77 +59,71 @@ def _everyone(ctx: RuleContext) -> tuple[npt.NDArray[np.int32], dict[str, F], I6
     return slot, params, ctx.now_us[slot]
 
 
-def _last(ctx: RuleContext, slot: npt.NDArray[np.int32], *kinds: K) -> I64:
-    times = ctx.history.last_time.take(slot, axis=0)[:, [kind_index(k) for k in kinds]]
+def _last(ctx: RuleContext, slot: npt.NDArray[np.int32], measure: str) -> I64:
+    times = ctx.history.last_time.take(slot, axis=0)[:, _MEASURE_KINDS[measure]]
     return np.asarray(times.max(axis=1), dtype=np.int64)
 
 
-def _local_day_start(now: I64, offset_hours: F) -> I64:
-    """UTC time of the local midnight that starts `now`'s local day."""
-    offset = (offset_hours * HOUR_US).astype(np.int64)
-    return ((now + offset) // DAY_US) * DAY_US - offset
-
-
-def _latest_deadline(now: I64, offset_hours: F, hour: F) -> I64:
-    """The latest local `hour` o'clock at or before `now` (UTC µs)."""
-    today = _local_day_start(now, offset_hours) + (hour * HOUR_US).astype(np.int64)
-    return np.where(today <= now, today, today - DAY_US)
+def measure_missing(ctx: RuleContext, measure: str) -> Firings:
+    """The last period of a prescribed measure whose due time has passed, without its data:
+    orange; red after `red_after_periods` such periods in a row (alerts.protocol)."""
+    slot, p, now = _everyone(ctx)
+    calendar = ctx.calendar
+    every = p["every_days"].astype(np.int64)
+    start = ctx.history.start_day[slot].astype(np.int64)
+    today = calendar.day_of(now) - start  # day of follow-up, 0 the first
+    due_day = (today + 1) // every * every - 1  # the latest due day at or before today
+    passed = calendar.hour_of(start + due_day, p["due_hour"]) <= now
+    due_day = np.where(passed, due_day, due_day - every)
+    due_at = calendar.hour_of(start + due_day, p["due_hour"])
+    period_start = calendar.start_of(start + np.maximum(due_day - every + 1, 0))
+    last = _last(ctx, slot, measure)
+    # Not before the follow-up began: a period due before the enrolment is not expected.
+    missing = (due_day >= 0) & (due_at > ctx.history.enrolled_us[slot]) & (last < period_start)
+    if not missing.any():
+        return Firings.none()
+    red_after = p["red_after_periods"][missing]
+    slot = slot[missing]
+    every, start, due_day, due_at = (
+        every[missing],
+        start[missing],
+        due_day[missing],
+        due_at[missing],
+    )
+    period_start, last = period_start[missing], last[missing]
+    # The periods without data, this one included: from the one the last data fell in.
+    last_day = np.where(last == NO_TIME, -1, calendar.day_of(np.maximum(last, 0)) - start)
+    periods = (due_day - np.maximum(last_day, -1)) // every
+    red = periods >= red_after  # NaN, the default: never
+    return Firings(
+        slot,
+        np.where(red, Severity.RED, Severity.ORANGE).astype(np.int8),
+        due_at,
+        {"periods_without": periods.astype(np.float64), "data_since_s": period_start / 1e6},
+    )
 
 
 def questionnaire_missed(ctx: RuleContext) -> Firings:
     """No questionnaire answered between `window_before_hours` before a scheduled time and
-    `grace_hours` after it."""
+    `grace_hours` after it (the second time only when prescribed twice a day)."""
     slot, p, now = _everyone(ctx)
+    calendar = ctx.calendar
     grace = (p["grace_hours"] * HOUR_US).astype(np.int64)
+    looked_at = now - grace
+    today = calendar.day_of(looked_at)
     due = np.full(len(slot), NO_TIME)
-    for hours in ("first_hour", "second_hour"):
-        scheduled = ~np.isnan(p[hours])
-        deadline = _latest_deadline(now - grace, p["utc_offset_hours"], np.nan_to_num(p[hours]))
-        due = np.where(scheduled, np.maximum(due, deadline), due)
-    answered = _last(ctx, slot, *QUESTIONNAIRE_KINDS)
+    for hours, scheduled in (("first_hour", p["times"] >= 1), ("second_hour", p["times"] >= 2)):
+        at = calendar.hour_of(today, p[hours])
+        at = np.where(at <= looked_at, at, calendar.hour_of(today - 1, p[hours]))
+        due = np.where(scheduled, np.maximum(due, at), due)
+    answered = _last(ctx, slot, "questionnaire")
     opens = due - (p["window_before_hours"] * HOUR_US).astype(np.int64)
-    missed = (due != NO_TIME) & (due >= ctx.history.enrolled_us[slot]) & (answered < opens)
+    missed = (due >= ctx.history.enrolled_us[slot]) & (answered < opens)
     return Firings(
         slot[missed],
         np.full(missed.sum(), Severity.ORANGE, np.int8),
         (due + grace)[missed],
         {"scheduled_at_s": due[missed] / 1e6, "data_since_s": opens[missed] / 1e6},
-    )
-
-
-def hf_weight_missing(ctx: RuleContext) -> Firings:
-    """No weight on the day of the last passed deadline; red after several days in a row."""
-    slot, p, now = _everyone(ctx)
-    offset = p["utc_offset_hours"]
-    deadline = _latest_deadline(now, offset, p["deadline_hour"])
-    day_start = _local_day_start(deadline, offset)
-    weighed = _last(ctx, slot, K.BODY_WEIGHT)
-    since = np.maximum(weighed, ctx.history.enrolled_us[slot] - DAY_US)
-    days_without = (day_start - _local_day_start(since, offset)) // DAY_US
-    missing = (weighed < day_start) & (ctx.history.enrolled_us[slot] < day_start)
-    severity = np.where(days_without >= p["red_after_days"], Severity.RED, Severity.ORANGE)
-    return Firings(
-        slot[missing],
-        severity[missing].astype(np.int8),
-        deadline[missing],
-        {
-            "days_without_weight": days_without[missing].astype(np.float64),
-            "data_since_s": day_start[missing] / 1e6,
-        },
-    )
-
-
-def glucose_missing(ctx: RuleContext) -> Firings:
-    """No glucose reading (capillary or CGM) for `days`."""
-    slot, p, now = _everyone(ctx)
-    last = np.maximum(_last(ctx, slot, K.GLUCOSE, K.GLUCOSE_CGM), ctx.history.enrolled_us[slot])
-    limit = (p["days"] * DAY_US).astype(np.int64)
-    missing = now - last >= limit
-    return Firings(
-        slot[missing],
-        np.full(missing.sum(), Severity.ORANGE, np.int8),
-        (last + limit)[missing],
-        {"last_reading_s": last[missing] / 1e6, "data_since_s": (last[missing] + 1) / 1e6},
     )
 
 
@@ -167,22 +157,28 @@ def device_silent(ctx: RuleContext) -> Firings:
 
 
 def adherence_month(ctx: RuleContext, month: int) -> Firings:
-    """Data on at most half of the days of month 1 (days 0-29) or 2 (30-59) of follow-up."""
-    slot, p, now = _everyone(ctx)
-    enrolled = ctx.history.enrolled_us[slot]
-    first_day = 30 * (month - 1)
-    month_end = enrolled + (first_day + 30) * DAY_US
-    bits = ctx.history.days_with_data[slot]
-    days = np.zeros(len(slot), np.int64)
-    for day in range(first_day, first_day + 30):
-        days += ((bits >> np.uint64(day)) & np.uint64(1)).astype(np.int64)
-    share = days / 30
-    low = (now >= month_end) & (share * 100 <= p["at_most_percent"])
+    """Month 1 or 2 of follow-up checked (alerts.adherence) with a prescribed measure's
+    data received at most `at_most_percent` of its expected data: orange, at the month's
+    end."""
+    slot, p, _ = _everyone(ctx)
+    history = ctx.history
+    expected = history.month_expected[slot, month - 1].astype(np.float64)
+    received = history.month_received[slot, month - 1].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        percent = np.where(expected > 0, received / expected * 100, np.nan)
+    low = percent <= p["at_most_percent"]  # NaN (not checked, nothing expected): no
+    start = history.start_day[slot[low]].astype(np.int64)
+    ends = ctx.calendar.start_of(ctx.calendar.add_months(start, month))
     return Firings(
         slot[low],
-        np.full(low.sum(), Severity.ORANGE, np.int8),
-        month_end[low],
-        {"days_with_data": days[low].astype(np.float64), "percent": share[low] * 100},
+        np.full(int(low.sum()), Severity.ORANGE, np.int8),
+        ends,
+        {
+            "measure": history.month_measure[slot[low], month - 1].astype(np.float64),
+            "expected": expected[low],
+            "received": received[low],
+            "percent": percent[low],
+        },
     )
 
 

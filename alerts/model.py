@@ -8,6 +8,7 @@ reads no clock: `now` comes in with the context.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -15,6 +16,7 @@ from enum import IntEnum, StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from alerts.calendar import LocalCalendar
 from alerts.history import History
 
 F = npt.NDArray[np.float64]
@@ -65,6 +67,7 @@ class Disposition(StrEnum):
     ARTEFACT = "artefact"  # a measurement error or artefact
     DATA_CHASED = "data_chased"  # the patient reminded, the device checked
     DATA_RECEIVED = "data_received"  # by telemon: the data a data episode waited for came
+    FOLLOW_UP_ENDED = "follow_up_ended"  # by telemon: the patient was discharged
 
     @property
     def clinical_action(self) -> bool:
@@ -74,7 +77,7 @@ class Disposition(StrEnum):
 
     @property
     def chosen_by_clinicians(self) -> bool:
-        return self is not Disposition.DATA_RECEIVED
+        return self not in (Disposition.DATA_RECEIVED, Disposition.FOLLOW_UP_ENDED)
 
 
 _CLINICAL_ACTIONS = frozenset(
@@ -94,10 +97,23 @@ class RuleKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
-    default: float
+    default: float  # NaN: none (a band a rule does not have)
     unit: str
     description: str
     verified: bool = True  # False: a design default ([U] in docs/clinical.md), unpublished
+    within: tuple[float, float] = (-math.inf, math.inf)  # the values a programme or a
+    whole: bool = False  # clinician may set (inclusive), and whether whole numbers only
+
+    def refusal(self, value: float) -> str | None:
+        """Why `value` cannot be set, or None."""
+        low, high = self.within
+        if not math.isfinite(value):
+            return f"{value} is not a number it can take"
+        if not low <= value <= high:
+            return f"{value:g} is outside {low:g}-{high:g} {self.unit}".rstrip()
+        if self.whole and value != int(value):
+            return f"{value:g} is not a whole number"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,35 +152,23 @@ class Rows:
 class RuleParameters:
     """One rule's parameters, looked up for the patients a rule evaluates. "enabled" (1 or
     0) says whether the rule runs for a patient; the patient parameters
-    (alerts.catalogue.PATIENT_PARAMETERS) are there too. `per_slot` gives parameters
-    the engine sets per patient at each sweep (the programme's UTC offset)."""
+    (alerts.catalogue.PATIENT_PARAMETERS) are there too."""
 
-    __slots__ = ("_column", "_per_slot", "_set_of", "_table")
+    __slots__ = ("_column", "_set_of", "_table")
 
-    def __init__(
-        self,
-        table: F,
-        column: Mapping[str, int],
-        set_of: npt.NDArray[np.int32],
-        per_slot: Mapping[str, F] | None = None,
-    ) -> None:
+    def __init__(self, table: F, column: Mapping[str, int], set_of: npt.NDArray[np.int32]) -> None:
         self._table = table
         self._column = column
         self._set_of = set_of
-        self._per_slot = per_slot or {}
 
     def value(self, name: str, slot: Slots) -> F:
         """Parameter `name` of each patient in `slot`."""
-        if name in self._per_slot:
-            return self._per_slot[name][slot]
         return np.asarray(self._table[:, self._column[name]].take(self._set_of[slot]))
 
     def of(self, slot: Slots) -> dict[str, F]:
         """Every parameter of each patient in `slot`, by name."""
         rows = self._table.take(self._set_of[slot], axis=0)
-        found = {name: rows[:, j] for name, j in self._column.items()}
-        found.update({name: values[slot] for name, values in self._per_slot.items()})
-        return found
+        return {name: rows[:, j] for name, j in self._column.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +177,7 @@ class RuleContext:
     history: History
     params: RuleParameters  # this rule's parameters, looked up by slot
     now_us: npt.NDArray[np.int64]  # per slot (sweeps); the engine's "now"
+    calendar: LocalCalendar  # the programmes' local days
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +224,7 @@ class Rule:
     disableable: bool = True
     resolved_by_kinds: frozenset[int] = frozenset()  # data that closes its alerts
     job: Job = Job.CLINICAL
+    measure: str | None = None  # the protocol's measure it watches (alerts.protocol)
 
     def defaults(self) -> dict[str, float]:
         return {name: p.default for name, p in self.parameters.items()}

@@ -16,7 +16,7 @@ import numpy as np
 
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
 from alerts.history import with_room
-from alerts.model import F, Rule, RuleParameters, Slots
+from alerts.model import Rule, RuleParameters, Slots
 from alerts.programmes import ENABLED, AlertConfig
 from devices.registry import Programme
 
@@ -34,8 +34,8 @@ class Parameters:
         }
         self._tables = {rule_id: np.zeros((0, len(c))) for rule_id, c in self._columns.items()}
 
-    def of(self, rule_id: str, per_slot: Mapping[str, F] | None = None) -> RuleParameters:
-        return RuleParameters(self._tables[rule_id], self._columns[rule_id], self._set_of, per_slot)
+    def of(self, rule_id: str) -> RuleParameters:
+        return RuleParameters(self._tables[rule_id], self._columns[rule_id], self._set_of)
 
     def assign(
         self, slot: int | Slots, programme: Programme, overrides: Mapping[str, float]

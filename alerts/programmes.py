@@ -1,12 +1,17 @@
-"""The programmes' rule sets and parameters (alerts/programmes.toml), checked on load."""
+"""The programmes' protocols, rule sets and parameters (alerts/programmes.toml), checked on
+load.
+
+A programme's protocol prescribes measures and their frequency (alerts.protocol); each
+measure brings the missing-data rule that watches it, its frequency that rule's
+parameters. Every parameter, in the file or overridden for one patient, is checked
+against the range the catalogue gives it.
+"""
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,11 +19,19 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
-from alerts.model import Severity
+from alerts.model import Rule, Severity
+from alerts.protocol import FREQUENCY, MEASURES
 from devices.registry import Programme
 from ingest.platform import ConfigurationError
 
-__all__ = ["AlertConfig", "ProgrammeConfig", "load_config", "parameter_names"]
+__all__ = [
+    "AlertConfig",
+    "ProgrammeConfig",
+    "check_parameter",
+    "load_config",
+    "measure_rule",
+    "parameter_names",
+]
 
 ENABLED = "enabled"
 
@@ -34,6 +47,7 @@ class _Engine(BaseModel):
 
 class _Programme(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    protocol: dict[str, dict[str, float]]
     rules: list[str]
     parameters: dict[str, float] = {}
 
@@ -47,7 +61,8 @@ class _File(BaseModel):
 @dataclass(frozen=True, slots=True)
 class ProgrammeConfig:
     programme: Programme
-    rules: tuple[str, ...]
+    measures: tuple[str, ...]  # the protocol's, in the file's order
+    rules: tuple[str, ...]  # the measures' rules, then the others
     parameters: Mapping[str, float]  # "<rule>.<name>" or "patient.<name>"
 
 
@@ -61,11 +76,6 @@ class AlertConfig:
     # A firing no more severe than the last one the engine emitted for the same patient and
     # rule, at most this much event time after it, is not emitted (0: every firing is).
     repeat_window_us: int = 0
-
-    def utc_offset_hours(self, at_us: int) -> float:
-        moment = datetime.fromtimestamp(at_us / 1e6, self.timezone)
-        offset = moment.utcoffset()
-        return offset.total_seconds() / 3600 if offset else 0.0
 
 
 class ConfigError(ConfigurationError):
@@ -81,15 +91,51 @@ def parameter_names() -> set[str]:
     return names
 
 
+def measure_rule(measure: str) -> Rule:
+    """The missing-data rule that watches a protocol's measure."""
+    return _MEASURE_RULES[measure]
+
+
+_MEASURE_RULES = {rule.measure: rule for rule in RULES.values() if rule.measure}
+
+
 def check_parameter(name: str, value: float) -> None:
-    """Refuse an unknown parameter, or switching off a rule that must stay on."""
+    """Refuse an unknown parameter, a value outside its range, or switching off a rule that
+    must stay on."""
     if name not in parameter_names():
         raise ConfigError(f"unknown parameter {name!r}")
     rule_id, _, parameter = name.partition(".")
-    if parameter == ENABLED and value == 0 and rule_id in RULES and not RULES[rule_id].disableable:
-        raise ConfigError(f"{rule_id} cannot be disabled")
-    if math.isinf(value):
-        raise ConfigError(f"{name}: {value} is not a threshold")
+    if parameter == ENABLED:
+        if value not in (0, 1):
+            raise ConfigError(f"{name}: 1 (on) or 0 (off), not {value}")
+        if value == 0 and not RULES[rule_id].disableable:
+            raise ConfigError(f"{rule_id} cannot be disabled")
+        return
+    spec = (
+        PATIENT_PARAMETERS[parameter]
+        if rule_id == "patient"
+        else RULES[rule_id].parameters[parameter]
+    )
+    refusal = spec.refusal(value)
+    if refusal is not None:
+        raise ConfigError(f"{name}: {refusal}")
+
+
+def _protocol(programme: Programme, entry: _Programme) -> dict[str, float]:
+    """The protocol's measures as their rules' parameters."""
+    parameters = {}
+    for measure, frequency in entry.protocol.items():
+        if measure not in MEASURES:
+            raise ConfigError(f"{programme.value}: unknown measure {measure!r} in its protocol")
+        rule = measure_rule(measure)
+        missing = [n for n in FREQUENCY if n not in frequency]
+        if missing:
+            raise ConfigError(f"{programme.value}: {measure} needs {', '.join(missing)}")
+        for name, value in frequency.items():
+            if name not in rule.parameters:
+                raise ConfigError(f"{programme.value}: {measure} has no {name!r}")
+            parameters[f"{rule.id}.{name}"] = value
+    return parameters
 
 
 def load_config(path: Path | None = None) -> AlertConfig:
@@ -107,15 +153,26 @@ def load_config(path: Path | None = None) -> AlertConfig:
         entry = raw.programme.get(programme)
         if entry is None:
             raise ConfigError(f"programme {programme.value} has no rule set")
+        measured = tuple(measure_rule(m).id for m in entry.protocol if m in MEASURES)
         for rule_id in entry.rules:
             if rule_id not in RULES:
                 raise ConfigError(f"{programme.value}: unknown rule {rule_id!r}")
+            if RULES[rule_id].measure is not None:
+                raise ConfigError(
+                    f"{programme.value}: {rule_id} comes with its measure in the protocol"
+                )
+        rules = (*measured, *entry.rules)
         for name, value in entry.parameters.items():
             check_parameter(name, value)
-            rule_id = name.partition(".")[0]
-            if rule_id != "patient" and rule_id not in entry.rules:
+            rule_id, _, parameter = name.partition(".")
+            if rule_id != "patient" and rule_id not in rules:
                 raise ConfigError(f"{programme.value}: {name} is for a rule it does not run")
-        programmes[programme] = ProgrammeConfig(programme, tuple(entry.rules), entry.parameters)
+            if RULES.get(rule_id) and RULES[rule_id].measure and parameter in FREQUENCY:
+                raise ConfigError(f"{programme.value}: {name} is set by its protocol")
+        parameters = {**entry.parameters, **_protocol(programme, entry)}
+        for name, value in parameters.items():
+            check_parameter(name, value)
+        programmes[programme] = ProgrammeConfig(programme, tuple(entry.protocol), rules, parameters)
     cooldown = {
         Severity[name.upper()]: int(hours * 3.6e9)
         for name, hours in raw.engine.cooldown_hours.items()

@@ -3,9 +3,11 @@
 Rebuilt from PostgreSQL when partitions are assigned, reset when they are
 revoked; run over every batch before its transaction, which then applies the
 lifecycle (alerts.lifecycle) and counts the aggregate scores (alerts.scores);
-ticked between batches: threshold overrides changed by clinicians are applied
-within `OVERRIDE_POLL_S`, and the missing-data and adherence rules are swept
-every `sweep_interval_seconds`, each sweep's alerts in a transaction of its own.
+ticked between batches: threshold overrides changed by clinicians and discharges are
+applied within `OVERRIDE_POLL_S`, and the missing-data and adherence rules are swept
+every `sweep_interval_seconds`, each sweep's alerts in a transaction of its own. Before
+a sweep, the months 1 and 2 of follow-up that ended a day ago are checked from
+PostgreSQL (alerts.adherence), a bounded number at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 
+from alerts.adherence import check_months, store_checks
 from alerts.awaited import AwaitedData
 from alerts.catalogue import RESOLVED_BY_DATA
 from alerts.engine import Candidate, Engine
@@ -30,6 +33,11 @@ from ingest.platform import Clock, Connection
 __all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
 
 OVERRIDE_POLL_S = 5.0
+# A month of follow-up is checked a day after it ends (data sent late still counts) [U],
+# if it ended within the last week (older months were checked by whoever had them then).
+MONTH_CHECK_AFTER_US = 24 * 3_600_000_000
+MONTH_CHECK_WITHIN_US = 7 * 24 * 3_600_000_000
+MONTH_CHECKS_PER_SWEEP = 2_000
 
 
 class AlertWork:
@@ -78,6 +86,7 @@ class AlertStep:
         self._last_sweep = 0.0
         self._last_override_poll = 0.0
         self._override_seen = 0  # id in threshold_override_history
+        self._discharge_seen = 0  # id in discharges
         self._awaited = AwaitedData()
         self._loaded = False  # no sweep of a half-rebuilt state: it would miss their data
 
@@ -88,6 +97,9 @@ class AlertStep:
         async with self._pool.acquire() as conn:
             self._override_seen = await conn.fetchval(
                 "SELECT coalesce(max(id), 0) FROM threshold_override_history"
+            )
+            self._discharge_seen = await conn.fetchval(
+                "SELECT coalesce(max(id), 0) FROM discharges"
             )
             loaded = await load_partitions(
                 conn, self.engine, partitions, partition_count, self.clock.now_ms() * 1000
@@ -152,15 +164,41 @@ class AlertStep:
             return None
         if self.clock.monotonic() - self._last_override_poll >= OVERRIDE_POLL_S:
             await self._refresh_overrides()
+            await self._refresh_discharges()
             self._last_override_poll = self.clock.monotonic()
         if self.clock.monotonic() - self._last_sweep < self.engine.config.sweep_interval_s:
             return None
         self._last_sweep = self.clock.monotonic()
+        now_by_partition = now_us()
+        await self._check_months(now_by_partition)
         started = time.perf_counter()
-        candidates = self.engine.sweep(now_us())
+        candidates = self.engine.sweep(now_by_partition)
         self._awaited.expect_candidates(candidates)
         self.metrics.sweep_seconds.observe(time.perf_counter() - started)
         return AlertWork(self, candidates, Arrivals.none(), {}) if candidates else None
+
+    async def _check_months(self, now_by_partition: Mapping[int, int]) -> None:
+        due = self.engine.months_to_check(
+            now_by_partition, MONTH_CHECK_AFTER_US, MONTH_CHECK_WITHIN_US
+        )[:MONTH_CHECKS_PER_SWEEP]
+        if not due:
+            return
+        async with self._pool.acquire() as conn:
+            checks = await check_months(conn, self.engine.config, due, self.clock.now_ms() * 1000)
+            await store_checks(conn, checks)
+        for c in checks:
+            measure, expected, received = c.worst or ("", 0, 0)
+            self.engine.month_checked(c.patient_key, c.month, measure, expected, received)
+
+    async def _refresh_discharges(self) -> None:
+        """Stop following the patients discharged since the last look."""
+        async with self._pool.acquire() as conn:
+            discharged = await conn.fetch(
+                "SELECT id, patient_key FROM discharges WHERE id > $1", self._discharge_seen
+            )
+        if discharged:
+            self._discharge_seen = max(r["id"] for r in discharged)
+            self.engine.set_discharged(r["patient_key"] for r in discharged)
 
     async def _refresh_overrides(self) -> None:
         """Apply the overrides changed since the last look to the patients followed here."""

@@ -16,6 +16,7 @@ database itself (`read_patient_identity`).
 from __future__ import annotations
 
 import getpass
+from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any, Self
@@ -31,6 +32,7 @@ __all__ = [
     "nir_key",
     "read_identity_as_clinician",
     "read_identity_as_operator",
+    "read_ins_as_operator",
     "store_identity",
 ]
 
@@ -138,6 +140,31 @@ async def read_identity_as_operator(conn: Connection, patient_id: str) -> InsIde
             patient_id,
         )
     return None if row is None else _identity(row)
+
+
+async def read_ins_as_operator(conn: Connection, patient_ids: Sequence[str]) -> dict[str, str]:
+    """For the operator's usage-control extract: the INS matricule of these patients (those
+    that have one), an audit record for each patient read."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """
+            SELECT p.patient_id, i.ins_matricule FROM patient_identities i
+            JOIN patients p USING (patient_key)
+            WHERE p.patient_id = ANY($1::text[]) AND i.ins_matricule IS NOT NULL
+            """,
+            list(patient_ids),
+        )
+        await conn.execute(
+            """
+            INSERT INTO audit_events (action, subtype, outcome, http_status, agent, source,
+                                      entity, patient_id)
+            SELECT 'R', 'identity.read', 0, 200, $1, 'telemon-cli', 'patient_identities', p
+            FROM unnest($2::text[]) AS p
+            """,
+            f"operator:{getpass.getuser()}",
+            [r["patient_id"] for r in rows],
+        )
+    return {r["patient_id"]: r["ins_matricule"] for r in rows}
 
 
 async def read_identity_as_clinician(

@@ -12,7 +12,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.catalogue import CATALOGUE
 from devices.contract import ID_PATTERN
-from ingest.platform import Connection
+from ingest.platform import Connection, TelemonError
 
 __all__ = [
     "DeviceType",
@@ -30,6 +30,7 @@ __all__ = [
     "Programme",
     "enroll",
     "read_enrollment_csv",
+    "renew_prescription",
     "sync_reference_data",
 ]
 
@@ -102,6 +103,37 @@ def read_enrollment_csv(text: str) -> list[Enrollment]:
     if problems:
         raise EnrollmentFileError("\n".join(problems))
     return rows
+
+
+PRESCRIPTION_AT_MOST = timedelta(days=366)  # a prescription lasts at most a year
+
+
+async def renew_prescription(
+    conn: Connection, patient_id: str, until: datetime, by: str, now: datetime | None = None
+) -> None:
+    """Renew a patient's prescription of telemonitoring until `until` (at most a year after
+    `now`), as recorded by `by` (an audit record)."""
+    now = now or datetime.now(UTC)
+    if not now < until <= now + PRESCRIPTION_AT_MOST:
+        raise TelemonError(f"a prescription is renewed for at most a year: not until {until}")
+    async with conn.transaction():
+        renewed = await conn.execute(
+            "UPDATE patients SET prescribed_until = $2 WHERE patient_id = $1 "
+            "AND discharged_at IS NULL",
+            patient_id,
+            until,
+        )
+        if renewed != "UPDATE 1":
+            raise TelemonError(f"no followed patient {patient_id!r}")
+        await conn.execute(
+            """
+            INSERT INTO audit_events (action, subtype, outcome, http_status, agent, source,
+                                      entity, patient_id)
+            VALUES ('U', 'prescription.renew', 0, 200, $1, 'telemon-cli', 'patients', $2)
+            """,
+            by,
+            patient_id,
+        )
 
 
 async def enroll(

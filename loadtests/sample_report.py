@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from devices.gateways import GatewayPlan, history_start_ms, run_gateways
 from devices.simulator import CohortConfig
 from ingest.platform import Settings, connect, make_producer
-from ingest.report import Period, gather_figures, report_configuration, write_report
+from ingest.report import Period, make_report
 from ingest.service import run_ingest
 from loadtests.common import benchmark_stack, isolated, measure_drain
 
@@ -57,10 +58,16 @@ async def run(base: Settings, args: argparse.Namespace) -> str:
     start = datetime.fromtimestamp(start_ms / 1000, UTC)
     conn = await connect(settings.database_url, settings.database_schema)
     try:
-        figures = await gather_figures(conn, Period(start, datetime.now(UTC)))
+        return await make_report(
+            conn,
+            settings,
+            Period(start, datetime.now(UTC)),
+            args.out,
+            now_us=int(time.time() * 1e6),
+            language=args.language,
+        )
     finally:
         await conn.close()
-    return write_report(figures, report_configuration(settings), args.out)
 
 
 def main() -> None:
@@ -69,6 +76,7 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=45, help="two months of follow-up: 60")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("report-sample"))
+    parser.add_argument("--language", choices=("fr", "en"), default="fr")
     args = parser.parse_args()
     with benchmark_stack() as base:
         digest = asyncio.run(run(base, args))

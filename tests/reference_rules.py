@@ -19,14 +19,15 @@ import statistics
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from alerts.catalogue import PATIENT_PARAMETERS, RULES
 from alerts.engine import PatientProfile
 from alerts.history import RING_SIZES
-from alerts.missing import DEVICE_PERIOD_HOURS, QUESTIONNAIRE_KINDS
+from alerts.missing import DEVICE_PERIOD_HOURS
 from alerts.programmes import ENABLED, AlertConfig
+from alerts.protocol import MEASURES
 from devices.catalogue import BY_CODE, BY_KIND, ValueType
 from devices.catalogue import VitalKind as K
 
@@ -51,7 +52,6 @@ class Patient:
     rings: dict[K, deque[tuple[int, float]]] = field(default_factory=dict)
     cgm_last: int | None = None
     cgm_days: dict[int, list[int]] = field(default_factory=dict)  # day -> [below, total]
-    days: set[int] = field(default_factory=set)  # days since enrollment with data
     devices: dict[int, tuple[str, int]] = field(default_factory=dict)  # key -> (type, last)
 
 
@@ -126,9 +126,6 @@ class ReferenceEngine:
                     below_total[0] += value < 70
                     below_total[1] += 1
                     patient.cgm_last = max(patient.cgm_last or time, time)
-            day = (time - patient.profile.enrolled_us) // DAY
-            if 0 <= day < 64:
-                patient.days.add(day)
             if device is not None and device in patient.devices:
                 device_type, last = patient.devices[device]
                 patient.devices[device] = (device_type, max(last, time))
@@ -533,51 +530,53 @@ class ReferenceEngine:
             if not patient.active:
                 continue
             now = now_by_partition.get(patient.profile.partition, 0)
-            offset = self._offset(now)
             fired.extend(
                 f
                 for f in (
-                    self._questionnaire(p, now, offset),
-                    self._weight_missing(p, now, offset),
-                    self._glucose_missing(p, now),
+                    self._questionnaire(p, now),
+                    *(
+                        self._measure_missing(p, now, rule.id, MEASURES[rule.measure].kinds)
+                        for rule in RULES.values()
+                        if rule.measure is not None and rule.id != "questionnaire_missed"
+                    ),
                     self._device_silent(p, now),
-                    self._adherence(p, now, 1),
-                    self._adherence(p, now, 2),
                     self._spo2_unconfirmed(p, now),
                 )
                 if f is not None
             )
         return self._collapse(fired)
 
-    def _offset(self, now: int) -> float:
-        moment = datetime.fromtimestamp(now / 1e6, self.config.timezone).utcoffset()
-        return moment.total_seconds() / 3600 if moment else 0.0
+    def _date(self, t: int) -> date:
+        return datetime.fromtimestamp(t / 1e6, self.config.timezone).date()
 
-    @staticmethod
-    def _day_start(t: int, offset: float) -> int:
-        shift = int(offset * HOUR)
-        return ((t + shift) // DAY) * DAY - shift
-
-    def _deadline(self, now: int, offset: float, hour: float) -> int:
-        today = self._day_start(now, offset) + int(hour * HOUR)
-        return today if today <= now else today - DAY
+    def _at(self, day: date, hour: float) -> int:
+        """The instant of a local wall-clock hour of a day (24: the next midnight)."""
+        wall = datetime.combine(day, datetime.min.time()) + timedelta(hours=hour)
+        return int(wall.replace(tzinfo=self.config.timezone).timestamp() * 1e6)
 
     def _last(self, p: int, *kinds: K) -> int:
         times = [self.patients[p].latest[k][0] for k in kinds if k in self.patients[p].latest]
         return max(times, default=-(2**63))
 
-    def _questionnaire(self, p: int, now: int, offset: float) -> Fired | None:
+    def _questionnaire(self, p: int, now: int) -> Fired | None:
         params = self.patients[p].params["questionnaire_missed"]
         grace = int(params["grace_hours"] * HOUR)
+        looked = now - grace
+        today = self._date(looked)
         due = None
-        for hour in (params["first_hour"], params["second_hour"]):
-            if not math.isnan(hour):
-                deadline = self._deadline(now - grace, offset, hour)
-                due = deadline if due is None else max(due, deadline)
+        for hour, scheduled in (
+            (params["first_hour"], params["times"] >= 1),
+            (params["second_hour"], params["times"] >= 2),
+        ):
+            if scheduled:
+                at = self._at(today, hour)
+                if at > looked:
+                    at = self._at(today - timedelta(days=1), hour)
+                due = at if due is None else max(due, at)
         if due is None or due < self.patients[p].profile.enrolled_us:
             return None
         opens = due - int(params["window_before_hours"] * HOUR)
-        if self._last(p, *QUESTIONNAIRE_KINDS) >= opens:
+        if self._last(p, *MEASURES["questionnaire"].kinds) >= opens:
             return None
         return Fired(
             p,
@@ -587,37 +586,32 @@ class ReferenceEngine:
             {"scheduled_at_s": due / 1e6, "data_since_s": opens / 1e6},
         )
 
-    def _weight_missing(self, p: int, now: int, offset: float) -> Fired | None:
-        params = self.patients[p].params["hf_weight_missing"]
+    def _measure_missing(self, p: int, now: int, rule_id: str, kinds: frozenset[K]) -> Fired | None:
+        """Due on every E-th local day of follow-up, by the due hour; its period the E days
+        ending there."""
+        params = self.patients[p].params[rule_id]
+        every, hour = int(params["every_days"]), params["due_hour"]
         enrolled = self.patients[p].profile.enrolled_us
-        deadline = self._deadline(now, offset, params["deadline_hour"])
-        day_start = self._day_start(deadline, offset)
-        weighed = self._last(p, K.BODY_WEIGHT)
-        if weighed >= day_start or enrolled >= day_start:
+        start = self._date(enrolled)
+        today = (self._date(now) - start).days
+        due = (today + 1) // every * every - 1
+        if self._at(start + timedelta(days=due), hour) > now:
+            due -= every
+        due_at = self._at(start + timedelta(days=due), hour)
+        if due < 0 or due_at <= enrolled:
             return None
-        since = max(weighed, enrolled - DAY)
-        days = (day_start - self._day_start(since, offset)) // DAY
-        severity = 3 if days >= params["red_after_days"] else 2
+        period_start = self._at(start + timedelta(days=max(due - every + 1, 0)), 0)
+        last = self._last(p, *kinds)
+        if last >= period_start:
+            return None
+        last_day = -1 if last == -(2**63) else (self._date(last) - start).days
+        periods = (due - max(last_day, -1)) // every
         return Fired(
             p,
-            "hf_weight_missing",
-            severity,
-            deadline,
-            {"days_without_weight": float(days), "data_since_s": day_start / 1e6},
-        )
-
-    def _glucose_missing(self, p: int, now: int) -> Fired | None:
-        params = self.patients[p].params["glucose_missing"]
-        last = max(self._last(p, K.GLUCOSE, K.GLUCOSE_CGM), self.patients[p].profile.enrolled_us)
-        limit = int(params["days"] * DAY)
-        if now - last < limit:
-            return None
-        return Fired(
-            p,
-            "glucose_missing",
-            2,
-            last + limit,
-            {"last_reading_s": last / 1e6, "data_since_s": (last + 1) / 1e6},
+            rule_id,
+            3 if periods >= params["red_after_periods"] else 2,
+            due_at,
+            {"periods_without": float(periods), "data_since_s": period_start / 1e6},
         )
 
     def _device_silent(self, p: int, now: int) -> Fired | None:
@@ -666,17 +660,6 @@ class ReferenceEngine:
             deadline,
             {"value": v, "previous": previous, "usual": usual, "measured_at_s": t / 1e6},
         )
-
-    def _adherence(self, p: int, now: int, month: int) -> Fired | None:
-        patient = self.patients[p]
-        first = 30 * (month - 1)
-        end = patient.profile.enrolled_us + (first + 30) * DAY
-        days = sum(1 for d in patient.days if first <= d < first + 30)
-        percent = days / 30 * 100
-        rule = f"adherence_m{month}"
-        if now < end or percent > patient.params[rule]["at_most_percent"]:
-            return None
-        return Fired(p, rule, 2, end, {"days_with_data": float(days), "percent": percent})
 
     # -- candidates -----------------------------------------------------------------------
 

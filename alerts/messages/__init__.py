@@ -1,6 +1,6 @@
 """telemon's words, in French and English: one message catalogue per language (fr.toml,
 en.toml) for the worklist page, the rules' titles, the findings in clinical words, the
-dispositions, the vitals' names and units.
+dispositions, the vitals' names and units, the protocols' measures.
 
 `words(language)` gives a language's catalogue; `language_of` picks the language of a
 request from what the reader asked for and the deployment's default.
@@ -19,6 +19,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from alerts.catalogue import RULES
+from alerts.protocol import MEASURES
 from devices.catalogue import BY_CODE
 
 __all__ = ["LANGUAGES", "Language", "Words", "language_of", "words"]
@@ -106,6 +107,9 @@ class Words:
                 fields[name.removesuffix("_s")] = self._time(at, timezone)
         if "minimum_before" in values and value is not None:
             fields["gain"] = self.number(value - (values["minimum_before"] or value))
+        measure = values.get("measure")
+        if measure is not None and 0 <= measure < len(MEASURES):
+            fields["measure"] = self.section("measure")[list(MEASURES)[int(measure)]]
         if "kind" in values and values["kind"] is not None:
             fields["item"] = self.kind(BY_CODE[int(values["kind"])].kind.value)
         for name in (
@@ -118,6 +122,9 @@ class Words:
             "rise",
             "score_now",
             "score_before",
+            "periods_without",
+            "expected",
+            "received",
         ):
             if values.get(name) is not None:
                 fields[name] = self.number(values[name], 0)

@@ -7,8 +7,11 @@ import dataclasses
 import json
 import logging
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
+from alerts.messages import LANGUAGES
 from ingest.cli.common import Commands, connection_flags, instant, with_connection
 from ingest.platform import Connection, Settings, TelemonError
 
@@ -21,13 +24,30 @@ def add_commands(commands: Commands) -> None:
     p = commands.command(
         "report",
         _report,
-        "The evidence report of a period: report.html (charts), report.json, report.csv.",
+        "The evidence report of a period: report.html (charts), report.json, report.csv, and "
+        "the reimbursement extracts usage.csv and follow_up.csv (docs/reimbursement.md).",
     )
     connection_flags(p)
-    p.add_argument("--from", dest="start", required=True, type=instant, help="ISO date or time")
-    p.add_argument("--to", dest="end", required=True, type=instant, help="ISO date or time")
+    p.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        type=datetime.fromisoformat,
+        help="ISO date or time; in the programmes' timezone when it gives no offset",
+    )
+    p.add_argument(
+        "--to", dest="end", required=True, type=datetime.fromisoformat, help="same, excluded"
+    )
     p.add_argument("--programme", help="default: every programme")
     p.add_argument("--out", type=Path, default=Path("report"), help="directory (default: report)")
+    p.add_argument(
+        "--language", choices=LANGUAGES, help="of the page (default: TELEMON_LANGUAGE, fr)"
+    )
+    p.add_argument(
+        "--with-identity",
+        action="store_true",
+        help="name patients by their INS in usage.csv too (each read is audited)",
+    )
 
     p = commands.command(
         "export",
@@ -51,11 +71,26 @@ def add_commands(commands: Commands) -> None:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.report import Period, gather_figures, report_configuration, write_report
+    from alerts.programmes import load_config
+    from ingest.report import Period, make_report
+
+    local = load_config(settings.alert_programmes_file).timezone
+    args.start, args.end = (
+        t if t.tzinfo else t.replace(tzinfo=local) for t in (args.start, args.end)
+    )
+    if args.end <= args.start:
+        raise TelemonError(f"--to ({args.end}) must be after --from ({args.start})")
 
     async def work(conn: Connection) -> None:
-        figures = await gather_figures(conn, Period(args.start, args.end, args.programme))
-        digest = write_report(figures, report_configuration(settings), args.out)
+        digest = await make_report(
+            conn,
+            settings,
+            Period(args.start, args.end, args.programme),
+            args.out,
+            now_us=int(time.time() * 1e6),
+            language=args.language,
+            with_identity=args.with_identity,
+        )
         print(f"{args.out / 'report.html'}  sha256(report.json) = {digest}")
 
     return with_connection(settings, work)

@@ -1,17 +1,18 @@
-"""Who is followed: enroll devices, record a patient's INS identity."""
+"""Who is followed, and how: enroll devices, record a patient's INS identity, prescribe
+another frequency of a measure, renew a prescription, discharge."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from devices.identity import IdentityStatus, InsIdentity, InsKind
-from ingest.cli.common import Commands, connection_flags, with_connection
+from ingest.cli.common import Commands, connection_flags, instant, with_connection
 from ingest.platform import Connection, Settings, TelemonError
 
 __all__ = ["add_commands"]
@@ -29,6 +30,41 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--programme")
     p.add_argument("--device")
     p.add_argument("--device-type")
+
+    patients = commands.group(
+        "patients", "A patient's follow-up: prescribe a frequency, renew, discharge."
+    )
+    p = patients.command(
+        "prescribe",
+        _prescribe,
+        "Another frequency of one of the protocol's measures for one patient, from today "
+        "(it changes the missing-data alerts and the data expected).",
+    )
+    connection_flags(p)
+    p.add_argument("patient")
+    p.add_argument("measure", help="weight, glucose, spo2, ventilation or questionnaire")
+    p.add_argument("--every-days", type=float, help="due every this many days (1-7)")
+    p.add_argument("--times", type=float, help="data points expected each time")
+    p.add_argument("--due-hour", type=float, help="local hour of the due day they are due by")
+    p.add_argument("--by", required=True, help="who prescribes")
+    p.add_argument("--note")
+    p = patients.command(
+        "renew", _renew, "Renew a patient's prescription (at most a year from today)."
+    )
+    connection_flags(p)
+    p.add_argument("patient")
+    p.add_argument("--until", required=True, type=instant, help="ISO date or time")
+    p.add_argument("--by", required=True, help="who renews it")
+    p = patients.command(
+        "discharge",
+        _discharge,
+        "End a patient's follow-up: no more alerts, their open episodes resolved.",
+    )
+    connection_flags(p)
+    p.add_argument("patient")
+    p.add_argument("--at", type=instant, help="ISO date or time (default: now)")
+    p.add_argument("--by", required=True, help="who discharges")
+    p.add_argument("--note")
 
     identity = commands.group("identity", "A patient's INS identity: set, show (audited).")
     p = identity.command("set", _identity_set, "Record or replace a patient's identity.")
@@ -73,6 +109,52 @@ def _enroll(args: argparse.Namespace, settings: Settings) -> int:
             result.patients,
             result.devices,
         )
+
+    return with_connection(settings, work)
+
+
+def _prescribe(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.actions import prescribe
+    from alerts.programmes import load_config
+
+    frequency = {
+        name: value
+        for name, value in (
+            ("every_days", args.every_days),
+            ("times", args.times),
+            ("due_hour", args.due_hour),
+        )
+        if value is not None
+    }
+    if not frequency:
+        raise TelemonError("give --every-days, --times or --due-hour")
+    config = load_config(settings.alert_programmes_file)
+
+    async def work(conn: Connection) -> None:
+        await prescribe(conn, config, args.patient, args.measure, frequency, args.by, args.note)
+        log.info("%s of %s: %s from today", args.measure, args.patient, frequency)
+
+    return with_connection(settings, work)
+
+
+def _renew(args: argparse.Namespace, settings: Settings) -> int:
+    from devices.registry import renew_prescription
+
+    async def work(conn: Connection) -> None:
+        await renew_prescription(conn, args.patient, args.until, args.by)
+        log.info("prescription of %s renewed until %s", args.patient, args.until)
+
+    return with_connection(settings, work)
+
+
+def _discharge(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.actions import discharge
+
+    at = args.at or datetime.now(UTC)
+
+    async def work(conn: Connection) -> None:
+        closed = await discharge(conn, args.patient, at, args.by, args.note)
+        log.info("%s discharged at %s; %d open episodes resolved", args.patient, at, closed)
 
     return with_connection(settings, work)
 

@@ -103,12 +103,17 @@ def _rules_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _override(args: argparse.Namespace, settings: Settings) -> int:
     from alerts.actions import remove_override, set_override
+    from alerts.programmes import load_config
+
+    config = load_config(settings.alert_programmes_file)
 
     async def work(conn: Connection) -> None:
         if args.remove:
             await remove_override(conn, args.patient, args.parameter, args.by, args.note)
         else:
-            await set_override(conn, args.patient, args.parameter, args.value, args.by, args.note)
+            await set_override(
+                conn, config, args.patient, args.parameter, args.value, args.by, args.note
+            )
         log.info("override of %s for %s saved", args.parameter, args.patient)
 
     return with_connection(settings, work)

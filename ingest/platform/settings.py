@@ -127,6 +127,11 @@ class Settings(BaseSettings):
         default=None,
         description="The programmes' rule sets; default: the one shipped (alerts/programmes.toml).",
     )
+    tariffs_file: Path | None = Field(
+        default=None,
+        description="What the forfaits pay and when (the evidence report's eligibility); "
+        "default: the one shipped (ingest/report/tariffs.toml).",
+    )
     partitions_ahead_days: int = Field(
         default=3, ge=0, description="Daily readings partitions created ahead of today."
     )

@@ -1,10 +1,11 @@
 """The evidence report's figures, from PostgreSQL, for any past period.
 
 What the operator of a telemonitoring programme shows the payer (droit commun,
-PECAN) and the ANS (docs/clinical.md §4): the active file,
-adherence, alerts and how fast they were handled, NEWS2 scores, and the
-platform's own figures, down to a per-partition zero-loss reconciliation.
-Days are UTC days; a patient-month is the n-th 30 days after enrolment.
+PECAN) and the ANS (docs/clinical.md §4): the active file, the reimbursement
+evidence (expected and received data, the adherence checks, monthly eligibility:
+ingest.report.reimbursement, in the programmes' local days), alerts and how fast they
+were handled, NEWS2 scores, and the platform's own figures, down to a per-partition
+zero-loss reconciliation (UTC days).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from alerts.missing import DEVICE_PERIOD_HOURS
 from alerts.model import Disposition, Job, Severity
+from alerts.programmes import AlertConfig
 from ingest.platform import Connection
+from ingest.report.reimbursement import Reimbursement, Tariffs, reimbursement
 
 __all__ = ["ACK_TARGET_S", "Period", "gather_figures"]
 
@@ -33,19 +35,26 @@ class Period:
     programme: str | None = None
 
 
-async def gather_figures(conn: Connection, period: Period) -> dict[str, Any]:
+async def gather_figures(
+    conn: Connection, period: Period, config: AlertConfig, tariffs: Tariffs, now_us: int
+) -> tuple[dict[str, Any], Reimbursement]:
+    """The report's figures, and the reimbursement evidence behind its extracts."""
     args = (period.start, period.end, period.programme)
-    return {
+    evidence = await reimbursement(
+        conn, config, tariffs, period.start, period.end, period.programme, now_us
+    )
+    figures = {
         "period": {
             "from": period.start.isoformat(),
             "to": period.end.isoformat(),
             "programme": period.programme,
         },
         "active_file": await _active_file(conn, *args),
-        "adherence": await _adherence(conn, *args),
+        "reimbursement": evidence.figures(),
         "alerts": await _alerts(conn, *args),
         "technical": await _technical(conn, period.start, period.end),
     }
+    return figures, evidence
 
 
 # Each patient's days in the period: enrolled, not discharged, inside [from, to).
@@ -88,83 +97,6 @@ async def _active_file(
         }
         for r in rows
     }
-
-
-async def _adherence(
-    conn: Connection, start: datetime, end: datetime, programme: str | None
-) -> dict[str, Any]:
-    """Per patient and month of follow-up (1 and 2): days with a stored reading over the
-    days expected (followed, inside the period), and measures received over those the
-    devices' schedules expect."""
-    rows = await conn.fetch(
-        f"""
-        WITH active AS ({_PATIENT_DAYS}),
-        months AS (
-            SELECT a.patient_key, a.patient_id, m AS month,
-                   greatest($1, a.enrolled_at + (m - 1) * interval '30 days') AS lo,
-                   least($2, coalesce(a.discharged_at, $2),
-                         a.enrolled_at + m * interval '30 days') AS hi
-            FROM active a CROSS JOIN generate_series(1, 2) AS m
-        )
-        SELECT m.patient_id, m.month,
-               greatest(0, round(extract(epoch FROM m.hi - m.lo) / 86400))::int AS expected,
-               (SELECT count(DISTINCT (r.measured_at AT TIME ZONE 'UTC')::date)
-                FROM readings r
-                WHERE r.patient_key = m.patient_key
-                  AND r.measured_at >= m.lo AND r.measured_at < m.hi) AS transmitted,
-               (SELECT coalesce(sum(extract(epoch FROM m.hi - m.lo) / 3600 / s.hours), 0)
-                FROM devices d JOIN unnest($4::text[], $5::float8[]) AS s(type, hours)
-                     ON s.type = d.device_type
-                WHERE d.patient_key = m.patient_key) AS measures_expected,
-               (SELECT count(DISTINCT (r.device_key, r.measured_at))
-                FROM readings r
-                WHERE r.patient_key = m.patient_key
-                  AND r.measured_at >= m.lo AND r.measured_at < m.hi) AS measures_received
-        FROM months m WHERE m.hi > m.lo
-        ORDER BY m.patient_id, m.month
-        """,
-        start,
-        end,
-        programme,
-        [t.value for t in DEVICE_PERIOD_HOURS],
-        list(DEVICE_PERIOD_HOURS.values()),
-    )
-    by_month: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
-    for r in rows:
-        if r["expected"] > 0:
-            by_month[r["month"]].append(
-                {
-                    "patient_id": r["patient_id"],
-                    "days_expected": r["expected"],
-                    "days_transmitted": r["transmitted"],
-                    "adherence": round(r["transmitted"] / r["expected"], 4),
-                    # A measure is one transmission of one device; each device type is
-                    # expected once per its period (alerts.missing); capped at 1.
-                    "measures_received": r["measures_received"],
-                    "measures_expected": round(float(r["measures_expected"]), 1),
-                    "measures_adherence": round(
-                        min(1.0, r["measures_received"] / float(r["measures_expected"])), 4
-                    )
-                    if r["measures_expected"]
-                    else None,
-                }
-            )
-    summary = {}
-    for month, patients in by_month.items():
-        below = [p for p in patients if p["adherence"] < 0.5]
-        measured = [
-            p["measures_adherence"] for p in patients if p["measures_adherence"] is not None
-        ]
-        summary[f"month_{month}"] = {
-            "patients": len(patients),
-            "share_at_or_above_50pct": round(1 - len(below) / len(patients), 4)
-            if patients
-            else None,
-            "below_50pct": [p["patient_id"] for p in below],
-            "median_measures_adherence": statistics.median(measured) if measured else None,
-            "per_patient": patients,
-        }
-    return summary
 
 
 async def _alerts(

@@ -108,7 +108,9 @@ async def test_episode_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_p
 
         # A clinician raises p-2's orange threshold: the running engine applies it.
         async with stack.connection() as conn:
-            await set_override(conn, "p-2", "heart_rate.orange_at_or_above", 130, "dr-a", "AF")
+            await set_override(
+                conn, load_config(), "p-2", "heart_rate.orange_at_or_above", 130, "dr-a", "AF"
+            )
         await asyncio.sleep(OVERRIDE_POLL_S + 2)
         await stack.produce([heart_rate("p-2", 125, 2)])
         await stack.wait_drained()
@@ -215,55 +217,56 @@ async def test_episode_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_p
     assert await db.fetchval("SELECT count(*) FROM threshold_overrides") == 0
 
 
-async def test_missing_weight_is_swept_and_resolved_by_data(stack: Stack, tmp_path: Path) -> None:
+async def test_missing_data_is_swept_and_resolved_by_data(stack: Stack, tmp_path: Path) -> None:
+    """A respiratory patient's protocol: the ventilator's data and the SpO2 every day."""
     async with stack.connection() as conn:
         await enroll(
             conn,
             [
                 Enrollment(
-                    patient_id="p-hf",
-                    programme=Programme.HEART_FAILURE,
-                    device_id="scale-1",
-                    device_type=DeviceType.SCALE,
+                    patient_id="p-resp",
+                    programme=Programme.RESPIRATORY,
+                    device_id="vent-1",
+                    device_type=DeviceType.VENTILATOR,
                 )
             ],
         )
         await conn.execute("UPDATE patients SET enrolled_at = now() - interval '4 days'")
     async with stack.ingest(alert_programmes_file=sweeping_every_second(tmp_path)):
         await eventually(
-            lambda: _count(findings_of(stack, "p-hf", "hf_weight_missing"), 1),
+            lambda: _count(findings_of(stack, "p-resp", "ventilation_missing"), 1),
             30,
-            "missing-weight finding",
+            "missing-ventilation finding",
         )
         body = message(
-            reading("body_weight", 81.2, "kg", datetime.now(UTC).isoformat()),
-            patient="p-hf",
-            device="scale-1",
+            reading("ventilator_usage", 7.5, "h", datetime.now(UTC).isoformat()),
+            patient="p-resp",
+            device="vent-1",
         )
-        await stack.produce([(b"p-hf", json.dumps(body).encode())])
+        await stack.produce([(b"p-resp", json.dumps(body).encode())])
         await stack.wait_drained()
-        await eventually(lambda: _resolved_by_data(stack), what="resolved by the weight")
-        await asyncio.sleep(2)  # sweeps go on: the weighed patient raises nothing new
-        assert len(await findings_of(stack, "p-hf", "hf_weight_missing")) == 1
-        # The data episode holds what else is missing (the questionnaires): it stays open,
-        # updated, until the last finding is answered.
-        (episode,) = await episodes_of(stack, "p-hf")
+        await eventually(lambda: _resolved_by_data(stack), what="resolved by the ventilator")
+        await asyncio.sleep(2)  # sweeps go on: the patient raises nothing new for it
+        assert len(await findings_of(stack, "p-resp", "ventilation_missing")) == 1
+        # The data episode holds what else is missing (the SpO2): it stays open, updated,
+        # until the last finding is answered.
+        (episode,) = await episodes_of(stack, "p-resp")
         waiting = await (await stack.db()).fetch(
             "SELECT rule_id FROM findings WHERE episode_id = $1 AND status = 'open'",
             episode["episode_id"],
         )
         assert (episode["job"], episode["status"]) == ("data", "open")
-        assert {r["rule_id"] for r in waiting} == {"questionnaire_missed"}
+        assert {r["rule_id"] for r in waiting} == {"spo2_missing"}
         assert "updated" in await event_types(stack, episode["episode_id"])
-        answer = message(
-            reading("dyspnoea", 0, "{grade}", datetime.now(UTC).isoformat()),
-            patient="p-hf",
-            device="scale-1",
+        spo2 = message(
+            reading("spo2", 93, "%", datetime.now(UTC).isoformat()),
+            patient="p-resp",
+            device="vent-1",
         )
-        await stack.produce([(b"p-hf", json.dumps(answer).encode())])
+        await stack.produce([(b"p-resp", json.dumps(spo2).encode())])
         await stack.wait_drained()
-        await eventually(lambda: _episode_resolved(stack, "p-hf"), what="the data episode done")
-        (episode,) = await episodes_of(stack, "p-hf")
+        await eventually(lambda: _episode_resolved(stack, "p-resp"), what="the data episode done")
+        (episode,) = await episodes_of(stack, "p-resp")
         assert (episode["resolved_by"], episode["disposition"]) == ("telemon", "data_received")
 
 
@@ -287,7 +290,7 @@ async def _episode_resolved(stack: Stack, patient: str) -> bool:
 
 
 async def _resolved_by_data(stack: Stack) -> bool:
-    (finding,) = await findings_of(stack, "p-hf", "hf_weight_missing")
+    (finding,) = await findings_of(stack, "p-resp", "ventilation_missing")
     return bool(finding["status"] == "resolved" and finding["resolution"] == "data received")
 
 

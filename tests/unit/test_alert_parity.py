@@ -198,6 +198,13 @@ def cohorts(draw: st.DrawFn) -> tuple[list[PatientProfile], list[list[Row]], lis
                     "baseline_deviation.orange_at_or_above": st.sampled_from([1.0, 2.0]),
                     "news2_rising.rise_points": st.sampled_from([1.0, 2.0]),
                     "spo2_unconfirmed.within_minutes": st.sampled_from([0.0, 60.0]),
+                    # Prescriptions: another frequency for one patient.
+                    "hf_weight_missing.every_days": st.sampled_from([1.0, 2.0, 3.0]),
+                    "hf_weight_missing.due_hour": st.sampled_from([9.0, 24.0]),
+                    "glucose_missing.every_days": st.sampled_from([1.0, 7.0]),
+                    "glucose_missing.red_after_periods": st.just(2.0),
+                    "spo2_missing.times": st.sampled_from([1.0, 2.0]),
+                    "questionnaire_missed.times": st.sampled_from([1.0, 2.0]),
                 },
             )
         )

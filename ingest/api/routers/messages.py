@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 
 from alerts.messages import LANGUAGES, language_of, words
+from alerts.model import Disposition
 from ingest.api.access import Api
 
 __all__ = ["router"]
@@ -25,4 +26,10 @@ async def messages(
     """The message catalogue of the reader's language: the page's texts, severities,
     dispositions, vitals, rules."""
     language = language_of(lang, accept_language, api.language)
-    return {"language": language, "languages": LANGUAGES, **words(language).everything()}
+    return {
+        "language": language,
+        "languages": LANGUAGES,
+        # The dispositions telemon records itself, which a clinician does not choose.
+        "recorded_by_telemon": [d.value for d in Disposition if not d.chosen_by_clinicians],
+        **words(language).everything(),
+    }

@@ -55,15 +55,20 @@ async def overrides(request: Request, who: WhoAsks, patient_id: str) -> list[dic
 
 @router.put("/overrides/{parameter}", response_model=list[Override])
 async def set_override(
-    request: Request, who: WhoAsks, patient_id: str, parameter: str, body: OverrideRequest
+    request: Request,
+    api: Api,
+    who: WhoAsks,
+    patient_id: str,
+    parameter: str,
+    body: OverrideRequest,
 ) -> list[dict[str, Any]]:
     async with audited(request, who, "U", "override.set", patient_id) as s:
         patient_key = await the_patient(s, patient_id)
         try:
             await actions.set_override(
-                s.conn, patient_id, parameter, body.value, who.subject, body.note
+                s.conn, api.config, patient_id, parameter, body.value, who.subject, body.note
             )
-        except ConfigurationError as error:
+        except (ConfigurationError, actions.EpisodeActionError) as error:
             raise Refused(400, str(error)) from error
         return await _overrides(s.conn, patient_key)
 
