@@ -1,6 +1,6 @@
 """A sample evidence report from the simulator, in one command:
 
-    python -m loadtests.sample_report --patients 300 --days 45 --out report-sample
+    python -m loadtests.sample_report --patients 300 --days 75 --out report-sample
 
 Starts the embedded PostgreSQL and broker (or uses TELEMON_DATABASE_URL /
 TELEMON_KAFKA_BOOTSTRAP), enrolls a seeded Covidom-like cohort at the start of
@@ -73,7 +73,9 @@ async def run(base: Settings, args: argparse.Namespace) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=300)
-    parser.add_argument("--days", type=float, default=45, help="two months of follow-up: 60")
+    parser.add_argument(
+        "--days", type=float, default=75, help="a whole calendar month and months 1 and 2"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("report-sample"))
     parser.add_argument("--language", choices=("fr", "en"), default="fr")

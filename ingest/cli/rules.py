@@ -62,8 +62,11 @@ def _rules_list(args: argparse.Namespace, settings: Settings) -> int:
         for name, parameter in rule.parameters.items():
             mark = "" if parameter.verified else " (design default)"
             default = "none" if math.isnan(parameter.default) else f"{parameter.default:g}"
+            low, high = parameter.within
+            span = f"[{low:g}-{high:g}{', whole' if parameter.whole else ''}]"
             print(
-                f"    {rule.id}.{name} = {default} {parameter.unit}  {parameter.description}{mark}"
+                f"    {rule.id}.{name} = {default} {parameter.unit} {span}  "
+                f"{parameter.description}{mark}"
             )
     return 0
 

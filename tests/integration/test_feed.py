@@ -109,6 +109,20 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                     ),
                     400,
                 ),
+                "a non-disableable rule set never to fire": (
+                    await dr_a.put(
+                        f"/api/v1/patients/{PATIENT_A}/overrides/spo2_missing.every_days",
+                        json={"value": 1e8},
+                    ),
+                    400,
+                ),
+                "a rule the programme does not run": (
+                    await dr_a.put(
+                        f"/api/v1/patients/{PATIENT_A}/overrides/glucose_missing.every_days",
+                        json={"value": 2},
+                    ),
+                    400,
+                ),
                 "foreign action": (await dr_a.post(f"/api/v1/episodes/{theirs}/acknowledge"), 403),
                 "no disposition": (
                     await dr_a.post(f"/api/v1/episodes/{mine}/resolve", json={}),

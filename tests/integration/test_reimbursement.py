@@ -9,8 +9,10 @@ the hour the test runs at.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
@@ -383,3 +385,40 @@ async def test_reimbursement_follows_the_designed_patients(stack: Stack, tmp_pat
     assert len(tables.tables) >= 4  # active file, reimbursement, checks, failures
     for rows in tables.tables:
         assert len(set(rows)) == 1, rows
+
+
+async def test_bad_requests_get_a_clear_error(stack: Stack) -> None:
+    """No traceback, nothing changed: out-of-range prescriptions, an unknown measure, a
+    discharge of nobody, a period that ends before it starts."""
+    await stack.enroll([("p-covid", "oxi-covid")])
+    refusals = [
+        (("override", "--patient", "p-covid", "--parameter", "spo2_missing.every_days",
+          "--value", "1e8", "--by", "dr-a"), 2, "outside 1-7"),
+        (("override", "--patient", "p-covid", "--parameter", "spo2_missing.every_days",
+          "--value", "nan", "--by", "dr-a"), 2, "not a number"),
+        (("override", "--patient", "p-covid", "--parameter", "spo2_missing.enabled",
+          "--value", "0", "--by", "dr-a"), 2, "cannot be disabled"),
+        (("patients", "prescribe", "p-covid", "weight", "--every-days", "2", "--by", "dr-a"),
+         1, "hf_weight_missing is not run for covid patients"),
+        (("patients", "prescribe", "p-covid", "steps", "--every-days", "2", "--by", "dr-a"),
+         1, "unknown measure 'steps'"),
+        (("patients", "prescribe", "p-covid", "spo2", "--times", "9", "--by", "dr-a"),
+         2, "outside 1-4"),
+        (("patients", "discharge", "p-nobody", "--by", "op"), 1, "unknown patient 'p-nobody'"),
+        (("patients", "renew", "p-covid", "--until", "2099-01-01", "--by", "op"),
+         1, "at most a year"),
+        (("report", "--from", "2026-10-01", "--to", "2026-09-01"), 1, "must be after --from"),
+    ]  # fmt: skip
+    for args, code, text in refusals:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "ingest.cli", *args),
+            env=stack.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await process.communicate())[0].decode()
+        assert (process.returncode, text in output) == (code, True), output
+        assert "Traceback" not in output
+    async with stack.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM threshold_overrides") == 0
