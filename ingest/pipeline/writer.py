@@ -200,11 +200,13 @@ async def _insert_dead_letters(
         WITH stored AS (
             INSERT INTO dead_letters (topic, partition, "offset", reading_index, reason, detail,
                 message_id, record_key, record_value, record_timestamp, record_content_type,
-                rejected_at)
-            SELECT t, p, o, i, r, d, m, k, v, to_timestamp(ts / 1e3), c, to_timestamp($12 / 1e6)
+                rejected_at, patient_id, device_id)
+            SELECT t, p, o, i, r, d, m, k, v, to_timestamp(ts / 1e3), c, to_timestamp($12 / 1e6),
+                   pid, did
             FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-                        $7::text[], $8::bytea[], $9::bytea[], $10::bigint[], $11::text[])
-                 AS x(t, p, o, i, r, d, m, k, v, ts, c)
+                        $7::text[], $8::bytea[], $9::bytea[], $10::bigint[], $11::text[],
+                        $13::text[], $14::text[])
+                 AS x(t, p, o, i, r, d, m, k, v, ts, c, pid, did)
             ON CONFLICT DO NOTHING
             RETURNING 1
         ) SELECT pg_notify('telemon_outbox', 'dead_letters') FROM stored LIMIT 1
@@ -221,4 +223,6 @@ async def _insert_dead_letters(
         [r.timestamp_ms for r in rejections],
         [r.content_type for r in rejections],
         rejected_at_us,
+        [r.patient_id for r in rejections],
+        [r.device_id for r in rejections],
     )
