@@ -175,7 +175,7 @@ class IngestMetrics:
             registry=registry,
         )
         self.dead_letters_waiting = Gauge(
-            "telemon_ingest_dead_letters_parked",
+            "telemon_ingest_parked_dead_letters",
             "Dead letters parked now, waiting for their device's enrolment (parking leader).",
             registry=registry,
         )
