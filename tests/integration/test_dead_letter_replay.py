@@ -4,15 +4,23 @@ catalogue still refuses is refused again; a dry run changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
+from ingest.pipeline.metrics import IngestMetrics
+from ingest.pipeline.parking import ParkingLeader
 from ingest.pipeline.replays import REPLAY_HEADER
+from ingest.platform import EXIT_STATUS, make_producer
+from tests.oracle import CommitWatch, OracleProducer, check
 from tests.records import message, reading
-from tests.support import Stack, eventually, run_cli
+from tests.support import IngestProcess, Stack, eventually, run_cli
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -191,3 +199,105 @@ async def _snapshot(stack: Stack) -> tuple[Any, ...]:
         await db.fetchval("SELECT count(*) FROM audit_events"),
         await stack.end_offsets(),
     )
+
+
+async def test_kill_minus_9_during_a_replay(stack: Stack, tmp_path: Path) -> None:
+    """Half the devices are enrolled after their readings came: the parking leader
+    replays them and dies at a failpoint half-way through sending, the next member is
+    killed -9 while replays are written, a last one finishes. Every dead letter is
+    replayed once, whole; nothing is lost or stored twice (the oracle's I1-I5)."""
+    producer = OracleProducer(stack, devices=100, prefix="k")
+    await producer.enroll(producer.pairs[:50])
+    await producer.send(6_000)
+    late = tmp_path / "late.csv"
+    late.write_text(
+        "patient_id,programme,device_id,device_type\n"
+        + "".join(f"{p},covid,{d},pulse_oximeter\n" for p, d in producer.pairs[50:])
+    )
+    db = await stack.db()
+    replayed = "SELECT count(*) FROM dead_letters WHERE replayed_at IS NOT NULL"
+    stored_late = "SELECT count(*) FROM readings r JOIN devices d USING (device_key) " + (
+        "WHERE d.device_id = ANY($1::text[])"
+    )
+    late_devices = [d for _, d in producer.pairs[50:]]
+    async with CommitWatch(stack).running():
+        first = IngestProcess(
+            stack, tmp_path / "first.log", failpoints="replay_send=0.005", batch_max_messages=500
+        )
+        await first.wait_ready()
+        await stack.wait_drained(120)
+        assert await db.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE parked_until > now()"
+        ) == (3_000)
+        await run_cli(stack, "enroll", "--csv", str(late))
+        assert await asyncio.to_thread(first.wait, 120) == EXIT_STATUS, first.log
+        # Half-way: each dead letter as it was, or replayed with its reading stored.
+        assert await db.fetchval(replayed) == await db.fetchval(stored_late, late_devices)
+        assert await db.fetchval(replayed) < 3_000
+
+        second = IngestProcess(stack, tmp_path / "second.log", batch_max_messages=200)
+        before = await db.fetchval(replayed)
+        await eventually(
+            lambda: _more(db, replayed, before), 120, "the second member to replay some"
+        )
+        await asyncio.sleep(random.Random(5).uniform(0.0, 0.3))
+        second.kill()
+        assert await db.fetchval(replayed) == await db.fetchval(stored_late, late_devices)
+
+        last = IngestProcess(stack, tmp_path / "last.log", batch_max_messages=500)
+        try:
+            await eventually(lambda: _more(db, replayed, 2_999), 120, "every replay")
+            await stack.wait_drained(120)
+        finally:
+            last.terminate()
+            assert await asyncio.to_thread(last.wait, 40) == 0
+    await check(stack, producer, replays=True)
+    outcomes = await db.fetch("SELECT replay_outcome, count(*) FROM dead_letters GROUP BY 1")
+    assert sum(r["count"] for r in outcomes) == 3_000  # none rejected again: no new one
+    assert await db.fetchval(stored_late, late_devices) == 3_000
+
+
+async def _more(db: Any, query: str, than: int) -> bool:
+    return bool(await db.fetchval(query) > than)
+
+
+class _Later:
+    """The wall clock, `days` ahead."""
+
+    def __init__(self, days: float) -> None:
+        self._ahead_ms = int(days * 86_400_000)
+
+    def now_ms(self) -> int:
+        return int(datetime.now(UTC).timestamp() * 1000) + self._ahead_ms
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+async def test_past_its_window_a_parked_dead_letter_stays_one(stack: Stack) -> None:
+    """Eight days later the parking leader expires the parked dead letter instead of
+    replaying it, though its device is now enrolled: it is a plain dead letter again."""
+    await stack.produce([record("p-4", "oxi-4", reading("spo2", 97, "%", ago(3)))])
+    async with stack.ingest():
+        await stack.wait_drained()
+    await stack.enroll([("p-4", "oxi-4")])
+    metrics = IngestMetrics(CollectorRegistry())
+    leader = ParkingLeader(
+        dsn=str(stack.settings.database_url),
+        schema=stack.settings.database_schema,
+        topic=stack.settings.readings_topic,
+        producer=make_producer(stack.settings),  # never started: nothing to send
+        clock=_Later(days=8),
+        metrics=metrics,
+        poll_s=1.0,
+    )
+    async with stack.connection() as conn:
+        assert await leader.look(conn) == 0
+        assert await leader.look(conn) == 0  # expired once
+    (letter,) = await dead_letters(stack)
+    assert letter["park_expired_at"] is not None
+    assert letter["replayed_at"] is None
+    assert metrics.registry.get_sample_value("telemon_ingest_dead_letters_expired_total") == 1
+    assert metrics.registry.get_sample_value("telemon_ingest_parked_dead_letters") == 0
+    listed = await run_cli(stack, "dead-letters", "list", "--state", "expired", "--json")
+    assert [json.loads(line)["id"] for line in listed.splitlines()] == [letter["id"]]
