@@ -184,7 +184,9 @@ def _page(d: dict[str, Any], digest: str) -> str:
             [{"reason": k, "dead letters": v} for k, v in technical["rejected_by_reason"].items()]
         )
         + "<h3>Zero-loss reconciliation, per partition</h3>"
-        + _table(technical["reconciliation"], red="unaccounted_offsets"),
+        + _table(technical["reconciliation"], red="unaccounted_offsets")
+        + "<h3>Dead letters replayed (moved from dead-lettered to stored)</h3>"
+        + _table([technical["dead_letter_replays"]]),
         "<h2>Produced by</h2><pre>"
         + html.escape(json.dumps(d["produced_by"], indent=1, sort_keys=True))
         + "</pre>",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ingest.pipeline.metrics import IngestMetrics
 from ingest.pipeline.parking import ParkingLeader
 from ingest.pipeline.replays import REPLAY_HEADER
 from ingest.platform import EXIT_STATUS, make_producer
+from ingest.report import Period, gather_figures
 from tests.oracle import CommitWatch, OracleProducer, check
 from tests.records import message, reading
 from tests.support import IngestProcess, Stack, eventually, run_cli
@@ -103,6 +105,24 @@ async def test_parked_readings_are_stored_once_on_enrolment(stack: Stack) -> Non
         )
         assert [(a["agent"], a["patient_id"]) for a in audit] == [("telemon:parking", "p-1")]
         assert sorted(json.loads(audit[0]["detail"])["dead_letters"]) == ids
+
+        period = Period(NOW - timedelta(days=3), NOW + timedelta(days=1))
+        async with stack.connection() as conn:
+            technical = (await gather_figures(conn, period))["technical"]
+        assert technical["dead_letter_replays"] == {
+            "dead_lettered": 3,
+            "still_dead_lettered": 0,
+            "parked": 3,
+            "expired": 0,
+            "replayed": 3,
+            "stored": 2,
+            "duplicate": 1,
+            "rejected_again": 0,
+        }
+        (partition,) = technical["reconciliation"]  # one patient: one partition
+        assert (partition["offsets_consumed"], partition["unaccounted_offsets"]) == (6, 0)
+        assert (partition["readings_stored"], partition["duplicates"]) == (2, 1)
+        assert partition["dead_lettered"] == 3
 
         shown = await run_cli(stack, "dead-letters", "show", str(ids[0]))
         assert "replayed" in shown
@@ -301,3 +321,26 @@ async def test_past_its_window_a_parked_dead_letter_stays_one(stack: Stack) -> N
     assert metrics.registry.get_sample_value("telemon_ingest_parked_dead_letters") == 0
     listed = await run_cli(stack, "dead-letters", "list", "--state", "expired", "--json")
     assert [json.loads(line)["id"] for line in listed.splitlines()] == [letter["id"]]
+
+
+async def test_bad_requests_get_a_clear_error(stack: Stack) -> None:
+    """No traceback: a replay of everything must be asked by filter, an unknown id is
+    named, a malformed date is refused by the parser."""
+    refusals = [
+        (("replay",), 2, "name dead-letter ids or at least one filter"),
+        (("show", "99"), 1, "no dead letter 99"),
+        (("replay", "98", "99"), 1, "no dead letter 98, 99"),
+        (("list", "--from", "yesterday"), 2, "invalid instant value"),
+        (("list", "--reason", "bad_luck"), 2, "invalid choice"),
+    ]
+    for args, code, text in refusals:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "ingest.cli", "dead-letters", *args),
+            env=stack.environment(),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = (await process.communicate())[0].decode()
+        assert (process.returncode, text in output) == (code, True), output
+        assert "Traceback" not in output
