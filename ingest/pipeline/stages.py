@@ -4,7 +4,7 @@
              (pure CPU, never touches PostgreSQL)
     prepare  resolve registry keys, apply the reject-ratio guard, build the
              WriteBatch with each step's work (ingest.pipeline.steps: the alert
-             rules)
+             rules) and the dead letters' (ingest.pipeline.replay_marks)
     write    one transaction per batch (ingest.pipeline.writer), then hand its
              offsets to the Kafka committer (ingest.pipeline.commits), which
              commits them while the next batch is written
@@ -46,7 +46,7 @@ from ingest.pipeline.offsets import OffsetStore
 from ingest.pipeline.registry_cache import RegistryCache
 from ingest.pipeline.replay_marks import DeadLetterWork, ReplayedPoll, ReplayedRecord
 from ingest.pipeline.rows import ReadingRows
-from ingest.pipeline.steps import BatchWork, PipelineStep
+from ingest.pipeline.steps import PipelineStep
 from ingest.pipeline.writer import BatchWriter, WriteOutcome
 from ingest.platform import (
     Clock,
@@ -328,10 +328,12 @@ class IngestPipeline:
             previous = self._record_time_us.get(partition, 0)
             self._record_time_us[partition] = max(previous, latest_ms * 1000)
         batch_rows = ReadingRows.concat(rows)
-        work: list[BatchWork] = [
-            await self._database(partial(step.prepare, batch_rows), step.name)
-            for step in self._steps
-        ]
+        work = tuple(
+            [
+                await self._database(partial(step.prepare, batch_rows), step.name)
+                for step in self._steps
+            ]
+        )
         dead_letter_work = DeadLetterWork.of(
             replayed,
             rejections,
@@ -340,7 +342,7 @@ class IngestPipeline:
             metrics=self._metrics,
         )
         if dead_letter_work is not None:
-            work.append(dead_letter_work)
+            work += (dead_letter_work,)
         return WriteBatch(
             self._topic, spans, batch_rows, rejections, readings_consumed, tuple(work)
         )

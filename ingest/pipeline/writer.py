@@ -10,7 +10,8 @@ Inside the transaction, in this order (five round trips with BEGIN and COMMIT):
 3. the per-partition ledger and the new offsets (one statement), and the
    dead letters, which are the DLQ outbox;
 4. each step's work (ingest.pipeline.steps): the alerts the batch raised,
-   escalated or resolved, and their events.
+   escalated or resolved, and their events; the dead letters' own
+   (ingest.pipeline.replay_marks: replays marked, unknown devices parked).
 A batch without offsets (a step's periodic work) does only step 4.
 Kafka offsets may be committed only after `write` returns.
 """
