@@ -1,10 +1,10 @@
-"""The data open missing-data alerts wait for, so that a batch hands the lifecycle only the
-arrivals that may resolve one: most batches, none at all.
+"""The data open missing-data findings wait for, so that a batch hands the lifecycle only
+the arrivals that may resolve one: most batches, none at all.
 
 A (patient, rule) is awaited from the moment the engine emits a missing-data candidate
-for it (or, after an assignment, while PostgreSQL holds such an alert unresolved) until
-data of one of the rule's kinds arrives measured at or after the latest `data_since` seen
-for it: the lifecycle then resolves the alert, if a clinician has not already.
+for it (or, after an assignment, while PostgreSQL holds such a finding open) until data
+of one of the rule's kinds arrives measured at or after the latest `data_since` seen for
+it: the lifecycle then resolves the finding, if a clinician has not already.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ an alert records the version that raised it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 from alerts import missing, news2, thresholds, trends
 from alerts.model import Job, Parameter, Rule, RuleKind, Severity
@@ -64,6 +65,16 @@ def _banded(
     )
 
 
+def _confirmed(rule: Rule) -> Rule:
+    """Version 2 of a banded rule: an isolated abnormal reading fires info until confirmed."""
+    return replace(
+        rule,
+        version=2,
+        severities=(INFO, *rule.severities),
+        parameters={**rule.parameters, "confirm": CONFIRM},
+    )
+
+
 BY_UNIT = {
     K.RESPIRATORY_RATE: "/min",
     K.HEART_RATE: "/min",
@@ -74,49 +85,82 @@ BY_UNIT = {
 _QUESTIONNAIRE = frozenset(code(k) for k in missing.QUESTIONNAIRE_KINDS)
 _ALL_KINDS = frozenset(code(k) for k in K)
 
+# Confirmation of an isolated abnormal reading (docs/alerts.md, "Confirmation"; docs/clinical.md
+# §3A: NHS patient guidance to re-check a low reading [P]; the rest is ours [U]).
+CONFIRM = P(1, "", "an isolated abnormal reading fires info until confirmed (1: yes)", False)
+# The patient's usual SpO2: the threshold applies that far below it [U].
+USUAL_SPO2 = {
+    "below_usual_points": P(
+        2, "%", "low only this far below the patient's usual SpO2 too (NaN: off)", False
+    ),
+    "usual_days": P(7, "d", "usual SpO2: the median of the previous days", False),
+    "usual_min_readings": P(4, "", "readings needed for a usual SpO2", False),
+}
+
 _RULES = (
     # -- A. single-reading thresholds ---------------------------------------------------------
     Rule(
         "spo2_scale1",
-        1,
+        2,
         "SpO2 low (scale 1)",
-        "NHS Oximetry@home [V]; NEWS2 [V]",
+        "NHS Oximetry@home [V]; NEWS2 [V]; re-check: NHS patient guidance [P]; usual SpO2 [U]",
         RuleKind.READING,
         frozenset({code(K.SPO2)}),
-        (ORANGE, RED),
+        (INFO, ORANGE, RED),
         {
             "red_at_or_below": P(92, "%", "red at or below"),
             "orange_at_or_below": P(94, "%", "orange at or below"),
+            "confirm": CONFIRM,
+            **USUAL_SPO2,
         },
         thresholds.spo2_scale1,
     ),
     Rule(
         "spo2_covid",
-        1,
+        2,
         "SpO2 below 95 % in the first days of COVID-19 follow-up",
-        "HAS 2021 [V]",
+        "HAS 2021 [V]; re-check: NHS patient guidance [P]; usual SpO2 [U]",
         RuleKind.READING,
         frozenset({code(K.SPO2)}),
-        (RED,),
+        (INFO, RED),
         {
             "red_below": P(95, "%", "red below"),
             "first_days": P(14, "d", "days of follow-up the profile applies to"),
+            "confirm": CONFIRM,
+            **USUAL_SPO2,
         },
         thresholds.spo2_covid,
     ),
     Rule(
-        "spo2_scale2",
+        "spo2_unconfirmed",
         1,
+        "Low SpO2 not re-measured",
+        "HAS 2021 [V]; re-check within an hour: NHS patient guidance [P]",
+        RuleKind.SWEEP,
+        frozenset({code(K.SPO2)}),
+        (RED,),
+        {
+            "red_below": P(95, "%", "an isolated reading below"),
+            "within_minutes": P(60, "min", "not re-measured within", False),
+            "first_days": P(14, "d", "days of follow-up the profile applies to"),
+            **USUAL_SPO2,
+        },
+        thresholds.spo2_unconfirmed,
+    ),
+    Rule(
+        "spo2_scale2",
+        2,
         "SpO2 out of the target range (scale 2)",
-        "NEWS2 scale 2 [V]",
+        "NEWS2 scale 2 [V]; confirmation [U]",
         RuleKind.READING,
         frozenset({code(K.SPO2)}),
-        (ORANGE, RED),
+        (INFO, ORANGE, RED),
         {
             "red_at_or_below": P(83, "%", "red at or below"),
             "orange_at_or_below": P(87, "%", "orange at or below"),
             "orange_on_o2_at_or_above": P(93, "%", "orange at or above, on oxygen"),
             "red_on_o2_at_or_above": P(97, "%", "red at or above, on oxygen"),
+            "confirm": CONFIRM,
         },
         thresholds.spo2_scale2,
     ),
@@ -130,15 +174,17 @@ _RULES = (
         red_high=25,
         evaluate=thresholds.respiratory_rate,
     ),
-    _banded(
-        "heart_rate",
-        K.HEART_RATE,
-        "Heart rate",
-        _NEWS2_SOURCE,
-        red_low=40,
-        orange_high=111,
-        red_high=131,
-        evaluate=thresholds.heart_rate,
+    _confirmed(
+        _banded(
+            "heart_rate",
+            K.HEART_RATE,
+            "Heart rate",
+            f"{_NEWS2_SOURCE}; confirmation [U]",
+            red_low=40,
+            orange_high=111,
+            red_high=131,
+            evaluate=thresholds.heart_rate,
+        )
     ),
     _banded(
         "systolic_bp",
@@ -224,9 +270,9 @@ _RULES = (
     # -- B. NEWS2 -------------------------------------------------------------------------------
     Rule(
         "news2",
-        1,
+        2,
         "NEWS2 aggregate score",
-        _NEWS2_SOURCE,
+        f"{_NEWS2_SOURCE}; confirmation [U]",
         RuleKind.READING,
         news2.INPUTS,
         (INFO, ORANGE, RED),
@@ -236,8 +282,26 @@ _RULES = (
             "red_at_or_above": P(7, "", "high band"),
             "single_3_is_orange": P(1, "", "a single parameter at 3 is orange (1: yes)"),
             "low_band_is_info": P(0, "", "raise the low band (1-4) as info (1: yes)"),
+            "confirm": CONFIRM,
         },
         news2.news2,
+    ),
+    Rule(
+        "news2_rising",
+        1,
+        "NEWS2 rising over sessions",
+        "NEWS2 scores [V]; the rise over the patient's own best [U]",
+        RuleKind.READING,
+        news2.INPUTS,
+        (ORANGE,),
+        {
+            "window_hours": P(6, "h", "each parameter's latest value within", False),
+            "rise_points": P(3, "", "SpO2, pulse, respiration, temperature scores up by", False),
+            "baseline_hours": P(48, "h", "over their lowest in the readings of the", False),
+            "after_hours": P(8, "h", "previous hours, up to this many hours ago", False),
+            "confirm": CONFIRM,
+        },
+        news2.news2_rising,
     ),
     # -- C. trends ------------------------------------------------------------------------------
     Rule(
@@ -271,18 +335,44 @@ _RULES = (
     ),
     Rule(
         "spo2_drop_baseline",
-        1,
+        2,
         "SpO2 below the patient's baseline",
         "design default [U]",
         RuleKind.READING,
         frozenset({code(K.SPO2)}),
         (ORANGE,),
         {
-            "drop_points": P(3, "%", "at least this far below", False),
-            "baseline_days": P(7, "d", "the median of the previous days", False),
-            "min_readings": P(5, "", "readings needed for a baseline", False),
+            "drop_points": P(3, "%", "the recent median at least this far below", False),
+            "recent_hours": P(24, "h", "recent: the readings of the last hours", False),
+            "baseline_days": P(7, "d", "the median of the days before", False),
+            "min_readings": P(4, "", "readings needed for a baseline", False),
         },
         trends.spo2_drop_baseline,
+    ),
+    Rule(
+        "baseline_deviation",
+        1,
+        "Vitals away from the patient's usual values",
+        "design default [U]",
+        RuleKind.READING,
+        frozenset(
+            code(k)
+            for k in (K.SPO2, K.HEART_RATE, K.RESPIRATORY_RATE, K.BODY_TEMPERATURE, K.DYSPNOEA)
+        ),
+        (ORANGE,),
+        {
+            "spo2_step": P(1.5, "%", "a point per step of SpO2 under the usual (2 at most)", False),
+            "pulse_step": P(8, "/min", "a point per step of pulse over the usual", False),
+            "respiration_step": P(3, "/min", "a point per step of respiration over it", False),
+            "temperature_step": P(0.5, "Cel", "a point per step of temperature over it", False),
+            "dyspnoea_step": P(1, "{grade}", "a point per step of breathlessness over it", False),
+            "orange_at_or_above": P(3, "", "orange at or above this many points", False),
+            "session_hours": P(2, "h", "the session: its best reading of the last hours", False),
+            "baseline_days": P(7, "d", "usual: the median of the readings of the days", False),
+            "after_hours": P(4, "h", "before, up to this many hours ago", False),
+            "min_readings": P(4, "", "readings needed for a usual value", False),
+        },
+        trends.baseline_deviation,
     ),
     Rule(
         "ventilator_leak_3d",

@@ -125,7 +125,12 @@ RING_SIZES: Mapping[VitalKind, int] = {
     VitalKind.BODY_WEIGHT: 16,
     VitalKind.SPO2: 64,
     VitalKind.VENTILATOR_LEAK: 16,
+    # Confirmation (the previous reading) and NEWS2 rising (the previous session's values).
+    VitalKind.HEART_RATE: 16,
+    VitalKind.RESPIRATORY_RATE: 16,
+    VitalKind.BODY_TEMPERATURE: 16,
     **{v.kind: 4 for v in CATALOGUE if v.value_type is ValueType.GRADE},
+    VitalKind.DYSPNOEA: 16,  # graded, and a usual value of its own (baseline deviation)
 }
 CGM_DAYS = 16
 CGM_LOW_MG_DL = 70.0  # the consensus "below range" bound the CGM rule counts against
@@ -198,6 +203,43 @@ class Ring:
         times = self.times.take(slot, axis=0)
         inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
         return self.values.take(slot, axis=0), inside
+
+    def windows(
+        self,
+        slot: npt.NDArray[np.int32],
+        *bounds: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]],
+    ) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.bool_]]]:
+        """Per row: the slot's ring values, and which lie in each [start, end) of `bounds`
+        (one gather of the ring for several windows)."""
+        times = self.times.take(slot, axis=0)
+        known = times != NO_TIME
+        inside = [
+            (times >= start[:, None]) & (times < end[:, None]) & known for start, end in bounds
+        ]
+        return self.values.take(slot, axis=0), inside
+
+    def latest_before(
+        self, slot: npt.NDArray[np.int32], before: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """Per row: the value of the slot's latest ring reading measured before `before`, and
+        whether there is one."""
+        times = self.times.take(slot, axis=0)
+        earlier = np.where(times < before[:, None], times, NO_TIME)
+        latest = earlier.argmax(axis=1)
+        row = np.arange(len(slot))
+        found = earlier[row, latest] != NO_TIME
+        value = np.where(found, self.values.take(slot, axis=0)[row, latest], np.nan)
+        return value, found
+
+
+def row_medians(
+    values: npt.NDArray[np.float64], inside: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float64]:
+    """Per row, the median of the values inside (every row has at least one)."""
+    ordered = np.sort(np.where(inside, values, np.inf), axis=1)  # the others sort last
+    count = inside.sum(axis=1)
+    row = np.arange(len(values))
+    return np.asarray((ordered[row, (count - 1) // 2] + ordered[row, count // 2]) / 2)
 
 
 class KeyIndex:

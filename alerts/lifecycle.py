@@ -1,17 +1,26 @@
-"""Alerts with a lifecycle, applied inside the batch transaction.
+"""Findings and the episodes they make, applied inside the batch transaction.
 
-One alert per clinical episode. For each candidate (patient, rule), the
-patient's latest alert for that rule is locked and:
-- none yet: the alert is raised;
-- one open or acknowledged (snoozed included): a higher severity escalates it
-  (re-opened, snooze lifted); otherwise the firing is absorbed into it;
-- one resolved: a firing at or before its last firing is old news (a replay, a
-  back-fill) and is dropped; one within the cool-down of the candidate's
-  severity (6 h orange, 1 h red by default) is dropped unless more severe;
-  later ones raise a new alert.
-Missing-data alerts are resolved by the data they were waiting for. Each
-raise, escalation and resolution is an event in `alert_events`, the outbox of
-`telemon.alerts.v1`; clinicians' acknowledgements and resolutions add theirs
+The rules fire per rule: each firing is a *finding* of its rule for a patient,
+kept for the evidence and for rule analytics. The care team's unit of work is
+the *episode*: a patient has at most one unresolved episode per job
+(`Rule.job`: clinical, review the patient; data, chase the data), whose
+severity is the highest of its findings. For each candidate (patient, rule):
+
+- the rule has an unresolved finding for the patient: the firing is absorbed
+  into it (its severity rises if the firing is more severe);
+- otherwise, against the rule's latest finding for the patient (resolved): a
+  firing at or before its last firing is old news (a replay, a back-fill) and
+  is dropped; one within the cool-down of its severity (6 h orange, 1 h red by
+  default) and no more severe is dropped;
+- otherwise it is a new finding, which joins the patient's unresolved episode
+  of its job or opens one.
+
+An episode whose severity rises is escalated: re-opened if it was
+acknowledged, its snooze lifted, its wait counted again. Findings that wait
+for data (the missing-data rules) are resolved by that data; a data episode
+left without an unresolved finding resolves itself. Every raise, escalation,
+update and resolution is an event in `episode_events`, the outbox of the alerts
+topic and the source of the live feed; clinicians' actions add theirs
 (alerts.actions).
 """
 
@@ -22,18 +31,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from alerts.catalogue import RESOLVED_BY_DATA
+from alerts.catalogue import RESOLVED_BY_DATA, RULES
 from alerts.engine import Candidate
-from alerts.model import Severity
+from alerts.model import Disposition, Job, Severity
 from ingest.platform import Connection
 
-__all__ = ["Applied", "Arrivals", "apply_alerts"]
+__all__ = ["Applied", "Arrivals", "apply_alerts", "record_events"]
 
 
 @dataclass(frozen=True, slots=True)
 class Arrivals:
     """Per patient and kind code, the latest measured_at in the batch: data that may
-    resolve missing-data alerts."""
+    resolve missing-data findings."""
 
     patient_key: list[int]
     kind: list[int]
@@ -46,19 +55,25 @@ class Arrivals:
 
 @dataclass
 class Applied:
-    raised: Counter[tuple[str, int]] = field(default_factory=Counter)  # (rule, severity)
+    """What one transaction did, for the metrics once it has committed."""
+
+    findings: Counter[tuple[str, int]] = field(default_factory=Counter)  # new, by rule, severity
+    opened: Counter[tuple[str, int]] = field(default_factory=Counter)  # by job, severity
     escalated: int = 0
     absorbed: int = 0
     dropped: int = 0
-    resolved_by_data: int = 0
+    resolved_by_data: int = 0  # findings
     raise_latency_s: list[float] = field(default_factory=list)  # fired_at -> durable
 
 
-# Rules whose alerts data resolves, by the kind code that does it.
+# Rules whose findings data resolves, by the kind code that does it.
 _RESOLVED_BY: Mapping[int, tuple[str, ...]] = {
     code: tuple(rule for rule, kinds in RESOLVED_BY_DATA.items() if code in kinds)
     for code in frozenset().union(*RESOLVED_BY_DATA.values())
 }
+
+# (episode_id, patient_key, type, severity, status, detail)
+Event = tuple[int, int, str, int, str, dict[str, object]]
 
 
 async def apply_alerts(
@@ -70,190 +85,31 @@ async def apply_alerts(
     now_us: int,
 ) -> Applied:
     applied = Applied()
-    await _resolve_by_data(conn, arrivals, now_us, applied)
+    events: list[Event] = []
+    await _resolve_by_data(conn, arrivals, now_us, applied, events)
     if candidates:
-        await _apply_candidates(conn, candidates, cooldown_us, now_us, applied)
-    if applied.raised or applied.escalated or applied.resolved_by_data:
-        await conn.execute("SELECT pg_notify('telemon_outbox', 'alert_events')")
+        await _apply_candidates(conn, candidates, cooldown_us, now_us, applied, events)
+    await record_events(conn, events, now_us)
     return applied
 
 
-async def _resolve_by_data(
-    conn: Connection, arrivals: Arrivals, now_us: int, applied: Applied
+async def record_events(
+    conn: Connection, events: Sequence[Event], now_us: int | None, actor: str = "telemon"
 ) -> None:
-    latest: dict[tuple[int, str], int] = {}
-    for patient, kind, at in zip(
-        arrivals.patient_key, arrivals.kind, arrivals.latest_us, strict=True
-    ):
-        for rule_id in _RESOLVED_BY.get(kind, ()):
-            latest[(patient, rule_id)] = max(latest.get((patient, rule_id), at), at)
-    if not latest:
+    """Episode events, and a wake-up call for the relay and the live feeds; `now_us` None:
+    the database's time (a clinician's action, stamped like the change it records)."""
+    if not events:
         return
-    pairs = list(latest)
-    resolved = await conn.fetch(
-        """
-        WITH data(p, r, t) AS (SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[]))
-        UPDATE alerts a SET status = 'resolved', resolved_at = to_timestamp($4 / 1e6),
-            resolved_by = 'telemon', resolution = 'data received', snoozed_until = NULL
-        FROM data
-        WHERE a.patient_key = data.p AND a.rule_id = data.r AND a.status <> 'resolved'
-          AND data.t >= coalesce((a.explanation -> 'values' ->> 'data_since_s')::float8 * 1e6,
-                                 0)
-        RETURNING a.alert_id, a.patient_key, a.severity
-        """,
-        [p for p, _ in pairs],
-        [r for _, r in pairs],
-        [latest[k] for k in pairs],
-        now_us,
-    )
-    if resolved:
-        await _events(
-            conn,
-            [
-                (
-                    r["alert_id"],
-                    r["patient_key"],
-                    "resolved",
-                    r["severity"],
-                    "resolved",
-                    {"resolution": "data received"},
-                )
-                for r in resolved
-            ],
-            now_us,
-        )
-        applied.resolved_by_data += len(resolved)
-
-
-async def _apply_candidates(
-    conn: Connection,
-    candidates: Sequence[Candidate],
-    cooldown_us: Mapping[Severity, int],
-    now_us: int,
-    applied: Applied,
-) -> None:
-    latest = {
-        (r["patient_key"], r["rule_id"]): r
-        for r in await conn.fetch(
-            """
-            SELECT a.alert_id, a.patient_key, a.rule_id, a.severity, a.status,
-                   (extract(epoch FROM a.last_fired_at) * 1e6)::bigint AS last_fired_us
-            FROM unnest($1::int[], $2::text[]) AS c(p, r)
-            CROSS JOIN LATERAL (
-                SELECT * FROM alerts WHERE patient_key = c.p AND rule_id = c.r
-                ORDER BY alert_id DESC LIMIT 1 FOR UPDATE
-            ) a
-            """,
-            [c.patient_key for c in candidates],
-            [c.rule_id for c in candidates],
-        )
-    }
-    raise_: list[Candidate] = []
-    escalate: list[tuple[int, Candidate]] = []
-    absorb: list[tuple[int, int]] = []
-    for candidate in candidates:
-        current = latest.get((candidate.patient_key, candidate.rule_id))
-        if current is None:
-            raise_.append(candidate)
-        elif current["status"] != "resolved":
-            if candidate.severity > current["severity"]:
-                escalate.append((current["alert_id"], candidate))
-            else:
-                absorb.append((current["alert_id"], candidate.fired_at_us))
-        elif candidate.fired_at_us <= current["last_fired_us"] or (
-            candidate.fired_at_us <= current["last_fired_us"] + cooldown_us[candidate.severity]
-            and candidate.severity <= current["severity"]
-        ):
-            applied.dropped += 1
-        else:
-            raise_.append(candidate)
-    if raise_:
-        rows = await conn.fetch(
-            """
-            INSERT INTO alerts (patient_key, rule_id, rule_version, severity, status,
-                first_fired_at, last_fired_at, raised_at, explanation)
-            SELECT p, r, v, s, 'open', to_timestamp(f / 1e6), to_timestamp(f / 1e6),
-                   to_timestamp($6 / 1e6), e::jsonb
-            FROM unnest($1::int[], $2::text[], $3::int[], $4::smallint[], $5::bigint[],
-                        $7::text[]) AS c(p, r, v, s, f, e)
-            RETURNING alert_id, patient_key, severity
-            """,
-            [c.patient_key for c in raise_],
-            [c.rule_id for c in raise_],
-            [c.rule_version for c in raise_],
-            [int(c.severity) for c in raise_],
-            [c.fired_at_us for c in raise_],
-            now_us,
-            [json.dumps(c.explanation) for c in raise_],
-        )
-        await _events(
-            conn,
-            [
-                (
-                    r["alert_id"],
-                    r["patient_key"],
-                    "raised",
-                    r["severity"],
-                    "open",
-                    {"rule": c.rule_id},
-                )
-                for r, c in zip(rows, raise_, strict=True)
-            ],
-            now_us,
-        )
-        for c in raise_:
-            applied.raised[(c.rule_id, int(c.severity))] += 1
-            applied.raise_latency_s.append((now_us - c.fired_at_us) / 1e6)
-    if escalate:
-        await conn.execute(
-            """
-            UPDATE alerts a SET severity = c.s, explanation = c.e::jsonb, status = 'open',
-                snoozed_until = NULL, fire_count = a.fire_count + 1,
-                last_fired_at = greatest(a.last_fired_at, to_timestamp(c.f / 1e6))
-            FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::bigint[]) AS c(id, s, e, f)
-            WHERE a.alert_id = c.id
-            """,
-            [a for a, _ in escalate],
-            [int(c.severity) for _, c in escalate],
-            [json.dumps(c.explanation) for _, c in escalate],
-            [c.fired_at_us for _, c in escalate],
-        )
-        await _events(
-            conn,
-            [
-                (a, c.patient_key, "escalated", int(c.severity), "open", {"rule": c.rule_id})
-                for a, c in escalate
-            ],
-            now_us,
-        )
-        applied.escalated += len(escalate)
-        applied.raise_latency_s.extend((now_us - c.fired_at_us) / 1e6 for _, c in escalate)
-    if absorb:
-        await conn.execute(
-            """
-            UPDATE alerts a SET fire_count = a.fire_count + 1,
-                last_fired_at = greatest(a.last_fired_at, to_timestamp(c.f / 1e6))
-            FROM unnest($1::bigint[], $2::bigint[]) AS c(id, f) WHERE a.alert_id = c.id
-            """,
-            [a for a, _ in absorb],
-            [f for _, f in absorb],
-        )
-        applied.absorbed += len(absorb)
-
-
-async def _events(
-    conn: Connection,
-    events: list[tuple[int, int, str, int, str, dict[str, object]]],
-    now_us: int,
-    actor: str = "telemon",
-) -> None:
     await conn.execute(
         """
-        INSERT INTO alert_events (alert_id, patient_key, type, severity, status, at, actor,
-                                  detail)
-        SELECT a, p, t, s, st, to_timestamp($6 / 1e6), $7, d::jsonb
-        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::text[],
-                    $8::text[]) AS e(a, p, t, s, st, d)
+        WITH stored AS (
+            INSERT INTO episode_events (episode_id, patient_key, type, severity, status, at,
+                                        actor, detail)
+            SELECT e, p, t, s, st, coalesce(to_timestamp($6 / 1e6), now()), $7, d::jsonb
+            FROM unnest($1::bigint[], $2::int[], $3::text[], $4::smallint[], $5::text[],
+                        $8::text[]) AS x(e, p, t, s, st, d)
+            RETURNING 1
+        ) SELECT pg_notify('telemon_outbox', 'episode_events') FROM stored LIMIT 1
         """,
         [e[0] for e in events],
         [e[1] for e in events],
@@ -264,3 +120,281 @@ async def _events(
         actor,
         [json.dumps(e[5]) for e in events],
     )
+
+
+async def _resolve_by_data(
+    conn: Connection, arrivals: Arrivals, now_us: int, applied: Applied, events: list[Event]
+) -> None:
+    latest: dict[tuple[int, str], int] = {}
+    for patient, kind, at in zip(
+        arrivals.patient_key, arrivals.kind, arrivals.latest_us, strict=True
+    ):
+        for rule_id in _RESOLVED_BY.get(kind, ()):
+            latest[(patient, rule_id)] = max(latest.get((patient, rule_id), at), at)
+    if not latest:
+        return
+    pairs = list(latest)
+    episodes = await conn.fetch(
+        """
+        WITH data(p, r, t) AS (SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[])),
+        resolved AS (
+            UPDATE findings f SET status = 'resolved', resolved_at = to_timestamp($4 / 1e6),
+                resolved_by = 'telemon', resolution = 'data received'
+            FROM data
+            WHERE f.patient_key = data.p AND f.rule_id = data.r AND f.status = 'open'
+              AND data.t >= coalesce(
+                  (f.explanation -> 'values' ->> 'data_since_s')::float8 * 1e6, 0)
+            RETURNING f.episode_id, f.rule_id
+        )
+        SELECT episode_id, array_agg(rule_id) AS rules FROM resolved GROUP BY episode_id
+        """,
+        [p for p, _ in pairs],
+        [r for _, r in pairs],
+        [latest[k] for k in pairs],
+        now_us,
+    )
+    if not episodes:
+        return
+    applied.resolved_by_data += sum(len(r["rules"]) for r in episodes)
+    resolved_rules = {r["episode_id"]: list(r["rules"]) for r in episodes}
+    # The episode keeps the severity of what still waits; with nothing left, it is resolved.
+    updated = await conn.fetch(
+        """
+        WITH waiting AS (
+            SELECT e.episode_id, max(f.severity) FILTER (WHERE f.status = 'open') AS severity
+            FROM episodes e JOIN findings f USING (episode_id)
+            WHERE e.episode_id = ANY($1::bigint[]) AND e.status <> 'resolved'
+            GROUP BY e.episode_id
+        )
+        UPDATE episodes e SET
+            severity = coalesce(w.severity, e.severity),
+            status = CASE WHEN w.severity IS NULL THEN 'resolved' ELSE e.status END,
+            resolved_at = CASE WHEN w.severity IS NULL THEN to_timestamp($2 / 1e6) END,
+            resolved_by = CASE WHEN w.severity IS NULL THEN 'telemon' END,
+            disposition = CASE WHEN w.severity IS NULL THEN $3 END,
+            snoozed_until = CASE WHEN w.severity IS NULL THEN NULL ELSE e.snoozed_until END
+        FROM waiting w WHERE e.episode_id = w.episode_id
+        RETURNING e.episode_id, e.patient_key, e.severity, e.status
+        """,
+        list(resolved_rules),
+        now_us,
+        Disposition.DATA_RECEIVED.value,
+    )
+    for r in updated:
+        detail: dict[str, object] = {"resolved_by_data": resolved_rules[r["episode_id"]]}
+        if r["status"] == "resolved":
+            detail["disposition"] = Disposition.DATA_RECEIVED.value
+        event = "resolved" if r["status"] == "resolved" else "updated"
+        events.append(
+            (r["episode_id"], r["patient_key"], event, r["severity"], r["status"], detail)
+        )
+
+
+@dataclass(slots=True)
+class _Episode:
+    """An episode as this transaction leaves it."""
+
+    patient_key: int
+    job: Job
+    severity: int
+    status: str
+    episode_id: int | None = None  # None: opened now
+    was_severity: int = 0  # 0: opened now
+    first_us: int = 0
+    last_us: int = 0
+    new_rules: list[str] = field(default_factory=list)
+
+
+async def _apply_candidates(
+    conn: Connection,
+    candidates: Sequence[Candidate],
+    cooldown_us: Mapping[Severity, int],
+    now_us: int,
+    applied: Applied,
+    events: list[Event],
+) -> None:
+    patients = sorted({c.patient_key for c in candidates})
+    episodes: dict[tuple[int, Job], _Episode] = {
+        (r["patient_key"], Job(r["job"])): _Episode(
+            r["patient_key"],
+            Job(r["job"]),
+            r["severity"],
+            r["status"],
+            r["episode_id"],
+            r["severity"],
+        )
+        for r in await conn.fetch(
+            """
+            SELECT episode_id, patient_key, job, severity, status FROM episodes
+            WHERE patient_key = ANY($1::int[]) AND status <> 'resolved'
+            ORDER BY episode_id FOR UPDATE
+            """,
+            patients,
+        )
+    }
+    latest = {
+        (r["patient_key"], r["rule_id"]): r
+        for r in await conn.fetch(
+            """
+            SELECT f.finding_id, f.episode_id, f.patient_key, f.rule_id, f.severity, f.status,
+                   (extract(epoch FROM f.last_fired_at) * 1e6)::bigint AS last_fired_us
+            FROM unnest($1::int[], $2::text[]) AS c(p, r)
+            CROSS JOIN LATERAL (
+                SELECT * FROM findings WHERE patient_key = c.p AND rule_id = c.r
+                ORDER BY finding_id DESC LIMIT 1 FOR UPDATE
+            ) f
+            """,
+            [c.patient_key for c in candidates],
+            [c.rule_id for c in candidates],
+        )
+    }
+    new: list[tuple[_Episode, Candidate]] = []
+    absorbed: list[tuple[int, Candidate, bool]] = []  # (finding_id, firing, more severe)
+    for c in sorted(candidates, key=lambda c: (c.fired_at_us, -c.severity)):
+        job = RULES[c.rule_id].job
+        current = latest.get((c.patient_key, c.rule_id))
+        if current is not None and current["status"] == "open":
+            more_severe = c.severity > current["severity"]
+            absorbed.append((current["finding_id"], c, more_severe))
+            episode = episodes[(c.patient_key, job)]
+        elif current is not None and (
+            c.fired_at_us <= current["last_fired_us"]
+            or (
+                c.fired_at_us <= current["last_fired_us"] + cooldown_us[c.severity]
+                and c.severity <= current["severity"]
+            )
+        ):
+            applied.dropped += 1
+            continue
+        else:
+            episode = episodes.setdefault(
+                (c.patient_key, job), _Episode(c.patient_key, job, int(c.severity), "open")
+            )
+            new.append((episode, c))
+            episode.new_rules.append(c.rule_id)
+        episode.first_us = min(episode.first_us or c.fired_at_us, c.fired_at_us)
+        episode.last_us = max(episode.last_us, c.fired_at_us)
+        episode.severity = max(episode.severity, int(c.severity))
+    await _open(conn, [e for e in episodes.values() if e.episode_id is None], now_us, applied)
+    await _insert_findings(conn, new, now_us, applied)
+    await _absorb(conn, absorbed, applied)
+    await _update(conn, [e for e in episodes.values() if e.was_severity], now_us, applied)
+    for e in episodes.values():
+        assert e.episode_id is not None
+        if not e.was_severity:
+            kind = "raised"
+        elif e.severity > e.was_severity:
+            kind = "escalated"
+        elif e.new_rules:
+            kind = "updated"
+        else:
+            continue
+        status = "open" if kind != "updated" else e.status
+        events.append(
+            (e.episode_id, e.patient_key, kind, e.severity, status, {"rules": e.new_rules})
+        )
+    applied.raise_latency_s.extend((now_us - c.fired_at_us) / 1e6 for _, c in new)
+    applied.raise_latency_s.extend((now_us - c.fired_at_us) / 1e6 for _, c, up in absorbed if up)
+
+
+async def _open(conn: Connection, opened: list[_Episode], now_us: int, applied: Applied) -> None:
+    if not opened:
+        return
+    ids = await conn.fetch(
+        """
+        INSERT INTO episodes (patient_key, job, severity, severity_since, status,
+                              first_fired_at, last_fired_at, opened_at)
+        SELECT p, j, s, to_timestamp($6 / 1e6), 'open', to_timestamp(f / 1e6),
+               to_timestamp(l / 1e6), to_timestamp($6 / 1e6)
+        FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[])
+             WITH ORDINALITY AS x(p, j, s, f, l, n)
+        ORDER BY n
+        RETURNING episode_id
+        """,
+        [e.patient_key for e in opened],
+        [e.job.value for e in opened],
+        [e.severity for e in opened],
+        [e.first_us for e in opened],
+        [e.last_us for e in opened],
+        now_us,
+    )
+    for episode, row in zip(opened, ids, strict=True):
+        episode.episode_id = row["episode_id"]
+        applied.opened[(episode.job.value, episode.severity)] += 1
+
+
+async def _insert_findings(
+    conn: Connection, new: list[tuple[_Episode, Candidate]], now_us: int, applied: Applied
+) -> None:
+    if not new:
+        return
+    await conn.execute(
+        """
+        INSERT INTO findings (episode_id, patient_key, rule_id, rule_version, severity, status,
+            first_fired_at, last_fired_at, raised_at, explanation)
+        SELECT e, p, r, v, s, 'open', to_timestamp(f / 1e6), to_timestamp(f / 1e6),
+               to_timestamp($7 / 1e6), x::jsonb
+        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::smallint[],
+                    $6::bigint[], $8::text[]) AS c(e, p, r, v, s, f, x)
+        """,
+        [e.episode_id for e, _ in new],
+        [c.patient_key for _, c in new],
+        [c.rule_id for _, c in new],
+        [c.rule_version for _, c in new],
+        [int(c.severity) for _, c in new],
+        [c.fired_at_us for _, c in new],
+        now_us,
+        [json.dumps(c.explanation) for _, c in new],
+    )
+    for _, c in new:
+        applied.findings[(c.rule_id, int(c.severity))] += 1
+
+
+async def _absorb(
+    conn: Connection, absorbed: list[tuple[int, Candidate, bool]], applied: Applied
+) -> None:
+    """Firings of a rule whose finding is open: counted into it; a more severe one raises
+    its severity and explanation."""
+    if not absorbed:
+        return
+    await conn.execute(
+        """
+        UPDATE findings f SET fire_count = f.fire_count + 1,
+            last_fired_at = greatest(f.last_fired_at, to_timestamp(c.t / 1e6)),
+            severity = CASE WHEN c.up THEN c.s ELSE f.severity END,
+            explanation = CASE WHEN c.up THEN c.x::jsonb ELSE f.explanation END
+        FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::smallint[], $5::text[])
+             AS c(id, t, up, s, x)
+        WHERE f.finding_id = c.id
+        """,
+        [finding_id for finding_id, _, _ in absorbed],
+        [c.fired_at_us for _, c, _ in absorbed],
+        [up for _, _, up in absorbed],
+        [int(c.severity) for _, c, _ in absorbed],
+        [json.dumps(c.explanation) if up else "" for _, c, up in absorbed],
+    )
+    applied.absorbed += sum(not up for _, _, up in absorbed)
+
+
+async def _update(conn: Connection, kept: list[_Episode], now_us: int, applied: Applied) -> None:
+    """Episodes that were open before: a rise of severity escalates them."""
+    if not kept:
+        return
+    await conn.execute(
+        """
+        UPDATE episodes e SET
+            last_fired_at = greatest(e.last_fired_at, to_timestamp(c.l / 1e6)),
+            severity = c.s,
+            severity_since = CASE WHEN c.up THEN to_timestamp($5 / 1e6) ELSE e.severity_since END,
+            status = CASE WHEN c.up THEN 'open' ELSE e.status END,
+            snoozed_until = CASE WHEN c.up THEN NULL ELSE e.snoozed_until END
+        FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::bool[]) AS c(id, l, s, up)
+        WHERE e.episode_id = c.id
+        """,
+        [e.episode_id for e in kept],
+        [e.last_us for e in kept],
+        [e.severity for e in kept],
+        [e.severity > e.was_severity for e in kept],
+        now_us,
+    )
+    applied.escalated += sum(e.severity > e.was_severity for e in kept)

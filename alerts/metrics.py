@@ -17,25 +17,32 @@ __all__ = ["AlertMetrics"]
 
 class AlertMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.raised = Counter(
-            "telemon_alerts_raised_total",
-            "Alerts raised (new episodes), by rule and severity.",
+        self.findings = Counter(
+            "telemon_alerts_findings_total",
+            "New findings (a rule's firing, not folded into an open finding), by rule and "
+            "severity.",
             ["rule", "severity"],
             registry=registry,
         )
+        self.opened = Counter(
+            "telemon_alerts_episodes_opened_total",
+            "Episodes opened (worklist items), by job (clinical, data) and severity.",
+            ["job", "severity"],
+            registry=registry,
+        )
         self.escalated = Counter(
-            "telemon_alerts_escalated_total",
-            "Open alerts whose severity rose.",
+            "telemon_alerts_episodes_escalated_total",
+            "Unresolved episodes whose severity rose.",
             registry=registry,
         )
         self.resolved_by_data = Counter(
             "telemon_alerts_resolved_by_data_total",
-            "Missing-data alerts resolved by the data arriving.",
+            "Missing-data findings resolved by the data arriving.",
             registry=registry,
         )
         self.firings = Counter(
             "telemon_alerts_firings_total",
-            "Rule firings folded into an open alert, or dropped (cool-down, old news).",
+            "Rule firings folded into an open finding, or dropped (cool-down, old news).",
             ["outcome"],
             registry=registry,
         )
@@ -53,8 +60,8 @@ class AlertMetrics:
         )
         self.latency = ArrayHistogram(
             "telemon_alerts_latency_seconds",
-            "From the measured_at of the reading that raised or escalated an alert to the "
-            "alert being durable.",
+            "From the measured_at of the reading that raised a finding (or made it more "
+            "severe) to its being durable.",
             LATENCY_BUCKETS,
             registry,
         )
@@ -65,19 +72,21 @@ class AlertMetrics:
         )
         self.events_published = Counter(
             "telemon_alerts_events_published_total",
-            "Alert events relayed to the alerts topic.",
+            "Episode events relayed to the alerts topic.",
             registry=registry,
         )
         self.event_backlog = Gauge(
             "telemon_alerts_event_backlog",
-            "Alert events stored but not yet relayed.",
+            "Episode events stored but not yet relayed.",
             registry=registry,
         )
 
     def observe(self, applied: Applied) -> None:
-        """What one committed transaction did to alerts."""
-        for (rule, severity), count in applied.raised.items():
-            self.raised.labels(rule, Severity(severity).label).inc(count)
+        """What one committed transaction did to findings and episodes."""
+        for (rule, severity), count in applied.findings.items():
+            self.findings.labels(rule, Severity(severity).label).inc(count)
+        for (job, severity), count in applied.opened.items():
+            self.opened.labels(job, Severity(severity).label).inc(count)
         self.escalated.inc(applied.escalated)
         self.resolved_by_data.inc(applied.resolved_by_data)
         self.firings.labels("absorbed").inc(applied.absorbed)

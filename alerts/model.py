@@ -21,6 +21,7 @@ F = npt.NDArray[np.float64]
 Slots = npt.NDArray[np.int32] | npt.NDArray[np.int64] | npt.NDArray[np.intp]
 
 __all__ = [
+    "Disposition",
     "Firings",
     "Job",
     "Parameter",
@@ -51,6 +52,39 @@ class Job(StrEnum):
 
     CLINICAL = "clinical"  # review the patient: a worsening
     DATA = "data"  # chase the data: missing measures, adherence
+
+
+class Disposition(StrEnum):
+    """What was done about an episode, recorded when it is resolved (docs/alerts.md)."""
+
+    CALLED_NO_ACTION = "called_no_action"  # patient called, no action needed
+    ADVICE_GIVEN = "advice_given"
+    TREATMENT_ADJUSTED = "treatment_adjusted"
+    REFERRED = "referred"  # to the GP or a specialist
+    EMERGENCY = "emergency"  # sent to emergency, or hospitalised
+    ARTEFACT = "artefact"  # a measurement error or artefact
+    DATA_CHASED = "data_chased"  # the patient reminded, the device checked
+    DATA_RECEIVED = "data_received"  # by telemon: the data a data episode waited for came
+
+    @property
+    def clinical_action(self) -> bool:
+        """Whether the episode led to a clinical action: what the alerts' positive
+        predictive value, as clinicians judged it, counts."""
+        return self in _CLINICAL_ACTIONS
+
+    @property
+    def chosen_by_clinicians(self) -> bool:
+        return self is not Disposition.DATA_RECEIVED
+
+
+_CLINICAL_ACTIONS = frozenset(
+    {
+        Disposition.ADVICE_GIVEN,
+        Disposition.TREATMENT_ADJUSTED,
+        Disposition.REFERRED,
+        Disposition.EMERGENCY,
+    }
+)
 
 
 class RuleKind(StrEnum):

@@ -97,14 +97,14 @@ class AlertStep:
         self.metrics.patients.set(loaded)
 
     async def _load_awaited(self, conn: Connection) -> None:
-        """The unresolved missing-data alerts of the patients followed here."""
+        """The unresolved missing-data findings of the patients followed here."""
         self._awaited.clear()
         for r in await conn.fetch(
             """
             SELECT patient_key, rule_id,
                    coalesce((explanation -> 'values' ->> 'data_since_s')::float8 * 1e6, 0)::bigint
                        AS since_us
-            FROM alerts WHERE status <> 'resolved' AND rule_id = ANY($1::text[])
+            FROM findings WHERE status = 'open' AND rule_id = ANY($1::text[])
             """,
             list(RESOLVED_BY_DATA),
         ):

@@ -9,12 +9,18 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from alerts.history import CGM_DAYS, DAY_US, HOUR_US, kind_index
+from alerts.history import CGM_DAYS, DAY_US, HOUR_US, kind_index, row_medians
 from alerts.model import Firings, RuleContext, Severity
 from alerts.thresholds import code, fire
 from devices.catalogue import VitalKind as K
 
-__all__ = ["cgm_time_below_range", "spo2_drop_baseline", "ventilator_leak_days", "weight_gain"]
+__all__ = [
+    "baseline_deviation",
+    "cgm_time_below_range",
+    "spo2_drop_baseline",
+    "ventilator_leak_days",
+    "weight_gain",
+]
 
 ORANGE, INFO, NONE = np.int8(Severity.ORANGE), np.int8(Severity.INFO), np.int8(0)
 
@@ -57,35 +63,42 @@ def weight_gain_24h(ctx: RuleContext) -> Firings:
 
 
 def spo2_drop_baseline(ctx: RuleContext) -> Firings:
-    """SpO2 at least `drop` points below the median of the previous days' readings."""
+    """The median of the SpO2 readings of the last `recent_hours` (this one included; 0:
+    this one alone) at least `drop_points` below the median of the `baseline_days` before."""
     rows = _current(ctx, K.SPO2)
     p = ctx.params.of(ctx.rows.slot[rows])
-    values, inside = _window(ctx, K.SPO2, rows, p["baseline_days"] * 24)
+    slot, at = ctx.rows.slot[rows], ctx.rows.measured_at[rows]
+    ring = ctx.history.rings[kind_index(K.SPO2)]
+    recent_start = at - (p["recent_hours"] * HOUR_US).astype(np.int64)
+    start = recent_start - (p["baseline_days"] * 24 * HOUR_US).astype(np.int64)
+    values, (recent, inside) = ring.windows(slot, (recent_start, at + 1), (start, recent_start))
+    recent_values = values
     drop = p["drop_points"]
-    # The median is at most the window's highest value: only rows that far below it can
-    # fire, and only they need a median (the costly part).
+    # Medians are costly: only rows whose lowest recent value is that far below the
+    # baseline's highest can fire, and only they need them.
     highest = np.where(inside, values, -np.inf).max(axis=1, initial=-np.inf)
-    possible = (inside.sum(axis=1) >= p["min_readings"]) & (highest - ctx.rows.value[rows] >= drop)
+    lowest = np.where(recent, recent_values, np.inf).min(axis=1, initial=np.inf)
+    possible = (inside.sum(axis=1) >= p["min_readings"]) & (highest - lowest >= drop)
     median = np.full(len(rows), np.nan)
+    recent_median = np.full(len(rows), np.nan)
     if possible.any():
-        median[possible] = _row_medians(values[possible], inside[possible])
+        median[possible] = row_medians(values[possible], inside[possible])
+        recent_median[possible] = row_medians(recent_values[possible], recent[possible])
     with np.errstate(invalid="ignore"):
-        fired = possible & (median - ctx.rows.value[rows] >= drop)
+        fired = possible & (median - recent_median >= drop)
     mask = np.zeros(len(ctx.rows), np.bool_)
     mask[rows[fired]] = True
     baseline = np.full(len(ctx.rows), np.nan)
     baseline[rows] = median
-    return fire(ctx, mask, np.full(len(ctx.rows), ORANGE, np.int8), baseline_median=baseline)
-
-
-def _row_medians(
-    values: npt.NDArray[np.float64], inside: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.float64]:
-    """Per row, the median of the values inside (every row has at least one)."""
-    ordered = np.sort(np.where(inside, values, np.inf), axis=1)  # the others sort last
-    count = inside.sum(axis=1)
-    row = np.arange(len(values))
-    return np.asarray((ordered[row, (count - 1) // 2] + ordered[row, count // 2]) / 2)
+    recent_of = np.full(len(ctx.rows), np.nan)
+    recent_of[rows] = recent_median
+    return fire(
+        ctx,
+        mask,
+        np.full(len(ctx.rows), ORANGE, np.int8),
+        baseline_median=baseline,
+        recent_median=recent_of,
+    )
 
 
 def ventilator_leak_days(ctx: RuleContext) -> Firings:
@@ -132,4 +145,86 @@ def cgm_time_below_range(ctx: RuleContext) -> Firings:
     count[rows] = total
     return fire(
         ctx, mask, np.full(len(ctx.rows), ORANGE, np.int8), percent_below=percent, readings=count
+    )
+
+
+# The vitals `baseline_deviation` weighs: (kind, parameter of its step, direction of worse).
+_DEVIATIONS = (  # the SpO2 ring, the widest, last
+    (K.HEART_RATE, "pulse_step", 1.0),
+    (K.RESPIRATORY_RATE, "respiration_step", 1.0),
+    (K.BODY_TEMPERATURE, "temperature_step", 1.0),
+    (K.DYSPNOEA, "dyspnoea_step", 1.0),
+    (K.SPO2, "spo2_step", -1.0),
+)
+_DEVIATION_CODES = np.array([code(kind) for kind, _, _ in _DEVIATIONS])
+
+
+def baseline_deviation(ctx: RuleContext) -> Firings:
+    """Each vital's latest session (its best reading of the last `session_hours`: a normal
+    re-measure outweighs an artefact) against the patient's usual value (the median of the
+    readings from `baseline_days` up to `after_hours` before): SpO2 under it, pulse,
+    respiration and temperature over it, by one step (1 point) or two (2 points); orange at
+    `orange_at_or_above` points in all."""
+    rows = ctx.rows
+    triggers = rows.current & np.isin(rows.kind, _DEVIATION_CODES)
+    slot, inverse = np.unique(rows.slot[triggers], return_inverse=True)
+    if not len(slot):
+        return Firings.none()
+    at = np.full(len(slot), np.iinfo(np.int64).min)
+    np.maximum.at(at, inverse, rows.measured_at[triggers])
+    slot = slot.astype(np.int32)
+    p = ctx.params.of(slot)
+    session_start = at - (p["session_hours"] * HOUR_US).astype(np.int64)
+    baseline_end = at - (p["after_hours"] * HOUR_US).astype(np.int64)
+    baseline_start = at - (p["baseline_days"] * 24 * HOUR_US).astype(np.int64)
+    # Most patients cannot reach the points: bound each one's points by vital (the SpO2
+    # ring, the widest, last), drop those who cannot reach them, then take medians.
+    orange = p["orange_at_or_above"]
+    bound = np.zeros(len(slot))
+    left = 2.0 * len(_DEVIATIONS)  # the most points the vitals not bounded yet could give
+    alive = np.arange(len(slot))
+    windows = []
+    for kind, step_name, worse in _DEVIATIONS:
+        ring = ctx.history.rings[kind_index(kind)]
+        mine = slot[alive]
+        values, (now_in, inside) = ring.windows(
+            mine,
+            (session_start[alive], at[alive] + 1),
+            (baseline_start[alive], baseline_end[alive]),
+        )
+        # In "worse" units (higher is worse): the session's best reading, and the
+        # baseline's best, which bounds the deviation from its median.
+        best = np.where(now_in, worse * values, np.inf).min(axis=1)
+        lowest = np.where(inside, worse * values, np.inf).min(axis=1)
+        enough = now_in.any(axis=1) & (inside.sum(axis=1) >= p["min_readings"][alive])
+        step = p[step_name][alive]
+        with np.errstate(invalid="ignore"):
+            most = np.where(enough, best - lowest, -np.inf)
+        bound[alive] += (most >= step).astype(np.float64) + (most >= 2 * step)
+        windows.append((alive, values, inside, best, enough, step, worse))
+        left -= 2
+        alive = alive[bound[alive] + left >= orange[alive]]
+    possible = np.zeros(len(slot), np.bool_)
+    possible[alive] = True
+    points = np.zeros(len(slot))
+    deviation = {}
+    for (kind, _, _), (held, values, inside, best, enough, step, worse) in zip(
+        _DEVIATIONS, windows, strict=True
+    ):
+        d = np.full(len(slot), np.nan)
+        mine = possible[held] & enough
+        if mine.any():
+            usual = row_medians(values[mine], inside[mine])
+            found = best[mine] - worse * usual
+            d[held[mine]] = found
+            points[held[mine]] += (found >= step[mine]).astype(np.float64) + (
+                found >= 2 * step[mine]
+            )
+        deviation[f"{kind.value}_deviation"] = d
+    hit = possible & (points >= p["orange_at_or_above"])
+    return Firings(
+        slot[hit],
+        np.full(int(hit.sum()), ORANGE, np.int8),
+        at[hit],
+        {"points": points[hit], **{k: v[hit] for k, v in deviation.items()}},
     )

@@ -2,14 +2,22 @@
 
 Pure and deterministic for a given seed: no clock, no I/O. `Simulation`
 yields `SimMessage`s in send-time order. Shaped like Covidom by default:
-mostly stable patients, about 4% worsening over a few days (Yordanov et al.
-2021: 4.1% worsened). Each worsening patient has a known onset and peak, so
-tests can check that alerts come before the peak.
+mostly stable patients, about 4% worsening (Yordanov et al. 2021: 4.1%
+worsened, 4.0% hospitalised), and honest about what real home measurements
+look like (docs/alerts.md, "The simulated cohort"):
 
-Vital trajectories: per patient baseline + severity(t) x (worst - baseline) +
-measurement noise, severity rising linearly from onset to peak and falling
-back during recovery. Values stay in the ranges the alert rules treat as
-normal while a patient is stable.
+- personal baselines: each patient's usual value of every vital is drawn
+  around the cohort's, and some stable COVID-19 patients' usual SpO2 is
+  94-95 %;
+- measurement noise on every reading, and artefacts: a cold finger reads the
+  SpO2 several points low, a moving hand reads the pulse far too high;
+- sparse sessions: COVID-19 patients measure twice a day; when a session's
+  value is abnormal the app asks for a re-measure, which the patient takes a
+  few minutes later with some probability (so confirmation can happen);
+- a worsening lasts one to three days, from a known onset to a known
+  hospitalisation, where the patient's follow-up (and their messages) end.
+  Each vital moves from the patient's baseline towards their own value at
+  hospitalisation, slowly at first then faster (severity ** shape).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from devices.registry import Enrollment, Programme
 __all__ = [
     "COVIDOM_MIX",
     "VITAL_MODELS",
+    "Artefacts",
     "CohortConfig",
     "Faults",
     "SimMessage",
@@ -55,23 +64,29 @@ class VitalModel:
     mean: float
     between_sd: float  # spread of baselines across patients
     noise_sd: float  # reading-to-reading noise
-    worst: float  # value at the peak of a worsening (a delta for body weight)
+    worst: float  # typical value at hospitalisation (a delta for body weight)
     decimals: int = 0
     low: float = float("-inf")
     high: float = float("inf")
+    # A share of patients whose usual value lies in [usual_low[0], usual_low[1]] instead
+    # (COVID-19 SpO2: stable patients whose normal is 94-95 %).
+    usual_low_share: float = 0.0
+    usual_low: tuple[float, float] = (0.0, 0.0)
 
 
 # Per programme: vital models, and devices with their daily times (hours) and kinds.
 VITAL_MODELS: Mapping[Programme, Mapping[K, VitalModel]] = {
     Programme.COVID: {
-        K.SPO2: VitalModel(97.6, 0.6, 0.7, 87, high=100),
-        K.HEART_RATE: VitalModel(72, 7, 5, 118),
-        K.RESPIRATORY_RATE: VitalModel(15, 1.2, 1.0, 28),
-        K.BODY_TEMPERATURE: VitalModel(36.8, 0.2, 0.2, 39.6, decimals=1),
-        K.DYSPNOEA: VitalModel(0, 0, 0.25, 3.6, low=0, high=4),
-        K.COUGH: VitalModel(0.3, 0.2, 0.25, 3, low=0, high=4),
-        K.FATIGUE: VitalModel(0.4, 0.2, 0.25, 3, low=0, high=4),
-        K.CHILLS: VitalModel(0, 0, 0.2, 2.5, low=0, high=4),
+        K.SPO2: VitalModel(
+            97.3, 0.8, 0.7, 89.5, high=100, usual_low_share=0.1, usual_low=(94.5, 95.5)
+        ),
+        K.HEART_RATE: VitalModel(74, 8, 5, 108),
+        K.RESPIRATORY_RATE: VitalModel(15, 1.2, 1.0, 25),
+        K.BODY_TEMPERATURE: VitalModel(36.9, 0.25, 0.25, 38.9, decimals=1),
+        K.DYSPNOEA: VitalModel(0.2, 0.2, 0.3, 3.2, low=0, high=4),
+        K.COUGH: VitalModel(0.6, 0.4, 0.3, 2.8, low=0, high=4),
+        K.FATIGUE: VitalModel(0.6, 0.4, 0.3, 2.8, low=0, high=4),
+        K.CHILLS: VitalModel(0.1, 0.1, 0.2, 2.2, low=0, high=4),
     },
     Programme.HEART_FAILURE: {
         K.BODY_WEIGHT: VitalModel(80, 14, 0.2, 3.5, decimals=1, low=35),
@@ -105,8 +120,8 @@ class DeviceModel:
 
 
 _DEVICES: Mapping[Programme, tuple[DeviceModel, ...]] = {
-    Programme.COVID: (
-        DeviceModel(D.PULSE_OXIMETER, (K.SPO2, K.HEART_RATE), (8, 14, 20)),
+    Programme.COVID: (  # two sessions a day
+        DeviceModel(D.PULSE_OXIMETER, (K.SPO2, K.HEART_RATE), (8, 20)),
         DeviceModel(D.THERMOMETER, (K.BODY_TEMPERATURE,), (8, 20)),
         DeviceModel(
             D.QUESTIONNAIRE_APP,
@@ -147,17 +162,24 @@ _WEARABLE = DeviceModel(D.WEARABLE, (K.SPO2, K.HEART_RATE), every_ms=60_000)
 
 @dataclass(frozen=True, slots=True)
 class Worsening:
+    """A deterioration from `onset_ms` to a hospitalisation at `hospitalised_ms`, where the
+    patient's follow-up ends. At severity 1 each vital is at the patient's `peak` value."""
+
     onset_ms: int
-    peak_ms: int
-    recovered_ms: int
+    hospitalised_ms: int
+    peak: Mapping[K, float] = field(default_factory=dict)  # value at hospitalisation, per vital
+    shape: float = 1.0  # severity = (elapsed share) ** shape: > 1 starts slowly
     direction: int = -1  # diabetes: -1 hypoglycaemia, +1 hyperglycaemia
 
+    @property
+    def hours(self) -> float:
+        return (self.hospitalised_ms - self.onset_ms) / HOUR_MS
+
     def severity(self, t_ms: int) -> float:
-        if t_ms <= self.onset_ms or t_ms >= self.recovered_ms:
+        if t_ms <= self.onset_ms:
             return 0.0
-        if t_ms <= self.peak_ms:
-            return (t_ms - self.onset_ms) / (self.peak_ms - self.onset_ms)
-        return (self.recovered_ms - t_ms) / (self.recovered_ms - self.peak_ms)
+        share = min(1.0, (t_ms - self.onset_ms) / (self.hospitalised_ms - self.onset_ms))
+        return float(share**self.shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +200,11 @@ class SimPatient:
     baseline: Mapping[K, float]
     worsening: Worsening | None
     adherence: float  # probability that a scheduled measurement is sent
+    remeasure: float = 0.0  # probability of re-measuring when the app asks
+
+    def followed_at(self, t_ms: int) -> bool:
+        """Still followed at `t_ms` (a hospitalisation ends the follow-up)."""
+        return self.worsening is None or t_ms < self.worsening.hospitalised_ms
 
     def enrollments(self) -> list[Enrollment]:
         return [
@@ -199,6 +226,9 @@ class CohortConfig:
     start_ms: int = 1_795_000_000_000
     days: float = 14.0  # the period worsening episodes are placed in
     adherence: float = 0.98
+    worsening_hours: tuple[float, float] = (24, 72)  # onset to hospitalisation
+    worsening_shape: float = 2.0  # severity = (elapsed share) ** shape
+    remeasure: float = 0.75  # probability that a patient re-measures when the app asks
     cgm_share: float = 0.5  # of diabetes patients
     wearable_share: float = 0.0  # of all patients: a pulse oximeter every minute
     id_prefix: str = "p"
@@ -228,15 +258,27 @@ def build_cohort(config: CohortConfig) -> list[SimPatient]:
             )
             for i, m in enumerate(models)
         )
-        baseline = {
-            kind: rng.gauss(model.mean, model.between_sd)
-            for kind, model in VITAL_MODELS[programme].items()
-        }
-        worsening = _worsening(rng, config) if n in worsening_ids else None
+        baseline = {kind: _usual(rng, model) for kind, model in VITAL_MODELS[programme].items()}
+        worsening = _worsening(rng, config, programme, baseline) if n in worsening_ids else None
         cohort.append(
-            SimPatient(patient_id, programme, devices, baseline, worsening, config.adherence)
+            SimPatient(
+                patient_id,
+                programme,
+                devices,
+                baseline,
+                worsening,
+                config.adherence,
+                config.remeasure,
+            )
         )
     return cohort
+
+
+def _usual(rng: random.Random, model: VitalModel) -> float:
+    """A patient's usual value of a vital."""
+    if model.usual_low_share and rng.random() < model.usual_low_share:
+        return rng.uniform(*model.usual_low)
+    return min(model.high - 0.5, max(model.low, rng.gauss(model.mean, model.between_sd)))
 
 
 # Some devices report in other units than the canonical one: (kind, unit, share of devices).
@@ -256,11 +298,52 @@ def _foreign_units(rng: random.Random, model: DeviceModel) -> dict[K, str]:
     }
 
 
-def _worsening(rng: random.Random, config: CohortConfig) -> Worsening:
-    span_ms = int(config.days * DAY_MS)
-    onset = config.start_ms + rng.randint(DAY_MS, max(DAY_MS + 1, span_ms - 4 * DAY_MS))
-    peak = onset + rng.randint(2 * DAY_MS, 4 * DAY_MS)
-    return Worsening(onset, peak, peak + 3 * DAY_MS, rng.choice((-1, 1)))
+def _worsening(
+    rng: random.Random, config: CohortConfig, programme: Programme, baseline: Mapping[K, float]
+) -> Worsening:
+    """Onset after the first day, hospitalisation 1-3 days later, within the period. Each
+    vital moves from the patient's usual value by the cohort's typical change, scaled by
+    0.5-1.3 per vital (some patients worsen mostly in SpO2, others in fever or pulse)."""
+    low, high = config.worsening_hours
+    length = int(rng.uniform(low, high) * HOUR_MS)
+    span = int(config.days * DAY_MS)
+    onset = config.start_ms + rng.randint(DAY_MS, max(DAY_MS + 1, span - length))
+    direction = rng.choice((-1, 1))
+    peak = {}
+    for kind, model in VITAL_MODELS[programme].items():
+        usual = baseline[kind]
+        if kind is K.BODY_WEIGHT:
+            change = model.worst
+        elif kind in (K.GLUCOSE, K.GLUCOSE_CGM):
+            change = (model.worst if direction < 0 else 330.0) - model.mean
+        else:
+            change = model.worst - model.mean
+        peak[kind] = usual + change * rng.uniform(0.5, 1.3)
+    return Worsening(onset, onset + length, peak, config.worsening_shape, direction)
+
+
+@dataclass(frozen=True, slots=True)
+class Artefacts:
+    """Shares of oximeter readings that are measurement artefacts."""
+
+    cold_finger: float = 0.015  # SpO2 read 4-10 points low
+    motion: float = 0.01  # pulse read 30-60 /min high
+
+
+# What makes the app ask for a re-measure [U]: a value a clinician would want confirmed.
+_ASK_AGAIN: Mapping[str, tuple[float, float]] = {
+    K.SPO2.value: (95, float("inf")),  # (at or above, below): normal range
+    K.HEART_RATE.value: (0, 111),
+}
+
+
+def _asks_again(reading: Mapping[str, object]) -> bool:
+    bounds = _ASK_AGAIN.get(str(reading["kind"]))
+    if bounds is None:
+        return False
+    value = reading["value"]
+    assert isinstance(value, float | int)
+    return not bounds[0] <= value < bounds[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,12 +379,15 @@ class Simulation:
         seed: int = 1,
         faults: Faults | None = None,
         readings_per_message: int | None = None,
+        artefacts: Artefacts | None = None,
     ) -> None:
         self._rng = random.Random(seed)
+        self._artefacts = artefacts or Artefacts()
         self._faults = faults or Faults()
         self._per_message = readings_per_message
         self._sequence: dict[str, int] = {}
-        self._queue: list[tuple[int, int, SimPatient, SimDevice]] = []
+        # (measured at, tiebreak, patient, device, a re-measure the app asked for)
+        self._queue: list[tuple[int, int, SimPatient, SimDevice, bool]] = []
         self._outbox: list[tuple[int, int, SimMessage]] = []  # by send time
         self._tiebreak = 0
         for patient in cohort:
@@ -315,13 +401,24 @@ class Simulation:
         # Messages wait in a heap by send time; one may leave once no measurement still to be
         # taken could be sent before it (every send follows its measurement).
         while True:
-            if self._outbox and self._outbox[0][0] <= self._queue[0][0]:
+            if self._outbox and (not self._queue or self._outbox[0][0] <= self._queue[0][0]):
                 return heapq.heappop(self._outbox)[2]
-            at, _, patient, device = heapq.heappop(self._queue)
-            self._schedule(patient, device, at + 1)
-            if self._rng.random() >= patient.adherence:
-                continue  # a missed measurement: the schedule keeps going
-            self._send(self._measure(patient, device, at))
+            if not self._queue:
+                raise StopIteration  # every patient's follow-up has ended
+            at, _, patient, device, again = heapq.heappop(self._queue)
+            if not patient.followed_at(at):
+                continue  # hospitalised: the follow-up ends, nothing more is scheduled
+            if not again:
+                self._schedule(patient, device, at + 1)
+                if self._rng.random() >= patient.adherence:
+                    continue  # a missed measurement: the schedule keeps going
+            message, abnormal = self._measure(patient, device, at)
+            self._send(message)
+            if abnormal and not again and self._rng.random() < patient.remeasure:
+                # The app asked for a re-measure; the patient takes it a few minutes later.
+                self._tiebreak += 1
+                later = at + self._rng.randint(2 * 60_000, 10 * 60_000)
+                heapq.heappush(self._queue, (later, self._tiebreak, patient, device, True))
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -335,11 +432,14 @@ class Simulation:
             at = min(s for s in slots if s >= after_ms)
             at += self._rng.randint(0, 20 * 60_000)  # people do not measure on the minute
         self._tiebreak += 1
-        heapq.heappush(self._queue, (at, self._tiebreak, patient, device))
+        heapq.heappush(self._queue, (at, self._tiebreak, patient, device, False))
 
     # -- measuring -----------------------------------------------------------------------------
 
-    def _measure(self, patient: SimPatient, device: SimDevice, at_ms: int) -> SimMessage:
+    def _measure(
+        self, patient: SimPatient, device: SimDevice, at_ms: int
+    ) -> tuple[SimMessage, bool]:
+        """The device's message, and whether the app would ask for a re-measure."""
         model = device.model
         spacing = model.every_ms // model.readings_per_upload if model.every_ms else 0
         readings = [
@@ -359,7 +459,7 @@ class Simulation:
             "readings": readings,
         }
         sent = at_ms + self._rng.randint(1_000, 30_000)
-        return SimMessage(
+        message = SimMessage(
             patient.patient_id.encode(),
             json.dumps(body).encode(),
             sent,
@@ -368,6 +468,7 @@ class Simulation:
             sequence,
             len(readings),
         )
+        return message, any(_asks_again(r) for r in readings)
 
     def _resized(
         self,
@@ -388,6 +489,8 @@ class Simulation:
         self, patient: SimPatient, device: SimDevice, kind: K, t_ms: int
     ) -> dict[str, object]:
         value = self._value(patient, kind, t_ms)
+        if device.model.device_type in (D.PULSE_OXIMETER, D.WEARABLE):
+            value = self._artefact(kind, value)
         unit = device.unit(kind)
         if unit != BY_KIND[kind].unit and not isinstance(value, bool):
             conversion = BY_KIND[kind].units[unit]  # canonical -> device unit
@@ -402,17 +505,21 @@ class Simulation:
         models = VITAL_MODELS[patient.programme]
         model = models.get(kind) or VITAL_MODELS[Programme.COVID][kind]
         base = patient.baseline.get(kind, model.mean)
-        if kind is K.BODY_WEIGHT:
-            worst = base + model.worst
-        elif kind in (K.GLUCOSE, K.GLUCOSE_CGM) and patient.worsening:
-            worst = model.worst if patient.worsening.direction < 0 else 330.0
-        else:
-            worst = model.worst
+        worst = patient.worsening.peak.get(kind, base) if patient.worsening else base
         value = base + severity * (worst - base) + self._rng.gauss(0, model.noise_sd)
         value = min(model.high, max(model.low, value))
         if value_type is ValueType.GRADE:
             return min(4, max(0, round(value)))
         return round(value, model.decimals) if model.decimals else float(round(value))
+
+    def _artefact(self, kind: K, value: float | bool) -> float | bool:
+        """A cold finger reads the SpO2 low; a moving hand reads the pulse high."""
+        rng, artefacts = self._rng, self._artefacts
+        if kind is K.SPO2 and rng.random() < artefacts.cold_finger:
+            return float(max(70, round(float(value) - rng.uniform(4, 10))))
+        if kind is K.HEART_RATE and rng.random() < artefacts.motion:
+            return float(min(200, round(float(value) + rng.uniform(30, 60))))
+        return value
 
     def _answer(self, kind: K, severity: float) -> bool:
         if kind is K.ON_OXYGEN:

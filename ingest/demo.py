@@ -28,17 +28,21 @@ DEMO_TEAM = "demo"
 DEMO_CLINICIAN = "dr.demo"
 
 
-async def run_demo(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> int:
+async def run_demo(
+    settings: Settings, plan: GatewayPlan, stop: asyncio.Event, *, log_file: Path | None = None
+) -> int:
     assert settings.database_url is not None
     assert settings.kafka_bootstrap is not None
     with tempfile.TemporaryDirectory(prefix="telemon-demo-") as keys:
         settings = settings.model_copy(
             update={"dev_issuer_key_file": Path(keys) / "dev-issuer.pem"}
         )
-        return await _run(settings, plan, stop)
+        return await _run(settings, plan, stop, log_file)
 
 
-async def _run(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> int:
+async def _run(
+    settings: Settings, plan: GatewayPlan, stop: asyncio.Event, log_file: Path | None
+) -> int:
     assert settings.database_url is not None
     registry = CollectorRegistry()
     ready = asyncio.Event()
@@ -60,6 +64,7 @@ async def _run(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> in
     )
     host, port = settings.http_host, settings.http_port
     api_url = f"http://{settings.api_host}:{settings.api_port}"
+    logs = f"  logs       {log_file}\n" if log_file else ""
     print(
         f"\n  telemon demo is running (Ctrl-C stops everything)\n"
         f"  worklist   {api_url}/#token={token}\n"
@@ -68,6 +73,7 @@ async def _run(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> in
         f"  API        {api_url}/docs\n"
         f"  metrics    http://{host}:{port}/metrics\n"
         f"  readiness  http://{host}:{port}/readyz\n"
+        f"{logs}"
         f"  a second terminal can add load:\n"
         f"    export TELEMON_DATABASE_URL='{settings.database_url}'\n"
         f"    export TELEMON_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}\n"
@@ -97,8 +103,13 @@ async def _run(settings: Settings, plan: GatewayPlan, stop: asyncio.Event) -> in
             await gateways
         await producer.stop()
         stop_services.set()
-        await asyncio.gather(ingest, api)
+        totals, _ = await asyncio.gather(ingest, api)
         await conn.close()
+    print(
+        f"  ingest stopped: {totals.messages} messages, {totals.stored} readings stored, "
+        f"{totals.duplicates} duplicates, {totals.rejected} rejected",
+        flush=True,
+    )
     return 0
 
 
@@ -134,8 +145,8 @@ async def _show_progress(
             f"  {(stored - previous) / every_s:8.0f} readings/s  {stored:10.0f} stored  "
             f"{total('telemon_ingest_readings_duplicate'):6.0f} duplicates  "
             f"{total('telemon_ingest_rejected'):6.0f} rejected  "
-            f"alerts raised: {total('telemon_alerts_raised', severity='red'):5.0f} red "
-            f"{total('telemon_alerts_raised', severity='orange'):5.0f} orange",
+            f"episodes opened: {total('telemon_alerts_episodes_opened', severity='red'):5.0f} red "
+            f"{total('telemon_alerts_episodes_opened', severity='orange'):5.0f} orange",
             flush=True,
         )
         previous = stored

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 
 from alerts.engine import Engine
 from alerts.metrics import AlertMetrics
-from alerts.outbox import AlertEventOutbox
+from alerts.outbox import EpisodeEventOutbox
 from alerts.programmes import load_config
 from alerts.step import AlertStep
 from devices.decode import Decoder
@@ -180,7 +180,7 @@ async def run_ingest(
             ),
             asyncio.create_task(
                 relay(
-                    AlertEventOutbox(settings.alerts_topic),
+                    EpisodeEventOutbox(settings.alerts_topic),
                     alert_metrics.events_published.inc,
                     alert_metrics.event_backlog.set,
                 ).run(),

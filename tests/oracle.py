@@ -14,7 +14,8 @@ I3  counts balance: records consumed = the ledger's messages, readings
     of one run when given);
 I4  no Kafka offset committed past a durable write (`CommitWatch`, sampled
     during the run);
-I5  one alert per (rule, patient, episode), even after replays.
+I5  one finding per (rule, patient, first firing), in an episode of that patient, even
+    after replays.
 
 Dead letters replayed (`replays=True`): the replay records on the topic are
 records too (each carries its original's readings), so I3 counts them; I1 then
@@ -209,10 +210,15 @@ async def check(
     await ledger_is_contiguous(stack)
 
     repeated = await db.fetch(
-        "SELECT patient_key, rule_id, first_fired_at, count(*) FROM alerts "
+        "SELECT patient_key, rule_id, first_fired_at, count(*) FROM findings "
         "GROUP BY 1, 2, 3 HAVING count(*) > 1"
     )
-    assert not repeated, f"I5: alerts raised twice for one episode: {repeated[:3]}"
+    assert not repeated, f"I5: findings raised twice for one firing: {repeated[:3]}"
+    strays = await db.fetchval(
+        "SELECT count(*) FROM findings f JOIN episodes e USING (episode_id) "
+        "WHERE e.patient_key <> f.patient_key"
+    )
+    assert strays == 0, "I5: a finding in another patient's episode"
 
 
 async def _replay_sources(stack: Stack) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,14 @@ from devices.catalogue import VitalKind as K
 
 HOUR = 3_600_000_000
 DAY = 24 * HOUR
+# baseline_deviation's vitals: the parameter of its step, and the direction of worse.
+DEVIATIONS = {
+    K.SPO2: ("spo2_step", -1.0),
+    K.HEART_RATE: ("pulse_step", 1.0),
+    K.RESPIRATORY_RATE: ("respiration_step", 1.0),
+    K.BODY_TEMPERATURE: ("temperature_step", 1.0),
+    K.DYSPNOEA: ("dyspnoea_step", 1.0),
+}
 
 
 @dataclass
@@ -155,7 +163,13 @@ class ReferenceEngine:
             if BY_CODE[code].kind in inputs:
                 news2_at[p] = max(news2_at.get(p, time), time)
         for p, at in news2_at.items():
-            result = self._news2(p, at)
+            fired.extend(f for f in (self._news2(p, at), self._news2_rising(p, at)) if f)
+        deviation_at: dict[int, int] = {}
+        for p, code, _, time, _, _ in current:
+            if BY_CODE[code].kind in DEVIATIONS:
+                deviation_at[p] = max(deviation_at.get(p, time), time)
+        for p, at in deviation_at.items():
+            result = self._baseline_deviation(p, at)
             if result:
                 fired.append(result)
         return self._collapse(fired)
@@ -179,41 +193,49 @@ class ReferenceEngine:
 
         if kind is K.SPO2:
             if param("spo2_scale1", "spo2_scale") == 1:
-                add(
-                    "spo2_scale1",
-                    3
-                    if v <= param("spo2_scale1", "red_at_or_below")
-                    else 2
-                    if v <= param("spo2_scale1", "orange_at_or_below")
-                    else 0,
+                red, orange = (
+                    param("spo2_scale1", n) for n in ("red_at_or_below", ("orange_at_or_below"))
                 )
+                severity, values = self._spo2_confirmed(
+                    p, "spo2_scale1", v, t, lambda x: 3 if x <= red else 2 if x <= orange else 0
+                )
+                add("spo2_scale1", severity, **values)
             if param("spo2_scale2", "spo2_scale") == 2:
                 oxygen = self._on_oxygen(p)
-                red = v <= param("spo2_scale2", "red_at_or_below") or (
-                    oxygen and v >= param("spo2_scale2", "red_on_o2_at_or_above")
-                )
-                orange = v <= param("spo2_scale2", "orange_at_or_below") or (
-                    oxygen and v >= param("spo2_scale2", "orange_on_o2_at_or_above")
-                )
-                add("spo2_scale2", 3 if red else 2 if orange else 0, on_oxygen=float(oxygen))
+
+                def band2(x: float) -> int:
+                    red = x <= param("spo2_scale2", "red_at_or_below") or (
+                        oxygen and x >= param("spo2_scale2", "red_on_o2_at_or_above")
+                    )
+                    orange = x <= param("spo2_scale2", "orange_at_or_below") or (
+                        oxygen and x >= param("spo2_scale2", "orange_on_o2_at_or_above")
+                    )
+                    return 3 if red else 2 if orange else 0
+
+                severity, values = self._spo2_confirmed(p, "spo2_scale2", v, t, band2, False)
+                del values["usual"]
+                add("spo2_scale2", severity, on_oxygen=float(oxygen), **values)
             day = (t - patient.profile.enrolled_us) / DAY
             if day < param("spo2_covid", "first_days"):
-                add(
-                    "spo2_covid",
-                    3 if v < param("spo2_covid", "red_below") else 0,
-                    day_of_follow_up=float(math.floor(day)),
+                below = param("spo2_covid", "red_below")
+                severity, values = self._spo2_confirmed(
+                    p, "spo2_covid", v, t, lambda x: 3 if x < below else 0
                 )
-            ring = [
-                (tt, vv)
-                for tt, vv in patient.rings.get(K.SPO2, ())
-                if t - param("spo2_drop_baseline", "baseline_days") * DAY <= tt < t
-            ]
-            if len(ring) >= param("spo2_drop_baseline", "min_readings"):
-                median = statistics.median(vv for _, vv in ring)
+                add("spo2_covid", severity, day_of_follow_up=float(math.floor(day)), **values)
+            rule = "spo2_drop_baseline"
+            recent_start = t - int(param(rule, "recent_hours") * HOUR)
+            start = recent_start - int(param(rule, "baseline_days") * 24 * HOUR)
+            ring = patient.rings.get(K.SPO2, ())
+            baseline = [vv for tt, vv in ring if start <= tt < recent_start]
+            recent = [vv for tt, vv in ring if recent_start <= tt <= t]
+            if len(baseline) >= param(rule, "min_readings") and recent:
+                median = statistics.median(baseline)
+                recent_median = statistics.median(recent)
                 add(
-                    "spo2_drop_baseline",
-                    2 if median - v >= param("spo2_drop_baseline", "drop_points") else 0,
+                    rule,
+                    2 if median - recent_median >= param(rule, "drop_points") else 0,
                     baseline_median=median,
+                    recent_median=recent_median,
                 )
         banded = {
             K.RESPIRATORY_RATE: "respiratory_rate",
@@ -223,11 +245,28 @@ class ReferenceEngine:
         }
         if kind in banded:
             rule = banded[kind]
-            red = le(v, param(rule, "red_at_or_below")) or ge(v, param(rule, "red_at_or_above"))
-            orange = le(v, param(rule, "orange_at_or_below")) or ge(
-                v, param(rule, "orange_at_or_above")
-            )
-            add(rule, 3 if red else 2 if orange else 0)
+
+            def band(x: float) -> int:
+                red = le(x, param(rule, "red_at_or_below")) or ge(x, param(rule, "red_at_or_above"))
+                orange = le(x, param(rule, "orange_at_or_below")) or ge(
+                    x, param(rule, "orange_at_or_above")
+                )
+                return 3 if red else 2 if orange else 0
+
+            severity = band(v)
+            if rule != "heart_rate":
+                add(rule, severity)
+            elif severity:
+                previous = self._previous(p, kind, t)
+                isolated = (
+                    param(rule, "confirm") == 1 and previous is not None and band(previous) == 0
+                )
+                add(
+                    rule,
+                    1 if isolated else severity,
+                    previous=math.nan if previous is None else previous,
+                    confirmed=0.0 if isolated else 1.0,
+                )
         if kind in (K.GLUCOSE, K.GLUCOSE_CGM):
             add(
                 "glucose",
@@ -242,7 +281,12 @@ class ReferenceEngine:
             previous = max(earlier)[1] if earlier else math.nan
             high = v >= param("symptom_grade", "orange_at_or_above")
             rise = previous == 0 and v >= param("symptom_grade", "rise_from_0_to")
-            add("symptom_grade", 2 if high or rise else 0, previous=previous)
+            add(
+                "symptom_grade",
+                2 if high or rise else 0,
+                previous=previous,
+                kind=float(BY_KIND[kind].code),
+            )
         for yes_no, rule, severity in (
             (K.BREATHLESS_AT_REST, "breathless_at_rest", 3),
             (K.NEW_CONFUSION, "new_confusion", 3),
@@ -290,15 +334,57 @@ class ReferenceEngine:
             )
         return out
 
+    def _previous(self, p: int, kind: K, t: int) -> float | None:
+        """The patient's reading of `kind` just before `t` (None: none in the ring)."""
+        earlier = [(tt, vv) for tt, vv in self.patients[p].rings.get(kind, ()) if tt < t]
+        return max(earlier)[1] if earlier else None
+
+    def _usual_spo2(self, p: int, rule: str, t: int) -> float:
+        params = self.patients[p].params[rule]
+        start = t - int(params["usual_days"] * 24 * HOUR)
+        values = [vv for tt, vv in self.patients[p].rings.get(K.SPO2, ()) if start <= tt < t]
+        if len(values) < params["usual_min_readings"]:
+            return math.nan
+        return float(statistics.median(values))
+
+    def _spo2_confirmed(
+        self,
+        p: int,
+        rule: str,
+        v: float,
+        t: int,
+        band: Callable[[float], int],
+        personal: bool = True,
+    ) -> tuple[int, dict[str, float]]:
+        params = self.patients[p].params[rule]
+        margin = params["below_usual_points"] if personal else math.nan
+        usual = math.nan
+        if band(v) and not math.isnan(margin):
+            usual = self._usual_spo2(p, rule, t)
+
+        def is_low(x: float) -> bool:
+            return bool(band(x)) and (math.isnan(usual) or x <= usual - margin)
+
+        severity = band(v) if is_low(v) else 0
+        previous = self._previous(p, K.SPO2, t) if severity else None
+        isolated = params["confirm"] == 1 and previous is not None and not is_low(previous)
+        return (1 if isolated and severity else severity), {
+            "previous": math.nan if previous is None else previous,
+            "usual": usual,
+            "confirmed": 0.0 if isolated else 1.0,
+        }
+
     def _on_oxygen(self, p: int) -> bool:
         latest = self.patients[p].latest
         return (K.ON_OXYGEN in latest and latest[K.ON_OXYGEN][1] == 1) or (
             K.OXYGEN_FLOW in latest and latest[K.OXYGEN_FLOW][1] > 0
         )
 
-    def _news2(self, p: int, at: int) -> Fired | None:
+    def _scores(self, p: int, at: int, rule: str) -> tuple[dict[str, float | None], bool]:
+        """Each NEWS2 component's score from the latest values within the rule's window (None:
+        no value), and whether the patient is on oxygen."""
         patient = self.patients[p]
-        params = patient.params["news2"]
+        params = patient.params[rule]
         since = at - int(params["window_hours"] * 3.6e9)
 
         def recent(kind: K) -> float | None:
@@ -309,38 +395,135 @@ class ReferenceEngine:
         flow, sbp, hr = recent(K.OXYGEN_FLOW), recent(K.SYSTOLIC_BP), recent(K.HEART_RATE)
         confused, temp = recent(K.NEW_CONFUSION), recent(K.BODY_TEMPERATURE)
         oxygen = answer == 1 or (flow is not None and flow > 0)
-        scores: dict[str, float | None] = {
+        scale = params["spo2_scale"]
+        return {
             "respiration": None if rr is None else news2_respiration(rr),
-            "spo2": None if spo2 is None else news2_spo2(spo2, params["spo2_scale"], oxygen),
+            "spo2": None if spo2 is None else news2_spo2(spo2, scale, oxygen),
             "oxygen": None if answer is None and flow is None else (2.0 if oxygen else 0.0),
             "systolic_bp": None if sbp is None else news2_systolic(sbp),
             "pulse": None if hr is None else news2_pulse(hr),
             "consciousness": None if confused is None else (3.0 if confused == 1 else 0.0),
             "temperature": None if temp is None else news2_temperature(temp),
-        }
+        }, oxygen
+
+    def _confirmed(
+        self, p: int, scores: dict[str, float | None], scale: float, oxygen: bool
+    ) -> dict[str, float | None]:
+        """An isolated SpO2 or pulse (scoring 2 or more after a reading scoring less) scored
+        as the reading before it."""
+        confirmed = dict(scores)
+        latest = self.patients[p].latest
+        for name, kind in (("spo2", K.SPO2), ("pulse", K.HEART_RATE)):
+            now = scores[name]
+            if now is None or now < 2:
+                continue
+            previous = self._previous(p, kind, latest[kind][0])
+            if previous is None:
+                continue
+            before = (
+                news2_spo2(previous, scale, oxygen) if name == "spo2" else news2_pulse(previous)
+            )
+            if before < 2:
+                confirmed[name] = before
+        return confirmed
+
+    @staticmethod
+    def _news2_severity(scores: dict[str, float | None], params: Mapping[str, float]) -> int:
+        present = [s for s in scores.values() if s is not None]
+        total = float(sum(present))
+        if total >= params["red_at_or_above"]:
+            return 3
+        if total >= params["orange_at_or_above"] or (
+            params["single_3_is_orange"] == 1 and 3.0 in present
+        ):
+            return 2
+        if total >= 1 and params["low_band_is_info"] == 1:
+            return 1
+        return 0
+
+    def _news2(self, p: int, at: int) -> Fired | None:
+        patient = self.patients[p]
+        params = patient.params["news2"]
+        scores, oxygen = self._scores(p, at, "news2")
         present = [s for s in scores.values() if s is not None]
         total = float(sum(present))
         if params[ENABLED] == 1:
             day = at // 86_400_000_000
             profile = patient.profile
             self.scored[(profile.partition, day, profile.programme.value, int(total))] += 1
-        if total >= params["red_at_or_above"]:
-            severity = 3
-        elif total >= params["orange_at_or_above"] or (
-            params["single_3_is_orange"] == 1 and 3.0 in present
-        ):
-            severity = 2
-        elif total >= 1 and params["low_band_is_info"] == 1:
-            severity = 1
-        else:
+        severity = self._news2_severity(scores, params)
+        confirmed_total = total
+        if params["confirm"] == 1:
+            confirmed = self._confirmed(p, scores, params["spo2_scale"], oxygen)
+            confirmed_total = float(sum(s for s in confirmed.values() if s is not None))
+            as_confirmed = self._news2_severity(confirmed, params)
+            if severity > as_confirmed:
+                severity = max(as_confirmed, 1)
+        if not severity:
             return None
         values: dict[str, float | None] = {
             "score": total,
+            "confirmed_score": confirmed_total,
             "complete": float(len(present) == 7),
             "parameters_present": float(len(present)),
             **{f"component_{k}": v for k, v in scores.items()},
         }
         return Fired(p, "news2", severity, at, values)
+
+    def _news2_rising(self, p: int, at: int) -> Fired | None:
+        patient = self.patients[p]
+        params = patient.params["news2_rising"]
+        scale = params["spo2_scale"]
+        scores, oxygen = self._scores(p, at, "news2_rising")
+        if params["confirm"] == 1:
+            scores = self._confirmed(p, scores, scale, oxygen)
+        start = at - int(params["baseline_hours"] * HOUR)
+        end = at - int(params["after_hours"] * HOUR)
+        now = before = compared = 0.0
+        for name, kind, score in (
+            ("spo2", K.SPO2, lambda x: news2_spo2(x, scale, oxygen)),
+            ("respiration", K.RESPIRATORY_RATE, news2_respiration),
+            ("pulse", K.HEART_RATE, news2_pulse),
+            ("temperature", K.BODY_TEMPERATURE, news2_temperature),
+        ):
+            then = [score(vv) for tt, vv in patient.rings.get(kind, ()) if start <= tt < end]
+            current = scores[name]
+            if current is None or not then:
+                continue
+            now += current
+            before += min(then)
+            compared += 1
+        if not compared or now - before < params["rise_points"]:
+            return None
+        values = {
+            "rise": now - before,
+            "score_now": now,
+            "score_before": before,
+            "parameters_compared": compared,
+        }
+        return Fired(p, "news2_rising", 2, at, values)
+
+    def _baseline_deviation(self, p: int, at: int) -> Fired | None:
+        patient = self.patients[p]
+        params = patient.params["baseline_deviation"]
+        session = at - int(params["session_hours"] * HOUR)
+        start = at - int(params["baseline_days"] * 24 * HOUR)
+        end = at - int(params["after_hours"] * HOUR)
+        points = 0.0
+        values: dict[str, float | None] = {}
+        for kind, (step_name, worse) in DEVIATIONS.items():
+            ring = patient.rings.get(kind, ())
+            now = [worse * vv for tt, vv in ring if session <= tt <= at]
+            then = [vv for tt, vv in ring if start <= tt < end]
+            deviation = math.nan
+            if now and len(then) >= params["min_readings"]:
+                deviation = min(now) - worse * statistics.median(then)
+                step = params[step_name]
+                points += (deviation >= step) + (deviation >= 2 * step)
+            values[f"{kind.value}_deviation"] = deviation
+        if points < params["orange_at_or_above"]:
+            return None
+        return Fired(p, "baseline_deviation", 2, at, {"points": points, **values})
 
     # -- sweep ----------------------------------------------------------------------------
 
@@ -360,6 +543,7 @@ class ReferenceEngine:
                     self._device_silent(p, now),
                     self._adherence(p, now, 1),
                     self._adherence(p, now, 2),
+                    self._spo2_unconfirmed(p, now),
                 )
                 if f is not None
             )
@@ -454,6 +638,33 @@ class ReferenceEngine:
             1,
             since,
             {"device_key": float(key), "data_since_s": (last + 1) / 1e6},
+        )
+
+    def _spo2_unconfirmed(self, p: int, now: int) -> Fired | None:
+        patient = self.patients[p]
+        params = patient.params["spo2_unconfirmed"]
+        if K.SPO2 not in patient.latest:
+            return None
+        t, v = patient.latest[K.SPO2]
+        deadline = t + int(params["within_minutes"] * 60e6)
+        day = (t - patient.profile.enrolled_us) / DAY
+        if now < deadline or not v < params["red_below"] or not day < params["first_days"]:
+            return None
+        margin = params["below_usual_points"]
+        usual = math.nan if math.isnan(margin) else self._usual_spo2(p, "spo2_unconfirmed", t)
+
+        def is_low(x: float) -> bool:
+            return x < params["red_below"] and (math.isnan(usual) or x <= usual - margin)
+
+        previous = self._previous(p, K.SPO2, t)
+        if not is_low(v) or previous is None or is_low(previous):
+            return None
+        return Fired(
+            p,
+            "spo2_unconfirmed",
+            3,
+            deadline,
+            {"value": v, "previous": previous, "usual": usual, "measured_at_s": t / 1e6},
         )
 
     def _adherence(self, p: int, now: int, month: int) -> Fired | None:

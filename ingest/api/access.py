@@ -17,6 +17,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Header, HTTPException, Request
 
+from alerts.messages import Language
 from alerts.programmes import AlertConfig
 from ingest.api.audit import Action, AuditRecord, record_audit
 from ingest.api.auth import Clinician, DevIssuer, TokenError, TokenVerifier
@@ -48,6 +49,7 @@ class ApiContext:
     metrics: ApiMetrics
     dev_issuer: DevIssuer | None = None
     fhir_source: str = "urn:telemon"  # meta.source of exported FHIR resources
+    language: Language = "fr"  # when the reader's browser asks for none telemon speaks
 
 
 class Refused(Exception):  # noqa: N818 - an answer, not a bug

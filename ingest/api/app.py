@@ -11,9 +11,19 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from ingest.api.access import ApiContext, Refused
-from ingest.api.routers import alerts, export, feed, identity, patients, thresholds, worklist
+from ingest.api.routers import (
+    episodes,
+    export,
+    feed,
+    identity,
+    messages,
+    patients,
+    thresholds,
+    worklist,
+)
 from ingest.api.routers.dev_issuer import dev_issuer_router
 
 __all__ = ["create_app"]
@@ -23,9 +33,9 @@ def create_app(api: ApiContext) -> FastAPI:
     app = FastAPI(
         title="telemon clinicians' API",
         version="1",
-        description="Alerts, patients and readings of the clinician's care teams; a live "
-        "feed of alert events (Server-Sent Events). Bearer tokens from the configured "
-        "OpenID Connect issuer.",
+        description="The worklist of episodes (one per patient and job, with their findings), "
+        "patients and readings of the clinician's care teams; a live feed of episode events "
+        "(Server-Sent Events). Bearer tokens from the configured OpenID Connect issuer.",
     )
     app.state.api = api
 
@@ -49,17 +59,20 @@ def create_app(api: ApiContext) -> FastAPI:
         return _error(error.status, error.message)
 
     for router in (
-        alerts.router,
+        episodes.router,
         patients.router,
         thresholds.router,
         export.router,
         identity.router,
         feed.router,
+        messages.router,
         worklist.router,
     ):
         app.include_router(router)
     if api.dev_issuer is not None:
         app.include_router(dev_issuer_router(api.dev_issuer))
+    # The page's own static files (uPlot): nothing is loaded from a CDN.
+    app.mount("/static", StaticFiles(packages=[("ingest.api", "static")]), name="static")
     return app
 
 

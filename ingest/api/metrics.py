@@ -1,4 +1,4 @@
-"""The clinicians' API's Prometheus metrics: live feeds, refusals, open alerts and how fast
+"""The clinicians' API's Prometheus metrics: live feeds, refusals, open episodes and how fast
 they are handled (no label names a patient or a team)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from alerts.model import Severity
 
-__all__ = ["ApiMetrics", "refresh_alert_board"]
+__all__ = ["ApiMetrics", "refresh_episode_board"]
 
 SEVERITIES = [s.label for s in Severity]
 
@@ -23,37 +23,37 @@ class ApiMetrics:
             "telemon_feed_clients", "Live feed (SSE) connections open.", registry=registry
         )
         self.events_sent = Counter(
-            "telemon_feed_events_sent", "Alert events sent on live feeds.", registry=registry
+            "telemon_feed_events_sent", "Episode events sent on live feeds.", registry=registry
         )
-        self.open_alerts = Gauge(
-            "telemon_alerts_open",
-            "Open alerts (not acknowledged, not snoozed), by severity; every team's.",
+        self.open_episodes = Gauge(
+            "telemon_episodes_open",
+            "Open episodes (not acknowledged, not snoozed), by severity; every team's.",
             ["severity"],
             registry=registry,
         )
         self.oldest_open = Gauge(
-            "telemon_alerts_oldest_open_seconds",
-            "Age of the oldest open alert, by severity (0: none).",
+            "telemon_episodes_oldest_open_seconds",
+            "The longest wait of an open episode at its severity, by severity (0: none).",
             ["severity"],
             registry=registry,
         )
         handling_buckets = (60, 300, 900, 1800, 3600, 7200, 14_400, 43_200, 86_400, 259_200)
         self.time_to_acknowledge = Histogram(
-            "telemon_alerts_time_to_acknowledge_seconds",
-            "From an alert being raised to a clinician acknowledging it, by severity.",
+            "telemon_episodes_time_to_acknowledge_seconds",
+            "From an episode reaching its severity to a clinician acknowledging it, by severity.",
             ["severity"],
             buckets=handling_buckets,
             registry=registry,
         )
         self.time_to_resolve = Histogram(
-            "telemon_alerts_time_to_resolve_seconds",
-            "From an alert being raised to a clinician resolving it, by severity.",
+            "telemon_episodes_time_to_resolve_seconds",
+            "From an episode reaching its severity to a clinician resolving it, by severity.",
             ["severity"],
             buckets=handling_buckets,
             registry=registry,
         )
         for severity in SEVERITIES:
-            for metric in (self.open_alerts, self.oldest_open):
+            for metric in (self.open_episodes, self.oldest_open):
                 metric.labels(severity)
         self.refused = Counter(
             "telemon_api_refused",
@@ -63,18 +63,18 @@ class ApiMetrics:
         )
 
 
-async def refresh_alert_board(
+async def refresh_episode_board(
     pool: asyncpg.Pool, metrics: ApiMetrics, every_s: float = 15.0
 ) -> None:
-    """Keep the open-alert gauges current (a background task of the API)."""
+    """Keep the open-episode gauges current (a background task of the API)."""
     while True:
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            rows = await pool.fetch("SELECT * FROM open_alert_board()")
+            rows = await pool.fetch("SELECT * FROM open_episode_board()")
             board = {r["severity"]: r for r in rows}
             now = datetime.now(UTC)
             for severity in Severity:
                 label, row = severity.label, board.get(severity.value)
-                metrics.open_alerts.labels(label).set(row["open_alerts"] if row else 0)
-                age = (now - row["oldest_raised_at"]).total_seconds() if row else 0.0
+                metrics.open_episodes.labels(label).set(row["open_episodes"] if row else 0)
+                age = (now - row["oldest_since"]).total_seconds() if row else 0.0
                 metrics.oldest_open.labels(label).set(age)
         await asyncio.sleep(every_s)

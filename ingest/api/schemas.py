@@ -7,44 +7,99 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from alerts.model import Disposition
+
 __all__ = [
-    "AlertDetail",
-    "AlertOut",
-    "AlertPage",
     "DeviceOut",
+    "EpisodeOut",
+    "FindingOut",
+    "LatestVital",
     "Note",
     "Override",
     "OverrideRequest",
     "PatientOut",
+    "PatientSummary",
     "Reading",
+    "Resolution",
     "SnoozeRequest",
     "ThresholdLine",
+    "Worklist",
+    "WorklistRow",
 ]
 
 
-class AlertOut(BaseModel):
-    alert_id: int
-    patient_id: str
-    programme: str
+Severity = Literal["info", "orange", "red"]
+
+
+class FindingOut(BaseModel):
+    """What one rule found, inside an episode."""
+
+    finding_id: int
     rule_id: str
     rule_version: int
-    severity: Literal["info", "orange", "red"]
-    status: Literal["open", "acknowledged", "resolved"]
-    snoozed_until: datetime | None
+    title: str = Field(description="The rule's title, in the reader's language.")
+    summary: str = Field(description='What it found, in clinical words: "SpO2 90 % (≤ 92 %)".')
+    severity: Severity
+    status: Literal["open", "resolved"]
     first_fired_at: datetime
     last_fired_at: datetime
-    raised_at: datetime
     fire_count: int
+    resolution: str | None
+    explanation: dict[str, Any] = Field(description="Rule, version, values, parameters.")
+
+
+class EpisodeOut(BaseModel):
+    """The care team's unit of work: one patient's worsening (job `clinical`) or data to
+    chase (job `data`); its severity is the highest of its findings."""
+
+    episode_id: int
+    patient_id: str
+    programme: str
+    job: Literal["clinical", "data"]
+    severity: Severity
+    status: Literal["open", "acknowledged", "resolved"]
+    waiting_since: datetime = Field(description="When it reached its severity.")
+    snoozed_until: datetime | None
+    opened_at: datetime
+    first_fired_at: datetime
+    last_fired_at: datetime
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     resolved_at: datetime | None
     resolved_by: str | None
-    resolution: str | None
-    explanation: dict[str, Any] = Field(description="Rule, version, input values, window.")
+    disposition: Disposition | None
+    disposition_label: str | None = Field(description="The disposition, in words.")
+    note: str | None
+    findings: list[FindingOut]
 
 
-class AlertPage(BaseModel):
-    alerts: list[AlertOut]
+class LatestVital(BaseModel):
+    kind: str
+    label: str
+    value: float
+    unit: str
+    measured_at: datetime
+
+
+class PatientSummary(BaseModel):
+    patient_id: str
+    display_name: str | None = Field(
+        description="The patient's name, for readers of its identity (each read audited)."
+    )
+    programme: str
+    day_of_follow_up: int = Field(description="Days since enrolment (0: the first day).")
+
+
+class WorklistRow(BaseModel):
+    episode: EpisodeOut
+    patient: PatientSummary
+    latest_vitals: list[LatestVital] = Field(description="Each vital's latest value, 3 days.")
+
+
+class Worklist(BaseModel):
+    rows: list[WorklistRow] = Field(description="By severity, then the longest wait first.")
+    counts: dict[Severity, int] = Field(description="Unresolved episodes, by severity.")
+    unacknowledged: int
     next_offset: int | None = Field(description="Pass as `offset` for the next page.")
     feed_position: str = Field(
         description="Open the live feed `after` this position to miss nothing since this page."
@@ -56,11 +111,6 @@ class Reading(BaseModel):
     value: float
     unit: str
     measured_at: datetime
-
-
-class AlertDetail(BaseModel):
-    alert: AlertOut
-    recent_readings: list[Reading] = Field(description="The patient's last 72 hours.")
 
 
 class DeviceOut(BaseModel):
@@ -89,6 +139,7 @@ class Override(BaseModel):
 class ThresholdLine(BaseModel):
     kind: str
     rule_id: str
+    rule_title: str = Field(description="The rule's title, in the reader's language.")
     parameter: str
     value: float
     severity: Literal["orange", "red"]
@@ -96,6 +147,11 @@ class ThresholdLine(BaseModel):
 
 
 class Note(BaseModel):
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class Resolution(BaseModel):
+    disposition: Disposition = Field(description="What was done (docs/alerts.md).")
     note: str | None = Field(default=None, max_length=2000)
 
 

@@ -15,7 +15,7 @@ from alerts.programmes import load_config
 from ingest.api.access import ApiContext
 from ingest.api.app import create_app
 from ingest.api.auth import DevIssuer, TokenVerifier
-from ingest.api.metrics import ApiMetrics, refresh_alert_board
+from ingest.api.metrics import ApiMetrics, refresh_episode_board
 from ingest.api.stream import Wakeups
 from ingest.platform import (
     ConfigurationError,
@@ -68,6 +68,7 @@ async def run_api(
             metrics=ApiMetrics(registry),
             dev_issuer=dev_issuer,
             fhir_source=settings.fhir_source,
+            language=settings.language,
         )
         app = create_app(api)
 
@@ -88,7 +89,7 @@ async def run_api(
             return JSONResponse({"ready": True})
 
         board = asyncio.create_task(
-            refresh_alert_board(pool, api.metrics), name="telemon-alert-board"
+            refresh_episode_board(pool, api.metrics), name="telemon-episode-board"
         )
         stack.push_async_callback(cancel_tasks, [board])
         http = HttpServer(app, settings.api_host, settings.api_port)

@@ -1,6 +1,6 @@
-"""The live feed: alert events as Server-Sent Events, resumable without gap or repeat.
+"""The live feed: episode events as Server-Sent Events, resumable without gap or repeat.
 
-Order. `alert_events` ids are allotted before commit, so a transaction can
+Order. `episode_events` ids are allotted before commit, so a transaction can
 commit an event with a smaller id after one with a larger id has been read.
 Each event therefore also records its transaction (`txid`), and the feed serves
 only the events of transactions older than every transaction still running
@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -55,7 +56,7 @@ _SETTLED = "e.txid < pg_snapshot_xmin(pg_current_snapshot())"
 async def current_position(conn: Connection) -> FeedPosition:
     """The position after every event settled now (a new client starts from here)."""
     row = await conn.fetchrow(
-        f"SELECT e.txid::text::bigint AS txid, e.event_id FROM alert_events e "
+        f"SELECT e.txid::text::bigint AS txid, e.event_id FROM episode_events e "
         f"WHERE {_SETTLED} ORDER BY e.txid DESC, e.event_id DESC LIMIT 1"
     )
     return FeedPosition(0, 0) if row is None else FeedPosition(row["txid"], row["event_id"])
@@ -63,7 +64,7 @@ async def current_position(conn: Connection) -> FeedPosition:
 
 async def events_after(
     conn: Connection, position: FeedPosition, limit: int = 200
-) -> list[tuple[FeedPosition, dict[str, object]]]:
+) -> list[tuple[FeedPosition, dict[str, Any]]]:
     """Settled events after `position`, in feed order, each with its position."""
     rows = await conn.fetch(
         f"""{EVENTS_QUERY}
@@ -77,7 +78,7 @@ async def events_after(
 
 
 class Wakeups:
-    """One LISTEN connection; `wait` returns on the next alert-event notification."""
+    """One LISTEN connection; `wait` returns on the next episode-event notification."""
 
     def __init__(self) -> None:
         self._changed = asyncio.Event()
@@ -88,7 +89,7 @@ class Wakeups:
         await self._conn.add_listener(NOTIFY_CHANNEL, self._notified)
 
     def _notified(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
-        if payload == "alert_events":
+        if payload == "episode_events":
             self._changed.set()
             self._changed = asyncio.Event()
 
@@ -102,7 +103,7 @@ class Wakeups:
 
 
 async def sse_stream(
-    read: Callable[[FeedPosition], Awaitable[list[tuple[FeedPosition, dict[str, object]]]]],
+    read: Callable[[FeedPosition], Awaitable[list[tuple[FeedPosition, dict[str, Any]]]]],
     position: FeedPosition,
     wakeups: Wakeups,
     *,
@@ -115,7 +116,7 @@ async def sse_stream(
     while True:
         events = await read(position)
         for position, event in events:
-            yield f"id: {position}\nevent: alert\ndata: {json.dumps(event)}\n\n"
+            yield f"id: {position}\nevent: episode\ndata: {json.dumps(event)}\n\n"
         if events:
             idle_s = 0.0
             continue

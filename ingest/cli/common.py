@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ingest.platform import ConfigurationError, Connection, Settings, connect
@@ -25,6 +26,7 @@ __all__ = [
     "connection_flags",
     "http_flags",
     "instant",
+    "log_to_file",
     "require_connections",
     "run_until_signalled",
     "terminated",
@@ -92,6 +94,22 @@ def instant(text: str) -> datetime:
     """An ISO date or time; UTC when it gives no offset."""
     value = datetime.fromisoformat(text)
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def log_to_file(path: Path) -> None:
+    """Send the logs to `path`, keeping only errors on the terminal (the demo's screen is its
+    banner and its progress)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    formatter = root.handlers[0].formatter if root.handlers else None
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    into_file = logging.FileHandler(path, encoding="utf-8")
+    errors = logging.StreamHandler()
+    errors.setLevel(logging.ERROR)
+    for handler in (into_file, errors):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
 
 
 def require_connections(settings: Settings, *, kafka: bool = True) -> None:

@@ -62,6 +62,8 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from alerts.messages import words
+    from alerts.programmes import load_config
     from devices.identity import read_identity_as_operator
     from ingest.export import fhir_bundle, load_export, readings_csv
 
@@ -75,14 +77,23 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         if args.format == "csv":
             text = readings_csv(export)
         else:
-            bundle = fhir_bundle(export, base=args.base, source=settings.fhir_source)
+            bundle = fhir_bundle(
+                export,
+                base=args.base,
+                source=settings.fhir_source,
+                words=words(settings.language),
+                timezone=load_config(settings.alert_programmes_file).timezone,
+            )
             text = json.dumps(bundle, indent=1, ensure_ascii=False) + "\n"
         if args.output is None:
             sys.stdout.write(text)
         else:
             args.output.write_text(text)
             log.info(
-                "%s: %d readings, %d alerts", args.output, len(export.readings), len(export.alerts)
+                "%s: %d readings, %d episodes",
+                args.output,
+                len(export.readings),
+                len(export.episodes),
             )
 
     return with_connection(settings, work)

@@ -21,8 +21,8 @@ def add_commands(commands: Commands) -> None:
     p = rules.command(
         "replay",
         _rules_replay,
-        "What a rule (or a changed threshold) would have raised over stored history; "
-        "writes nothing.",
+        "What a rule (or a changed threshold) would have raised over stored history: its "
+        "episodes, as the lifecycle groups its findings; writes nothing.",
     )
     connection_flags(p)
     p.add_argument("--rule", required=True)
@@ -88,12 +88,13 @@ def _rules_replay(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(
             f"{report.rule_id} from {args.start.isoformat()} to {args.end.isoformat()}: "
-            f"{len(report.episodes)} alerts for {report.patients} patients "
-            f"({report.readings} readings replayed, nothing written)"
+            f"{len(report.episodes)} episodes for {report.patients} patients "
+            f"({report.readings} readings replayed, nothing written; an episode is resolved "
+            "once the rule has been quiet for the cool-down of its severity)"
         )
-        print(f"{'day':<12}{'severity':<10}{'alerts':>8}{'patients':>10}")
-        for day, severity, alerts, patients in report.by_day():
-            print(f"{day:<12}{severity:<10}{alerts:>8}{patients:>10}")
+        print(f"{'day':<12}{'severity':<10}{'episodes':>9}{'patients':>10}")
+        for day, severity, episodes, patients in report.by_day():
+            print(f"{day:<12}{severity:<10}{episodes:>9}{patients:>10}")
         for patient_id, count in Counter(p for p, _ in report.episodes).most_common(10):
             print(f"  {patient_id}: {count}")
 

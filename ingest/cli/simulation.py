@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 
 from devices.gateways import GatewayPlan
 from ingest.cli.common import (
     Commands,
     connection_flags,
+    log_to_file,
     require_connections,
     run_until_signalled,
 )
@@ -18,6 +20,8 @@ from ingest.platform import Settings
 __all__ = ["add_commands"]
 
 log = logging.getLogger("telemon")
+
+DEMO_LOG = Path(".telemon/demo.log")
 
 
 def add_commands(commands: Commands) -> None:
@@ -35,6 +39,9 @@ def add_commands(commands: Commands) -> None:
     )
     p.add_argument("--http-port", type=int, help="TELEMON_HTTP_PORT")
     p.add_argument("--api-port", type=int, help="TELEMON_API_PORT")
+    p.add_argument(
+        "--log", type=Path, default=DEMO_LOG, help="where the logs go (default %(default)s)"
+    )
     _simulation_flags(p, patients=2000, days=7.0, rate=1000.0, follow=True)
 
 
@@ -148,5 +155,9 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.demo import run_demo
     from ingest.platform import embedded_stack
 
+    log_to_file(args.log)
+    print(f"\n  starting telemon: PostgreSQL, a broker, the pipeline, the API (logs: {args.log})")
     with embedded_stack(settings) as running:
-        return run_until_signalled(lambda stop: run_demo(running, gateway_plan(args), stop))
+        return run_until_signalled(
+            lambda stop: run_demo(running, gateway_plan(args), stop, log_file=args.log)
+        )

@@ -4,7 +4,8 @@ The Bundle (`searchset`, as `Patient/$everything` answers) holds the Patient
 (with its INS identifier and identity traits only when the reader may see
 them), its Devices, one Observation per stored reading (a blood-pressure
 panel for a systolic and diastolic pair of one device and time), and each
-alert as a DetectedIssue with the Communication that told the care team.
+episode as a DetectedIssue (its findings as evidence, its disposition as
+mitigation) with the Communication that told the care team.
 Observations follow the FHIR vital-signs profiles and the ANS "Mesures de
 santé" ones: LOINC and IEEE 11073 MDC codings, UCUM units, the device
 reference, `meta.source`. Re-ingesting the Observations gives back the
@@ -19,7 +20,9 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from alerts.messages import Words
 from alerts.model import Severity
 from devices.catalogue import BY_KIND, ValueType, VitalKind
 from devices.fhir_codes import (
@@ -32,7 +35,12 @@ from devices.fhir_codes import (
     profiles_of,
 )
 from devices.identity import IdentityStatus
-from ingest.export.patient import ExportedAlert, ExportedReading, PatientExport
+from ingest.export.patient import (
+    ExportedEpisode,
+    ExportedFinding,
+    ExportedReading,
+    PatientExport,
+)
 
 __all__ = ["fhir_bundle", "fhir_id", "instant"]
 
@@ -41,6 +49,8 @@ PATIENT_ID_SYSTEM = f"{TELEMON}/patient-id"
 DEVICE_ID_SYSTEM = f"{TELEMON}/device-id"
 READING_ID_SYSTEM = f"{TELEMON}/reading"
 RULE_SYSTEM = f"{TELEMON}/CodeSystem/alert-rule"
+JOB_SYSTEM = f"{TELEMON}/CodeSystem/episode-job"
+DISPOSITION_SYSTEM = f"{TELEMON}/CodeSystem/episode-disposition"
 # FHIR FR Core: identifier types (INS-NIR...) and the identity reliability extension.
 FR_IDENTIFIER_TYPE = "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203"
 FR_IDENTITY_RELIABILITY = (
@@ -61,15 +71,21 @@ _PRIORITY = {Severity.RED: "stat", Severity.ORANGE: "urgent", Severity.INFO: "ro
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
-def fhir_bundle(export: PatientExport, *, base: str, source: str) -> dict[str, Any]:
-    """The export as a FHIR R4 searchset Bundle; `base` makes the entries' full URLs."""
+def fhir_bundle(
+    export: PatientExport, *, base: str, source: str, words: Words, timezone: ZoneInfo
+) -> dict[str, Any]:
+    """The export as a FHIR R4 searchset Bundle; `base` makes the entries' full URLs, and
+    the episodes are worded in `words`' language."""
     resources = [
         _patient(export),
         *(_device(export.patient_id, d, t) for d, t in export.devices),
         *_observations(export, source),
     ]
-    for alert in export.alerts:
-        resources += [_detected_issue(export.patient_id, alert), _communication(export, alert)]
+    for episode in export.episodes:
+        resources += [
+            _detected_issue(export.patient_id, episode, words, timezone),
+            _communication(export, episode, words, timezone),
+        ]
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -209,38 +225,70 @@ def _value(r: ExportedReading) -> dict[str, Any]:
     }
 
 
-def _detected_issue(patient_id: str, alert: ExportedAlert) -> dict[str, Any]:
+def _detected_issue(
+    patient_id: str, episode: ExportedEpisode, words: Words, timezone: ZoneInfo
+) -> dict[str, Any]:
+    """An episode: its findings as evidence, what was done as mitigation."""
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
-        "id": f"alert-{alert.alert_id}",
-        "status": "preliminary" if alert.status == "open" else "final",
-        "code": {"coding": [{"system": RULE_SYSTEM, "code": alert.rule_id}], "text": alert.rule_id},
-        "severity": _ISSUE_SEVERITY[alert.severity],
+        "id": f"episode-{episode.episode_id}",
+        "status": "preliminary" if episode.status != "resolved" else "final",
+        "code": {
+            "coding": [{"system": JOB_SYSTEM, "code": episode.job.value}],
+            "text": words.section("job")[episode.job.value],
+        },
+        "severity": _ISSUE_SEVERITY[episode.severity],
         "patient": _patient_reference(patient_id),
-        "identifiedDateTime": instant(alert.first_fired_at),
-        "detail": _summary(alert),
+        "identifiedDateTime": instant(episode.first_fired_at),
+        "detail": _summary(episode, words, timezone),
+        "evidence": [
+            {
+                "code": [
+                    {
+                        "coding": [{"system": RULE_SYSTEM, "code": f.rule_id}],
+                        "text": words.rule_title(f.rule_id),
+                    }
+                ],
+                "detail": [{"display": _said(f, words, timezone)}],
+            }
+            for f in episode.findings
+        ],
     }
-    mitigation = [
-        {"action": {"text": step}, "date": instant(at), "author": {"display": who}}
-        for step, at, who in (
-            ("acknowledged", alert.acknowledged_at, alert.acknowledged_by),
-            (
-                f"resolved: {alert.resolution or ''}".rstrip(": "),
-                alert.resolved_at,
-                alert.resolved_by,
-            ),
+    mitigation = []
+    if episode.acknowledged_at is not None and episode.acknowledged_by is not None:
+        mitigation.append(
+            {
+                "action": {"text": words.section("status")["acknowledged"]},
+                "date": instant(episode.acknowledged_at),
+                "author": {"display": episode.acknowledged_by},
+            }
         )
-        if at is not None and who is not None
-    ]
+    if episode.resolved_at is not None and episode.resolved_by is not None:
+        action: dict[str, Any] = {"text": words.section("status")["resolved"]}
+        if episode.disposition is not None:
+            label = words.section("disposition")[episode.disposition.value]
+            action = {
+                "coding": [{"system": DISPOSITION_SYSTEM, "code": episode.disposition.value}],
+                "text": f"{label}: {episode.note}" if episode.note else label,
+            }
+        mitigation.append(
+            {
+                "action": action,
+                "date": instant(episode.resolved_at),
+                "author": {"display": episode.resolved_by},
+            }
+        )
     if mitigation:
         issue["mitigation"] = mitigation
     return issue
 
 
-def _communication(export: PatientExport, alert: ExportedAlert) -> dict[str, Any]:
+def _communication(
+    export: PatientExport, episode: ExportedEpisode, words: Words, timezone: ZoneInfo
+) -> dict[str, Any]:
     return {
         "resourceType": "Communication",
-        "id": f"alert-{alert.alert_id}-notice",
+        "id": f"episode-{episode.episode_id}-notice",
         "status": "completed",
         "category": [
             {
@@ -252,18 +300,22 @@ def _communication(export: PatientExport, alert: ExportedAlert) -> dict[str, Any
                 ]
             }
         ],
-        "priority": _PRIORITY[alert.severity],
+        "priority": _PRIORITY[episode.severity],
         "subject": _patient_reference(export.patient_id),
-        "about": [{"reference": f"DetectedIssue/alert-{alert.alert_id}"}],
-        "sent": instant(alert.raised_at),
-        "payload": [{"contentString": _summary(alert)}],
+        "about": [{"reference": f"DetectedIssue/episode-{episode.episode_id}"}],
+        "sent": instant(episode.opened_at),
+        "payload": [{"contentString": _summary(episode, words, timezone)}],
     }
 
 
-def _summary(alert: ExportedAlert) -> str:
-    values = alert.explanation.get("values", {})
-    shown = ", ".join(f"{k} {v}" for k, v in values.items()) if isinstance(values, dict) else ""
-    return f"{alert.severity.label} alert {alert.rule_id}" + (f": {shown}" if shown else "")
+def _said(finding: ExportedFinding, words: Words, timezone: ZoneInfo) -> str:
+    return words.finding(finding.explanation, finding.severity.label, timezone)
+
+
+def _summary(episode: ExportedEpisode, words: Words, timezone: ZoneInfo) -> str:
+    """The episode in one line: its severity, then each finding in clinical words."""
+    said = "; ".join(_said(f, words, timezone) for f in episode.findings)
+    return f"{words.section('severity')[episode.severity.label]}: {said}"
 
 
 def fhir_id(text: str) -> str:

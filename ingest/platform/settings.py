@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     )
     readings_topic: str = "telemon.readings.v1"
     dlq_topic: str | None = Field(default=None, description="Default: <readings_topic>.dlq")
-    alerts_topic: str = "telemon.alerts.v1"
+    alerts_topic: str = "telemon.alerts.v2"
     consumer_group: str = "telemon-ingest"
     kafka_session_timeout_ms: int = Field(
         default=10_000,
@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     )
     api_source: str = Field(
         default="telemon-api", description="This API process's name in audit records."
+    )
+    language: Literal["fr", "en"] = Field(
+        default="fr",
+        description="The language of the worklist and the report when the reader's browser "
+        "asks for none telemon speaks (fr, en).",
     )
     fhir_source: str = Field(
         default="urn:telemon",

@@ -108,7 +108,7 @@ def _charts(d: dict[str, Any]) -> list[str]:
         ax.axvline(50, color=_COLOURS["red"], linestyle="--")
         ax.set_title("Adherence, month 1 (% of days with a transmission)", fontsize=10)
         charts.append(_png(fig))
-    rates = d["alerts"]["per_100_patient_days"]
+    rates = d["alerts"]["findings_per_100_patient_days"]
     if rates:
         fig, ax = plt.subplots(figsize=(7, 3))
         bottom = [0.0] * len(rates)
@@ -117,7 +117,7 @@ def _charts(d: dict[str, Any]) -> list[str]:
             ax.bar(list(rates), heights, bottom=bottom, color=colour, label=severity)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         ax.legend(fontsize=8)
-        ax.set_title("Alerts per 100 patient-days, by rule and severity", fontsize=10)
+        ax.set_title("Findings per 100 patient-days, by rule and severity", fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
         charts.append(_png(fig))
     news2 = d["alerts"]["news2"]
@@ -133,14 +133,18 @@ def _charts(d: dict[str, Any]) -> list[str]:
 
 
 def _table(rows: list[dict[str, Any]], red: str | None = None) -> str:
+    """Rows as a table whose header names every column any row has (a missing cell is
+    empty), so no row has more cells than its header."""
     if not rows:
         return "<p>None.</p>"
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in columns)
     body = ""
     for row in rows:
         cells = ""
-        for key, value in row.items():
-            alarm = key == red and value not in (0, None)
+        for key in columns:
+            value = row.get(key, "")
+            alarm = key == red and value not in (0, None, "")
             style = ' class="red"' if alarm else ""
             cells += f"<td{style}>{html.escape(str(value))}</td>"
         body += f"<tr>{cells}</tr>"
@@ -170,11 +174,32 @@ def _page(d: dict[str, Any], digest: str) -> str:
         "<h2>Active file</h2>"
         + _table([{"programme": k, **v} for k, v in d["active_file"].items()]),
         "<h2>Adherence</h2>" + _table(adherence),
-        f"<h2>Alerts</h2><p>{d['alerts']['raised']} raised over "
+        f"<h2>Episodes</h2><p>{d['alerts']['episodes_opened']} opened over "
         f"{d['alerts']['patient_days']} patient-days.</p>"
-        + _table([{"rule": r, **v} for r, v in d["alerts"]["per_100_patient_days"].items()])
+        + _table(
+            [
+                {"job": job, **rates}
+                for job, rates in d["alerts"]["episodes_per_100_patient_days"].items()
+            ]
+        )
         + "<h3>Handling times (seconds)</h3>"
-        + _table(handling),
+        + _table(handling)
+        + "<h3>Dispositions</h3>"
+        + _table(
+            [{"disposition": k, "episodes": v} for k, v in d["alerts"]["dispositions"].items()]
+        )
+        + "<h3>Episodes that led to a clinical action</h3>"
+        + _table(
+            [
+                {"by": group, "of": key, **figures}
+                for group, by in d["alerts"]["clinical_action"].items()
+                for key, figures in by.items()
+            ]
+        )
+        + "<h3>Findings per 100 patient-days, by rule</h3>"
+        + _table(
+            [{"rule": r, **v} for r, v in d["alerts"]["findings_per_100_patient_days"].items()]
+        ),
         "<h2>Platform</h2>"
         + _table(
             [{**technical["throughput_readings_per_s"], "duplicates": technical["duplicates"]}]

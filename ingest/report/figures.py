@@ -10,12 +10,13 @@ Days are UTC days; a patient-month is the n-th 30 days after enrolment.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from alerts.missing import DEVICE_PERIOD_HOURS
-from alerts.model import Severity
+from alerts.model import Disposition, Job, Severity
 from ingest.platform import Connection
 
 __all__ = ["ACK_TARGET_S", "Period", "gather_figures"]
@@ -169,52 +170,95 @@ async def _adherence(
 async def _alerts(
     conn: Connection, start: datetime, end: datetime, programme: str | None
 ) -> dict[str, Any]:
+    """Episodes opened in the period (the care team's items) and the findings they hold:
+    per 100 patient-days, how fast they were handled, what was done, and how often an
+    episode led to a clinical action (the rules' positive predictive value as the
+    clinicians judged it)."""
     patient_days = await conn.fetchval(
         f"SELECT coalesce(sum(days), 0) FROM ({_PATIENT_DAYS}) a", start, end, programme
     )
-    rows = await conn.fetch(
+    episodes = await conn.fetch(
         """
-        SELECT a.rule_id, a.severity, a.raised_at, a.acknowledged_at, a.resolved_at
-        FROM alerts a JOIN patients p USING (patient_key)
-        WHERE a.raised_at >= $1 AND a.raised_at < $2 AND ($3::text IS NULL OR p.programme = $3)
+        SELECT e.job, e.severity, e.opened_at, e.acknowledged_at, e.resolved_at,
+               e.disposition, p.programme,
+               (SELECT array_agg(DISTINCT f.rule_id) FROM findings f
+                WHERE f.episode_id = e.episode_id) AS rules
+        FROM episodes e JOIN patients p USING (patient_key)
+        WHERE e.opened_at >= $1 AND e.opened_at < $2 AND ($3::text IS NULL OR p.programme = $3)
         """,
         start,
         end,
         programme,
     )
-    rate: dict[str, dict[str, float]] = {}
-    raised = dict.fromkeys(ACK_TARGET_S, 0)
-    handling: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        severity = Severity(r["severity"]).label
-        raised[severity] += 1
-        per_rule = rate.setdefault(r["rule_id"], {})
-        per_rule[severity] = per_rule.get(severity, 0) + 1
-        times = handling.setdefault(severity, {"acknowledge": [], "resolve": []})
-        if r["acknowledged_at"] is not None:
-            times["acknowledge"].append((r["acknowledged_at"] - r["raised_at"]).total_seconds())
-        if r["resolved_at"] is not None:
-            times["resolve"].append((r["resolved_at"] - r["raised_at"]).total_seconds())
+    findings = await conn.fetch(
+        """
+        SELECT f.rule_id, f.severity, count(*) AS n
+        FROM findings f JOIN patients p USING (patient_key)
+        WHERE f.raised_at >= $1 AND f.raised_at < $2 AND ($3::text IS NULL OR p.programme = $3)
+        GROUP BY 1, 2
+        """,
+        start,
+        end,
+        programme,
+    )
     per_100 = 100 / float(patient_days) if patient_days else 0.0
+    opened: dict[str, dict[str, int]] = {}
+    handling: dict[str, dict[str, list[float]]] = {}
+    dispositions: Counter[str] = Counter()
+    acted: dict[str, dict[str, list[bool]]] = {"by_rule": {}, "by_programme": {}}
+    for e in episodes:
+        severity = Severity(e["severity"]).label
+        by_job = opened.setdefault(e["job"], {})
+        by_job[severity] = by_job.get(severity, 0) + 1
+        times = handling.setdefault(severity, {"acknowledge": [], "resolve": []})
+        if e["acknowledged_at"] is not None:
+            times["acknowledge"].append((e["acknowledged_at"] - e["opened_at"]).total_seconds())
+        if e["resolved_at"] is not None:
+            times["resolve"].append((e["resolved_at"] - e["opened_at"]).total_seconds())
+        if e["disposition"] is not None:
+            dispositions[e["disposition"]] += 1
+            disposition = Disposition(e["disposition"])
+            if e["job"] == Job.CLINICAL and disposition.chosen_by_clinicians:
+                action = disposition.clinical_action
+                acted["by_programme"].setdefault(e["programme"], []).append(action)
+                for rule in e["rules"] or ():
+                    acted["by_rule"].setdefault(rule, []).append(action)
+    finding_rates: dict[str, dict[str, float]] = {}
+    for r in findings:
+        rates = finding_rates.setdefault(r["rule_id"], {})
+        rates[Severity(r["severity"]).label] = round(r["n"] * per_100, 3)
     return {
         "patient_days": round(float(patient_days), 2),
-        "raised": len(rows),
-        "per_100_patient_days": {
-            rule: {s: round(n * per_100, 3) for s, n in sorted(counts.items())}
-            for rule, counts in sorted(rate.items())
+        "episodes_opened": len(episodes),
+        "episodes_per_100_patient_days": {
+            job: {s: round(n * per_100, 3) for s, n in sorted(counts.items())}
+            for job, counts in sorted(opened.items())
         },
+        "findings_per_100_patient_days": dict(sorted(finding_rates.items())),
         "handling_seconds": {
             severity: {
                 "acknowledge": _spread(times["acknowledge"]),
                 "resolve": _spread(times["resolve"]),
                 "acknowledged_within_target": round(
                     sum(t <= ACK_TARGET_S[severity] for t in times["acknowledge"])
-                    / raised[severity],
+                    / sum(opened_job.get(severity, 0) for opened_job in opened.values()),
                     4,
                 ),
                 "target_s": ACK_TARGET_S[severity],
             }
             for severity, times in sorted(handling.items())
+        },
+        "dispositions": dict(sorted(dispositions.items())),
+        "clinical_action": {
+            group: {
+                key: {
+                    "episodes": len(actions),
+                    "with_clinical_action": sum(actions),
+                    "share": round(sum(actions) / len(actions), 4),
+                }
+                for key, actions in sorted(by.items())
+            }
+            for group, by in acted.items()
         },
         "news2": await _news2(conn, start, end, programme),
     }
@@ -289,7 +333,7 @@ async def _technical(conn: Connection, start: datetime, end: datetime) -> dict[s
         """
         SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (
                    ORDER BY extract(epoch FROM raised_at - first_fired_at))
-        FROM alerts WHERE raised_at >= $1 AND raised_at < $2
+        FROM findings WHERE raised_at >= $1 AND raised_at < $2
         """,
         start,
         end,

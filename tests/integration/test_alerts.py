@@ -1,5 +1,6 @@
-"""The alert engine inside the pipeline, for real: lifecycle, overrides, clinician actions,
-the alert topic, missing-data sweeps, restarts, full replays and rule replays."""
+"""The alert engine inside the pipeline, for real: findings and episodes, overrides,
+clinicians' actions, the alerts topic, missing-data sweeps, restarts, full replays and rule
+replays."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 
 from alerts.actions import (
-    AlertActionError,
+    EpisodeActionError,
     acknowledge,
     remove_override,
     resolve,
     set_override,
     snooze,
 )
+from alerts.model import Disposition
 from alerts.programmes import load_config
 from alerts.replay import replay
 from alerts.step import OVERRIDE_POLL_S
@@ -46,32 +48,45 @@ def sweeping_every_second(tmp_path: Path) -> Path:
     return path
 
 
-async def alerts_of(stack: Stack, patient: str, rule: str) -> list[Any]:
+async def findings_of(stack: Stack, patient: str, rule: str) -> list[Any]:
     return list(
         await (await stack.db()).fetch(
-            "SELECT a.* FROM alerts a JOIN patients USING (patient_key) "
-            "WHERE patient_id = $1 AND rule_id = $2 ORDER BY alert_id",
+            "SELECT f.* FROM findings f JOIN patients USING (patient_key) "
+            "WHERE patient_id = $1 AND rule_id = $2 ORDER BY finding_id",
             patient,
             rule,
         )
     )
 
 
-async def event_types(stack: Stack, alert_id: int) -> list[str]:
+async def episodes_of(stack: Stack, patient: str) -> list[Any]:
+    return list(
+        await (await stack.db()).fetch(
+            "SELECT e.* FROM episodes e JOIN patients USING (patient_key) "
+            "WHERE patient_id = $1 ORDER BY episode_id",
+            patient,
+        )
+    )
+
+
+async def event_types(stack: Stack, episode_id: int) -> list[str]:
     rows = await (await stack.db()).fetch(
-        "SELECT type FROM alert_events WHERE alert_id = $1 ORDER BY event_id", alert_id
+        "SELECT type FROM episode_events WHERE episode_id = $1 ORDER BY event_id", episode_id
     )
     return [r["type"] for r in rows]
 
 
-async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_path: Path) -> None:
+async def test_episode_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_path: Path) -> None:
+    """A patient's findings make one episode: raised, escalated by a more severe firing (the
+    NEWS2 finding the same reading raised joins it), acknowledged, snoozed, resolved with a
+    disposition; each event once on the alerts topic; restarts and replays add nothing."""
     await stack.enroll([("p-1", "oxi-p-1"), ("p-2", "oxi-p-2")])
     db = await stack.db()
     async with stack.ingest(alert_programmes_file=sweeping_every_second(tmp_path)):
-        # Orange, then red (escalates the same alert), then orange twice: a repeat within
+        # Orange, then red (escalates the same episode), then orange twice: a repeat within
         # 15 minutes of event time is not even sent to the lifecycle, a later one is absorbed.
         await stack.produce([heart_rate("p-1", 115, 40)])
-        await eventually(lambda: _count(alerts_of(stack, "p-1", "heart_rate"), 1), what="raise")
+        await eventually(lambda: _count(episodes_of(stack, "p-1"), 1), what="raise")
         # A back-filled reading two days old is stored but raises nothing.
         await stack.produce([heart_rate("p-2", 140, 2 * 24 * 60)])
         await stack.produce([heart_rate("p-1", 135, 35)])
@@ -79,12 +94,17 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
         await stack.produce([heart_rate("p-1", 115, 33)])
         await stack.produce([heart_rate("p-1", 115, 15)])
         await stack.wait_drained()
-        (alert,) = await alerts_of(stack, "p-1", "heart_rate")
-        assert (alert["status"], alert["severity"], alert["fire_count"]) == ("open", 3, 3)
-        explanation = json.loads(alert["explanation"])
+        (episode,) = await episodes_of(stack, "p-1")
+        assert (episode["job"], episode["status"], episode["severity"]) == ("clinical", "open", 3)
+        (rate,) = await findings_of(stack, "p-1", "heart_rate")
+        assert (rate["status"], rate["severity"], rate["fire_count"]) == ("open", 3, 3)
+        explanation = json.loads(rate["explanation"])
         assert (explanation["rule"], explanation["values"]["value"]) == ("heart_rate", 135)
-        assert await event_types(stack, alert["alert_id"]) == ["raised", "escalated"]
-        assert await alerts_of(stack, "p-2", "heart_rate") == []
+        # 135/min alone is a NEWS2 parameter at 3: an orange NEWS2 finding, same episode.
+        (news2,) = await findings_of(stack, "p-1", "news2")
+        assert (news2["episode_id"], news2["severity"]) == (episode["episode_id"], 2)
+        assert await event_types(stack, episode["episode_id"]) == ["raised", "escalated"]
+        assert await episodes_of(stack, "p-2") == []
 
         # A clinician raises p-2's orange threshold: the running engine applies it.
         async with stack.connection() as conn:
@@ -92,40 +112,50 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
         await asyncio.sleep(OVERRIDE_POLL_S + 2)
         await stack.produce([heart_rate("p-2", 125, 2)])
         await stack.wait_drained()
-        assert await alerts_of(stack, "p-2", "heart_rate") == []
+        assert await episodes_of(stack, "p-2") == []
 
-        # Acknowledged, snoozed, then resolved (once); a new firing within the red
-        # cool-down is dropped.
+        # Acknowledged, snoozed, then resolved with what was done (once); a new firing
+        # within the red cool-down is dropped.
         async with stack.connection() as conn:
-            await acknowledge(conn, alert["alert_id"], "nurse-b")
-            await snooze(conn, alert["alert_id"], "nurse-b", NOW + timedelta(hours=2))
+            await acknowledge(conn, episode["episode_id"], "nurse-b")
+            await snooze(conn, episode["episode_id"], "nurse-b", NOW + timedelta(hours=2))
             snoozed = await conn.fetchval(
-                "SELECT snoozed_until FROM alerts WHERE alert_id = $1", alert["alert_id"]
+                "SELECT snoozed_until FROM episodes WHERE episode_id = $1", episode["episode_id"]
             )
             assert snoozed == NOW + timedelta(hours=2)
-            await resolve(conn, alert["alert_id"], "dr-a", "called, rate controlled")
-            with pytest.raises(AlertActionError, match="already resolved"):
-                await resolve(conn, alert["alert_id"], "dr-a")
+            await resolve(
+                conn, episode["episode_id"], "dr-a", Disposition.TREATMENT_ADJUSTED, "rate control"
+            )
+            with pytest.raises(EpisodeActionError, match="already resolved"):
+                await resolve(conn, episode["episode_id"], "dr-a", Disposition.ADVICE_GIVEN, None)
+            with pytest.raises(EpisodeActionError, match="recorded by telemon"):
+                await resolve(conn, episode["episode_id"], "dr-a", Disposition.DATA_RECEIVED, None)
         await stack.produce([heart_rate("p-1", 135, 1)])
         await stack.wait_drained()
-        (alert,) = await alerts_of(stack, "p-1", "heart_rate")
-        assert (alert["status"], alert["resolved_by"]) == ("resolved", "dr-a")
-        assert await event_types(stack, alert["alert_id"]) == [
+        (episode,) = await episodes_of(stack, "p-1")
+        assert (episode["status"], episode["resolved_by"]) == ("resolved", "dr-a")
+        assert (episode["disposition"], episode["note"]) == ("treatment_adjusted", "rate control")
+        assert {f["status"] for f in await findings_of(stack, "p-1", "heart_rate")} == {"resolved"}
+        assert await event_types(stack, episode["episode_id"]) == [
             "raised",
             "escalated",
             "acknowledged",
             "snoozed",
             "resolved",
         ]
-        # Every event reaches telemon.alerts.v1 once, after it is durable.
-        await eventually(lambda: _all_published(db), what="alert events published")
+        # Every event reaches the alerts topic once, after it is durable.
+        await eventually(lambda: _all_published(db), what="episode events published")
     published = [json.loads(r.value) for r in await stack.read_topic(stack.settings.alerts_topic)]
-    events = await db.fetch("SELECT event_id FROM alert_events ORDER BY event_id")
+    events = await db.fetch("SELECT event_id FROM episode_events ORDER BY event_id")
     assert sorted(e["event_id"] for e in published) == [e["event_id"] for e in events]
+    last = max(published, key=lambda e: e["event_id"])
+    assert last["type"] == "resolved"
+    assert last["episode"]["disposition"] == "treatment_adjusted"
+    assert [f["rule_id"] for f in last["episode"]["findings"]] == ["heart_rate", "news2"]
 
     # A restart (state rebuilt from PostgreSQL) and a full replay from the earliest offset
     # under a new consumer group: nothing new is stored, raised or published.
-    alerts_before = await db.fetchval("SELECT count(*) FROM alerts")
+    findings_before = await db.fetchval("SELECT count(*) FROM findings")
     events_before = len(events)
     readings_before = await db.fetchval("SELECT count(*) FROM readings")
     # Every current reading was a NEWS2 scored set (the pulse alone: 2 for 111-130, 3 above;
@@ -141,8 +171,8 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
     async with replayed.ingest():
         await replayed.wait_drained()
     assert await db.fetchval("SELECT count(*) FROM readings") == readings_before
-    assert await db.fetchval("SELECT count(*) FROM alerts") == alerts_before
-    assert await db.fetchval("SELECT count(*) FROM alert_events") == events_before
+    assert await db.fetchval("SELECT count(*) FROM findings") == findings_before
+    assert await db.fetchval("SELECT count(*) FROM episode_events") == events_before
     assert {r["score"]: r["n"] for r in await db.fetch(scores)} == scored
 
     # Trying a lower orange threshold over the stored history writes nothing and reports
@@ -161,7 +191,7 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
         ("p-2", "red"),
     ]
     assert report.readings == 7
-    assert await db.fetchval("SELECT count(*) FROM alerts") == alerts_before
+    assert await db.fetchval("SELECT count(*) FROM findings") == findings_before
 
     printed = await run_cli(
         stack,
@@ -172,7 +202,7 @@ async def test_alert_lifecycle_overrides_actions_and_topic(stack: Stack, tmp_pat
         f"--to={(NOW + timedelta(minutes=1)).isoformat()}",
         "--set=heart_rate.orange_at_or_above=100",
     )
-    assert "2 alerts for 2 patients (7 readings replayed, nothing written)" in printed
+    assert "2 episodes for 2 patients (7 readings replayed, nothing written" in printed
 
     # Who changed a threshold, and when, is kept; removing it is a change too.
     async with stack.connection() as conn:
@@ -201,9 +231,9 @@ async def test_missing_weight_is_swept_and_resolved_by_data(stack: Stack, tmp_pa
         await conn.execute("UPDATE patients SET enrolled_at = now() - interval '4 days'")
     async with stack.ingest(alert_programmes_file=sweeping_every_second(tmp_path)):
         await eventually(
-            lambda: _count(alerts_of(stack, "p-hf", "hf_weight_missing"), 1),
+            lambda: _count(findings_of(stack, "p-hf", "hf_weight_missing"), 1),
             30,
-            "missing-weight alert",
+            "missing-weight finding",
         )
         body = message(
             reading("body_weight", 81.2, "kg", datetime.now(UTC).isoformat()),
@@ -214,7 +244,27 @@ async def test_missing_weight_is_swept_and_resolved_by_data(stack: Stack, tmp_pa
         await stack.wait_drained()
         await eventually(lambda: _resolved_by_data(stack), what="resolved by the weight")
         await asyncio.sleep(2)  # sweeps go on: the weighed patient raises nothing new
-        assert len(await alerts_of(stack, "p-hf", "hf_weight_missing")) == 1
+        assert len(await findings_of(stack, "p-hf", "hf_weight_missing")) == 1
+        # The data episode holds what else is missing (the questionnaires): it stays open,
+        # updated, until the last finding is answered.
+        (episode,) = await episodes_of(stack, "p-hf")
+        waiting = await (await stack.db()).fetch(
+            "SELECT rule_id FROM findings WHERE episode_id = $1 AND status = 'open'",
+            episode["episode_id"],
+        )
+        assert (episode["job"], episode["status"]) == ("data", "open")
+        assert {r["rule_id"] for r in waiting} == {"questionnaire_missed"}
+        assert "updated" in await event_types(stack, episode["episode_id"])
+        answer = message(
+            reading("dyspnoea", 0, "{grade}", datetime.now(UTC).isoformat()),
+            patient="p-hf",
+            device="scale-1",
+        )
+        await stack.produce([(b"p-hf", json.dumps(answer).encode())])
+        await stack.wait_drained()
+        await eventually(lambda: _episode_resolved(stack, "p-hf"), what="the data episode done")
+        (episode,) = await episodes_of(stack, "p-hf")
+        assert (episode["resolved_by"], episode["disposition"]) == ("telemon", "data_received")
 
 
 async def _count(rows: Any, n: int) -> bool:
@@ -222,19 +272,23 @@ async def _count(rows: Any, n: int) -> bool:
 
 
 async def _red(stack: Stack, patient: str) -> bool:
-    rows = await alerts_of(stack, patient, "heart_rate")
+    rows = await episodes_of(stack, patient)
     return bool(rows) and rows[0]["severity"] == 3
 
 
 async def _all_published(db: Any) -> bool:
     return bool(
-        await db.fetchval("SELECT count(*) = 0 FROM alert_events WHERE published_at IS NULL")
+        await db.fetchval("SELECT count(*) = 0 FROM episode_events WHERE published_at IS NULL")
     )
 
 
+async def _episode_resolved(stack: Stack, patient: str) -> bool:
+    return all(e["status"] == "resolved" for e in await episodes_of(stack, patient))
+
+
 async def _resolved_by_data(stack: Stack) -> bool:
-    (alert,) = await alerts_of(stack, "p-hf", "hf_weight_missing")
-    return bool(alert["status"] == "resolved" and alert["resolution"] == "data received")
+    (finding,) = await findings_of(stack, "p-hf", "hf_weight_missing")
+    return bool(finding["status"] == "resolved" and finding["resolution"] == "data received")
 
 
 def _us(moment: datetime) -> int:

@@ -64,7 +64,7 @@ async def balanced(stack: Stack) -> None:
 
 async def test_parked_readings_are_stored_once_on_enrolment(stack: Stack) -> None:
     """A gateway sends before the enrolment: parked; `telemon enroll` replays them, each
-    stored once; the current reading raises its alert, the two-day-old one only history."""
+    stored once; the current reading makes its finding, the two-day-old one only history."""
     current = record("p-1", "oxi-1", reading("heart_rate", 135, "/min", ago(10)))
     old = record("p-1", "oxi-1", reading("heart_rate", 140, "/min", ago(2 * 24 * 60)))
     await stack.produce([current, old, current])  # the gateway sent one twice
@@ -95,8 +95,8 @@ async def test_parked_readings_are_stored_once_on_enrolment(stack: Stack) -> Non
         replayed = ingest.metric("telemon_ingest_dead_letters_replayed_total", outcome="duplicate")
         assert replayed == 1
 
-        (alert,) = await db.fetch("SELECT * FROM alerts WHERE rule_id = 'heart_rate'")
-        assert json.loads(alert["explanation"])["values"]["value"] == 135  # not the old 140
+        (finding,) = await db.fetch("SELECT * FROM findings WHERE rule_id = 'heart_rate'")
+        assert json.loads(finding["explanation"])["values"]["value"] == 135  # not the old 140
         audit = await db.fetch(
             "SELECT agent, patient_id, detail FROM audit_events "
             "WHERE subtype = 'dead_letters.replay'"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from alerts.actions import acknowledge
+from alerts.actions import acknowledge, resolve
+from alerts.model import Disposition
 from ingest.report.documents import _table
 from tests.records import message, reading
-from tests.support import Stack, eventually, run_cli
+from tests.support import Stack, run_cli
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 START = TODAY - timedelta(days=59)  # days 0..59, day 59 is today
@@ -55,20 +56,26 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
     messages.append(messages[0])  # a gateway's re-send: a duplicate
     messages.append((b"p-every-day", b"{not json"))  # a dead letter
     messages.append((b"p-every-day", body("p-every-day", 59, spo2=88, minutes=1)))
+    # A current low reading (whatever the hour): a red clinical episode, a NEWS2 score.
+    now = datetime.now(UTC) - timedelta(minutes=2)
+    low = message(
+        reading("spo2", 88, "%", now.isoformat()), patient="p-every-day", device="d-p-every-day"
+    )
+    messages.append((b"p-every-day", json.dumps(low).encode()))
     async with stack.ingest():
         await stack.produce(messages)
         await stack.wait_drained(60)
-        # The sweep's alerts (questionnaires missed) are written in a transaction of their
-        # own, after the batches: drained offsets do not say they are durable, and a stop
-        # under load may come first (they are then only made by the next run).
-        await eventually(lambda: _raised(stack), 90, "the missing-data sweep's alerts")
     async with stack.connection() as conn:
-        alerts = await conn.fetch("SELECT alert_id, rule_id, severity FROM alerts")
-        await acknowledge(conn, alerts[0]["alert_id"], "dr-a")
-        # NEWS2: what the pipeline scored (readings of the last hour only: none, but at
-        # midnight), plus designed counts, one day of them outside the period, some for
-        # another programme.
-        rows = await conn.fetch("SELECT score, sum(sets) AS n FROM alert_scores GROUP BY score")
+        findings = await conn.fetch("SELECT rule_id, severity FROM findings")
+        episodes = await conn.fetch("SELECT episode_id, job, severity FROM episodes")
+        clinical = next(e for e in episodes if e["job"] == "clinical")
+        await acknowledge(conn, clinical["episode_id"], "dr-a")
+        await resolve(conn, clinical["episode_id"], "dr-a", Disposition.ADVICE_GIVEN, None)
+        # NEWS2: what the pipeline scored, plus designed counts, one day of them outside the
+        # period, some for another programme.
+        rows = await conn.fetch(
+            "SELECT score, sum(sets)::bigint AS n FROM alert_scores GROUP BY score"
+        )
         scored: dict[int, int] = {r["score"]: r["n"] for r in rows}
         designed_news2 = [
             (59, "covid", 5, 4),
@@ -118,14 +125,15 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
 
     def expected_measures(month: int) -> dict[str, float]:
         """One pulse oximeter each, expected every 12 hours: twice a day. The low reading
-        of day 59 is a measure of its own (a minute after that day's)."""
+        of day 59 is a measure of its own (a minute after that day's), and so is the current
+        low reading of the last day."""
         out: dict[str, float] = {}
         for patient, (enrolled, discharged, days) in DESIGN.items():
             lo = enrolled + 30 * (month - 1)
             hi = min(60, discharged if discharged is not None else 60, enrolled + 30 * month)
             if hi > lo:
                 received = sum(lo <= d < hi for d in days)
-                received += patient == "p-every-day" and lo <= 59 < hi
+                received += 2 * (patient == "p-every-day" and lo <= 59 < hi)  # two low
                 out[patient] = round(min(1.0, received / (2 * (hi - lo))), 4)
         return out
 
@@ -142,23 +150,35 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
     assert expected(1)["p-every-3rd"] == round(10 / 30, 4)  # the design is what we think
     assert set(expected(2)) == {"p-every-day", "p-every-3rd", "p-first-20"}
 
-    # Alerts per 100 patient-days, from the raw rows.
+    # Findings and episodes per 100 patient-days, from the raw rows.
     labels = {1: "info", 2: "orange", 3: "red"}
     counted: dict[str, dict[str, int]] = {}
-    for a in alerts:
-        per_rule = counted.setdefault(a["rule_id"], {})
-        per_rule[labels[a["severity"]]] = per_rule.get(labels[a["severity"]], 0) + 1
-    assert counted, "no alert raised (the missing-data sweeps raise some on this design)"
-    assert report["alerts"]["per_100_patient_days"] == {
+    for f in findings:
+        per_rule = counted.setdefault(f["rule_id"], {})
+        per_rule[labels[f["severity"]]] = per_rule.get(labels[f["severity"]], 0) + 1
+    assert report["alerts"]["findings_per_100_patient_days"] == {
         rule: {s: round(n * 100 / 205, 3) for s, n in sorted(c.items())}
         for rule, c in sorted(counted.items())
     }
-    assert report["alerts"]["raised"] == len(alerts)
-    first = labels[alerts[0]["severity"]]
-    handled = report["alerts"]["handling_seconds"][first]
-    assert handled["acknowledge"]["count"] == 1
-    same_severity = sum(labels[a["severity"]] == first for a in alerts)
-    assert handled["acknowledged_within_target"] == round(1 / same_severity, 4)
+    opened: dict[str, dict[str, int]] = {}
+    for e in episodes:
+        per_job = opened.setdefault(e["job"], {})
+        per_job[labels[e["severity"]]] = per_job.get(labels[e["severity"]], 0) + 1
+    assert report["alerts"]["episodes_per_100_patient_days"] == {
+        job: {s: round(n * 100 / 205, 3) for s, n in sorted(c.items())}
+        for job, c in sorted(opened.items())
+    }
+    assert report["alerts"]["episodes_opened"] == len(episodes)
+    red = report["alerts"]["handling_seconds"]["red"]
+    assert (red["acknowledge"]["count"], red["resolve"]["count"]) == (1, 1)
+    reds = sum(e["severity"] == 3 for e in episodes)
+    assert red["acknowledged_within_target"] == round(1 / reds, 4)
+    # The clinician judged the red episode worth an action: advice given.
+    assert report["alerts"]["dispositions"]["advice_given"] == 1
+    assert report["alerts"]["clinical_action"]["by_programme"] == {
+        "covid": {"episodes": 1, "with_clinical_action": 1, "share": 1.0}
+    }
+    assert report["alerts"]["clinical_action"]["by_rule"]["spo2_scale1"]["share"] == 1.0
 
     # The platform: every offset accounted for, the duplicate and the dead letter counted.
     technical = report["technical"]
@@ -184,7 +204,7 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
 
     page = (out / "report.html").read_text()
     assert digest in page
-    assert page.count("<img") == 4  # active file, adherence, alerts, NEWS2
+    assert page.count("<img") == 4  # active file, adherence, findings, NEWS2
     assert 'class="red"' not in page
     assert "figure,value" in (out / "report.csv").read_text()
     assert report["produced_by"]["configuration"]["alert_programmes_sha256"]
@@ -196,7 +216,3 @@ def test_a_loss_shows_in_red(unaccounted: int, red: bool) -> None:
         [{"partition": 0, "unaccounted_offsets": unaccounted}], red="unaccounted_offsets"
     )
     assert ('class="red"' in table) is red
-
-
-async def _raised(stack: Stack) -> bool:
-    return bool(await (await stack.db()).fetchval("SELECT count(*) FROM alerts"))

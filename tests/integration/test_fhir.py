@@ -180,10 +180,10 @@ async def test_fhir_in_out_round_trip_and_identity(stack: Stack, tmp_path: Path)
         assert b"2339-0" in headers["__connect.errors.exception.message"]
         assert headers["content-type"] == FHIR_CONTENT_TYPE.encode()
 
-        async def alerted() -> bool:
-            return bool(await (await stack.db()).fetchval("SELECT count(*) FROM alerts"))
+        async def alerted() -> bool:  # an episode, with its findings
+            return bool(await (await stack.db()).fetchval("SELECT count(*) FROM episodes"))
 
-        await eventually(alerted, 30, "the low SpO2's alert")
+        await eventually(alerted, 30, "the low SpO2's episode")
 
         # Out: the export validates as FHIR R4 and keeps the profiles' required elements.
         async with api.client("dr-identity") as reader, api.client("dr-plain") as plain:

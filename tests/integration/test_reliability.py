@@ -143,12 +143,12 @@ async def test_alert_topic_outage(stack: Stack, tmp_path: Path) -> None:
     await producer.enroll()
     await producer.send(4_000)
     db = await stack.db()
-    outage = IngestProcess(stack, tmp_path / "outage.log", failpoints="relay_send_alert_events=1")
+    outage = IngestProcess(stack, tmp_path / "outage.log", failpoints="relay_send_episode_events=1")
     await outage.wait_ready()
     await stack.wait_drained(120)
-    held = await db.fetchval("SELECT count(*) FROM alert_events WHERE published_at IS NULL")
+    held = await db.fetchval("SELECT count(*) FROM episode_events WHERE published_at IS NULL")
     assert held > 0
-    assert held == await db.fetchval("SELECT count(*) FROM alert_events")
+    assert held == await db.fetchval("SELECT count(*) FROM episode_events")
 
     async def backlog_shown() -> bool:
         backlog = await asyncio.to_thread(outage.metric, "telemon_alerts_event_backlog")
@@ -159,13 +159,13 @@ async def test_alert_topic_outage(stack: Stack, tmp_path: Path) -> None:
     outage.terminate()
     assert await asyncio.to_thread(outage.wait, 40) == 0
 
-    back = IngestProcess(stack, tmp_path / "back.log", failpoints="relay_send_alert_events=0.02")
+    back = IngestProcess(stack, tmp_path / "back.log", failpoints="relay_send_episode_events=0.02")
     await producer.send(2_000)
     await back.wait_ready()
     await stack.wait_drained(120)
 
     async def caught_up() -> bool:
-        unpublished = "SELECT count(*) FROM alert_events WHERE published_at IS NULL"
+        unpublished = "SELECT count(*) FROM episode_events WHERE published_at IS NULL"
         return bool(await db.fetchval(unpublished) == 0)
 
     await eventually(caught_up, 90, "the outbox to catch up")
@@ -178,7 +178,7 @@ async def test_alert_topic_outage(stack: Stack, tmp_path: Path) -> None:
         for key, value in record.headers
         if key == OUTBOX_ID_HEADER
     ]
-    events = [r["event_id"] for r in await db.fetch("SELECT event_id FROM alert_events")]
+    events = [r["event_id"] for r in await db.fetch("SELECT event_id FROM episode_events")]
     assert sorted(on_topic) == sorted(events)  # each exactly once
     await check(stack, producer)
 
@@ -213,7 +213,7 @@ async def test_full_replay_stores_and_raises_nothing_new(stack: Stack) -> None:
         await stack.wait_drained(120)
     db = await stack.db()
     before = await _alert_counts(db)
-    assert before["alerts"] > 0, "the low readings raised nothing to replay"
+    assert before["findings"] > 0, "the low readings raised nothing to replay"
 
     replaying = Stack(stack.settings.model_copy(update={"consumer_group": "replay"}))
     try:
@@ -228,7 +228,8 @@ async def test_full_replay_stores_and_raises_nothing_new(stack: Stack) -> None:
 
 async def _alert_counts(db: Any) -> dict[str, int]:
     row = await db.fetchrow(
-        "SELECT (SELECT count(*) FROM alerts) AS alerts, (SELECT count(*) FROM alert_events) "
-        "AS events, (SELECT count(*) FROM readings) AS readings"
+        "SELECT (SELECT count(*) FROM findings) AS findings, (SELECT count(*) FROM episodes) AS "
+        "episodes, (SELECT count(*) FROM episode_events) AS events, "
+        "(SELECT count(*) FROM readings) AS readings"
     )
     return dict(row)

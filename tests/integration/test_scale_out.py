@@ -42,7 +42,8 @@ async def test_three_members_on_twelve_partitions(stack: Stack, tmp_path: Path) 
                 assert await asyncio.to_thread(member.wait, 40) == 0
         await check(wide, producer)
 
-        # Each patient who sent a low SpO2 has its SpO2 alerts, each open once.
+        # Each patient who sent a low SpO2 has its SpO2 findings, each raised once, in one
+        # clinical episode.
         low = {
             a.device_id.removeprefix("oxi-")
             for a in producer.acknowledged
@@ -50,10 +51,13 @@ async def test_three_members_on_twelve_partitions(stack: Stack, tmp_path: Path) 
         }
         assert len(low) == 240  # 150 readings per device, every 50th low
         rows = await (await wide.db()).fetch(
-            "SELECT p.patient_id, a.rule_id, count(*) FROM alerts a JOIN patients p USING "
-            "(patient_key) WHERE a.explanation -> 'kinds' ? 'spo2' GROUP BY 1, 2"
+            "SELECT p.patient_id, f.rule_id, count(*), count(DISTINCT f.episode_id) AS episodes "
+            "FROM findings f JOIN patients p USING (patient_key) "
+            "WHERE f.explanation -> 'kinds' ? 'spo2' GROUP BY 1, 2"
         )
         assert {r["patient_id"] for r in rows} == low
-        assert all(r["count"] == 1 for r in rows), [dict(r) for r in rows if r["count"] > 1]
+        assert all(r["count"] == r["episodes"] == 1 for r in rows), [
+            dict(r) for r in rows if r["count"] > 1
+        ]
     finally:
         await wide.close()

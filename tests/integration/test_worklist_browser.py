@@ -1,23 +1,31 @@
 """The worklist page end to end in headless Chromium (Debian's chromium and chromedriver,
-which `make test` installs): a new red alert arrives live with its banner, is acknowledged
-and leaves the open list; the patient view charts the vital with its thresholds."""
+which `make test` installs). One deteriorating patient's upload (SpO2 90 %, heart rate
+125/min, respiratory rate 26/min) fires five rules: it is one row, one banner, one sound; one
+acknowledgement clears the banner; the page speaks French, then English; the patient view
+charts each vital on a time axis with its labelled thresholds; the episode is resolved
+there with what was done. Screenshots are kept in test-artefacts/worklist/."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.feed_support import PATIENT_A, heart_rate, running_api, two_teams
+from tests.feed_support import PATIENT_A, running_api, two_teams
+from tests.records import message, reading
 from tests.support import Stack, eventually
+
+ARTEFACTS = Path(os.environ.get("TELEMON_TEST_ARTEFACTS", "test-artefacts")) / "worklist"
 
 
 @contextmanager
@@ -29,7 +37,10 @@ def chromium() -> Iterator[WebDriver]:
     options.binary_location = binary
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
-    options.add_argument("--window-size=1400,900")
+    options.add_argument("--window-size=1400,1000")
+    # A French clinician's browser: the page follows its language.
+    options.add_argument("--lang=fr-FR")
+    options.add_experimental_option("prefs", {"intl.accept_languages": "fr-FR,fr"})
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         yield browser
@@ -46,53 +57,104 @@ async def until(browser: WebDriver, script: str, what: str, timeout_s: float = 2
     await eventually(holds, timeout_s, what)
 
 
+async def js(browser: WebDriver, script: str) -> Any:
+    return await asyncio.to_thread(browser.execute_script, f"return {script}")
+
+
 async def in_page(call: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(call, *args)
 
 
-async def test_new_red_alert_arrives_live_and_is_acknowledged(stack: Stack, tmp_path: Path) -> None:
+async def click(browser: WebDriver, selector: str) -> None:
+    """Click in one step in the page: the live list may re-render between a lookup and a
+    click made from here."""
+    await until(browser, f"document.querySelector({json.dumps(selector)}) !== null", selector)
+    await js(browser, f"(document.querySelector({json.dumps(selector)}).click(), true)")
+
+
+def deteriorating(patient: str) -> tuple[bytes, bytes]:
+    at = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    body = message(
+        reading("spo2", 90, "%", at),
+        reading("heart_rate", 125, "/min", at),
+        reading("respiratory_rate", 26, "/min", at),
+        patient=patient,
+        device=f"oxi-{patient}",
+    )
+    return patient.encode(), json.dumps(body).encode()
+
+
+ROWS = "document.querySelectorAll('#clinical tbody tr')"
+BANNERS = "document.querySelectorAll('#banners .banner')"
+
+
+async def test_one_row_one_banner_one_sound_then_resolved(stack: Stack, tmp_path: Path) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
     await two_teams(stack)
     async with stack.ingest(), running_api(stack, tmp_path / "dev.pem") as api:
         with chromium() as browser:
             await in_page(browser.get, f"{api.url}/#token={api.token('dr-a')}")
-            await until(browser, "document.querySelector('#status').textContent === 'live'", "live")
-            await until(browser, "!document.querySelector('#empty').hidden", "an empty list")
-
-            await stack.produce([heart_rate(PATIENT_A, 140)])
-            red_open = "document.querySelector('#open tbody tr .sev.red')"
-            await until(browser, f"{red_open} !== null", "the red alert in the open list")
-            banner = "document.querySelector('#banner')"
-            await until(browser, f"{banner}.className === 'on'", "the red banner")
-            text = await in_page(browser.execute_script, f"return {banner}.textContent")
-            assert PATIENT_A in text
-            await in_page(browser.save_screenshot, str(tmp_path / "new-red-alert.png"))
-
-            ack = await in_page(
-                browser.find_element,
-                By.CSS_SELECTOR,
-                "#open tbody tr:has(.sev.red) button.ack",
+            await until(browser, "document.querySelector('#status').className === 'live'", "live")
+            assert await js(browser, "document.documentElement.lang") == "fr"
+            assert await js(browser, "document.querySelector('#clinical .empty').textContent") == (
+                "Aucun patient à revoir."
             )
-            await in_page(ack.click)
-            await until(browser, f"{red_open} === null", "the red alert to leave the open list")
+
+            await stack.produce([deteriorating(PATIENT_A)])
+            await until(browser, f"{ROWS}.length === 1", "one row for the patient")
+            await until(browser, f"{ROWS}[0].querySelectorAll('.findings li').length === 5", "five")
+            await until(browser, f"{BANNERS}.length === 1", "one banner")
+            assert await js(browser, "document.body.dataset.rings") == "1"
+            row = await js(browser, f"{ROWS}[0].textContent")
+            assert "Rouge" in row
+            assert "FC 125/min (≥ 111/min)" in row
+            assert "FR 26/min (≥ 25/min)" in row
+            banner = await js(browser, f"{BANNERS}[0].textContent")
+            assert "Nouvelle alerte rouge" in banner
+            assert PATIENT_A in banner
+            await in_page(browser.save_screenshot, str(ARTEFACTS / "1-new-red-fr.png"))
+
+            await click(browser, "#banners .banner button")
+            await until(browser, f"{BANNERS}.length === 0", "the banner silenced")
+            await until(browser, f"{ROWS}[0].classList.contains('acknowledged')", "taken")
+            assert await js(browser, "document.body.dataset.rings") == "1"
+
+            # English, chosen on the page.
+            await js(
+                browser,
+                "(() => { const s = document.querySelector('#language'); s.value = 'en'; "
+                "s.dispatchEvent(new Event('change')); return true; })()",
+            )
+            await until(browser, "document.documentElement.lang === 'en'", "English")
+            await until(browser, f"{ROWS}[0].textContent.includes('Heart rate 125/min')", "words")
+            assert "Clinical review" in await js(browser, "document.body.textContent")
+            await in_page(browser.save_screenshot, str(ARTEFACTS / "2-taken-en.png"))
+
+            # The patient view: a chart per vital on a time axis, thresholds labelled.
+            await click(browser, "a.patient")
+            chart = "document.querySelector('.chart[data-kind=heart_rate]')"
+            await until(browser, f"{chart} !== null", "the heart-rate chart")
+            assert await js(browser, "state.charts.every((u) => u.scales.x.time)")
+            labels = await js(
+                browser,
+                f"[...{chart}.querySelectorAll('.threshold-label')].map((n) => n.textContent)",
+            )
+            assert "Orange ≥ 111/min · Heart rate" in labels
+            assert "Red ≥ 131/min · Heart rate" in labels
+            await in_page(browser.save_screenshot, str(ARTEFACTS / "3-patient-en.png"))
+
+            # Resolved from there, with what was done.
+            await click(browser, "#history .episode button:not(.primary)")
+            await click(browser, "#dispositions input[value=advice_given]")
+            await click(browser, "#resolve-dialog button[value=ok]")
             await until(
                 browser,
-                "document.querySelector('#acknowledged tbody tr .sev.red') !== null",
-                "the red alert among the acknowledged",
+                "document.querySelector('#history .episode').textContent.includes('Advice given')",
+                "the episode resolved",
             )
-            assert await in_page(browser.execute_script, f"return {banner}.className") == ""
-            status = await (await stack.db()).fetchval(
-                "SELECT status FROM alerts WHERE rule_id = 'heart_rate'"
-            )
-            assert status == "acknowledged"
-
-            link = await in_page(browser.find_element, By.CSS_SELECTOR, "a.patient")
-            await in_page(link.click)
-            chart = "document.querySelector('svg.chart[data-kind=heart_rate]')"
-            await until(browser, f"{chart} !== null", "the heart-rate chart")
-            lines = await in_page(
-                browser.execute_script, f"return {chart}.querySelectorAll('line').length"
-            )
-            assert lines >= 3  # the thresholds (40 and 131) and the alert's mark
-            await in_page(browser.save_screenshot, str(tmp_path / "patient.png"))
-    for shot in ("new-red-alert.png", "patient.png"):
-        assert (tmp_path / shot).stat().st_size > 10_000
+            await in_page(browser.save_screenshot, str(ARTEFACTS / "4-resolved-en.png"))
+    episode = await (await stack.db()).fetchrow("SELECT status, disposition FROM episodes")
+    assert episode is not None
+    assert (episode["status"], episode["disposition"]) == ("resolved", "advice_given")
+    for shot in ARTEFACTS.glob("*.png"):
+        assert shot.stat().st_size > 10_000

@@ -106,6 +106,7 @@ def test_parity_on_the_simulated_cohort() -> None:
     decoder = Decoder(max_message_bytes=1 << 20, future_tolerance_s=300)
     messages = iter(Simulation(cohort, start_ms=start, seed=11))
     fired = 0
+    seen: set[tuple[str, int]] = set()
     for chunk in iter(lambda: list(itertools.islice(messages, 400)), []):
         if chunk[-1].timestamp_ms > start + 14 * 86_400_000:
             break
@@ -135,10 +136,21 @@ def test_parity_on_the_simulated_cohort() -> None:
                     devices[batch.messages.device_id[n]],
                 )
             )
-        fired += len(both.batch(rows))
         now = chunk[-1].timestamp_ms * 1000
-        fired += len(both.sweep({0: now, 1: now}))
+        found = both.batch(rows) + both.sweep({0: now, 1: now})
+        fired += len(found)
+        seen.update((f.rule_id, f.severity) for f in found)
     assert fired > 50  # the corpus does exercise the rules
+    # ... the confirmation (info, then red unconfirmed), the trends and the usual values too
+    assert {
+        ("spo2_covid", 1),
+        ("spo2_scale1", 1),
+        ("heart_rate", 1),
+        ("spo2_unconfirmed", 3),
+        ("baseline_deviation", 2),
+        ("news2_rising", 2),
+        ("spo2_drop_baseline", 2),
+    } <= seen
     assert both.scored_sets > 1000  # and NEWS2 scores, alerting or not
 
 
@@ -179,6 +191,13 @@ def cohorts(draw: st.DrawFn) -> tuple[list[PatientProfile], list[list[Row]], lis
                     "news2.low_band_is_info": st.sampled_from([0.0, 1.0]),
                     "weight_gain_24h.enabled": st.sampled_from([0.0, 1.0]),
                     "hf_weight_missing.enabled": st.just(0.0),  # may not be disabled: stays on
+                    "heart_rate.confirm": st.sampled_from([0.0, 1.0]),
+                    "news2.confirm": st.sampled_from([0.0, 1.0]),
+                    "spo2_covid.below_usual_points": st.sampled_from([float("nan"), 1.0]),
+                    "spo2_drop_baseline.recent_hours": st.sampled_from([0.0, 24.0]),
+                    "baseline_deviation.orange_at_or_above": st.sampled_from([1.0, 2.0]),
+                    "news2_rising.rise_points": st.sampled_from([1.0, 2.0]),
+                    "spo2_unconfirmed.within_minutes": st.sampled_from([0.0, 60.0]),
                 },
             )
         )

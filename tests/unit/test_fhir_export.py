@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from alerts.messages import words
+from alerts.model import Disposition, Job, Severity
 from devices.catalogue import BY_CODE, BY_KIND, ValueType, VitalKind
 from devices.decode import Decoder
 from devices.fhir_codes import FHIR_CONTENT_TYPE
-from ingest.export import ExportedReading, PatientExport, fhir_bundle
+from ingest.export import (
+    ExportedEpisode,
+    ExportedFinding,
+    ExportedReading,
+    PatientExport,
+    fhir_bundle,
+)
 from tests.records import RECORD_MS, Record
+
+ENGLISH: dict[str, Any] = {"words": words("en"), "timezone": ZoneInfo("Europe/Paris")}
 
 
 def test_every_kind_exports_with_its_catalogue_unit() -> None:
@@ -20,7 +32,7 @@ def test_every_kind_exports_with_its_catalogue_unit() -> None:
     at = datetime(2026, 11, 23, 8, tzinfo=UTC)
     readings = [ExportedReading("d-1", kind, BY_KIND[kind].low, at, at) for kind in VitalKind]
     export = PatientExport("p-1", "covid", at, at, [("d-1", "wearable")], readings, [])
-    bundle = fhir_bundle(export, base="urn:telemon", source="urn:oid:1.2.3")
+    bundle = fhir_bundle(export, base="urn:telemon", source="urn:oid:1.2.3", **ENGLISH)
     Bundle.model_validate(bundle)
     values = [e["resource"] for e in bundle["entry"]][2:]
     assert len(values) == len(VitalKind) - 1  # systolic and diastolic: one panel
@@ -47,7 +59,7 @@ def test_the_export_decodes_back_to_the_same_readings(patient: str, device: str)
     ]
     devices = [(device, "wearable"), ("d-2", "questionnaire_app")]
     export = PatientExport(patient, "covid", at, at, devices, readings, [])
-    bundle = fhir_bundle(export, base="urn:telemon", source="urn:telemon")
+    bundle = fhir_bundle(export, base="urn:telemon", source="urn:telemon", **ENGLISH)
     Bundle.model_validate(bundle)
     raw = json.dumps(bundle).encode()
     decoder = Decoder(max_message_bytes=1 << 20, future_tolerance_s=300)
@@ -65,3 +77,50 @@ def test_the_export_decodes_back_to_the_same_readings(patient: str, device: str)
         (r.device_id, r.kind.value, r.value, int(at.timestamp() * 1_000_000)) for r in readings
     )
     assert got == expected
+
+
+def test_an_episode_is_a_detected_issue_with_its_findings_and_what_was_done() -> None:
+    """One DetectedIssue per episode: its findings as evidence in clinical words, the
+    acknowledgement and the disposition (coded, with the note) as mitigation."""
+    at = datetime(2026, 11, 23, 8, tzinfo=UTC)
+    spo2 = {
+        "rule": "spo2_scale1",
+        "values": {"value": 90.0},
+        "parameters": {"red_at_or_below": 92.0, "orange_at_or_below": 94.0},
+    }
+    rate = {
+        "rule": "heart_rate",
+        "values": {"value": 125.0},
+        "parameters": {"orange_at_or_above": 111.0, "red_at_or_above": 131.0},
+    }
+    episode = ExportedEpisode(
+        episode_id=7,
+        job=Job.CLINICAL,
+        severity=Severity.RED,
+        status="resolved",
+        opened_at=at,
+        first_fired_at=at,
+        acknowledged_at=at + timedelta(minutes=4),
+        acknowledged_by="nurse-a",
+        resolved_at=at + timedelta(minutes=30),
+        resolved_by="dr-b",
+        disposition=Disposition.EMERGENCY,
+        note="sent by ambulance",
+        findings=[
+            ExportedFinding(1, "spo2_scale1", Severity.RED, at, spo2),
+            ExportedFinding(2, "heart_rate", Severity.ORANGE, at, rate),
+        ],
+    )
+    export = PatientExport("p-1", "covid", at, at, [], [], [episode])
+    bundle = fhir_bundle(export, base="urn:telemon", source="urn:telemon", **ENGLISH)
+    Bundle.model_validate(bundle)
+    issue = next(e["resource"] for e in bundle["entry"] if e["resource"]["id"] == "episode-7")
+    assert (issue["status"], issue["severity"]) == ("final", "high")
+    assert [e["detail"][0]["display"] for e in issue["evidence"]] == [
+        "SpO2 90 % (≤ 92 %)",
+        "Heart rate 125/min (≥ 111/min)",
+    ]
+    acknowledged, resolved = issue["mitigation"]
+    assert acknowledged["author"] == {"display": "nurse-a"}
+    assert resolved["action"]["coding"][0]["code"] == "emergency"
+    assert resolved["action"]["text"] == "Sent to emergency or hospitalised: sent by ambulance"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections import Counter
+from datetime import datetime, timedelta
 
+from devices.catalogue import VitalKind as K
 from devices.decode import Decoder
 from devices.registry import Programme
 from devices.simulator import (
     DAY_MS,
+    Artefacts,
     CohortConfig,
     Faults,
     SimMessage,
@@ -37,7 +41,7 @@ def test_cohort_is_shaped_like_covidom() -> None:
     assert worsening == 200  # 4 %
     programmes = Counter(p.programme for p in cohort)
     assert 0.65 < programmes[Programme.COVID] / 5000 < 0.75
-    assert all(p.worsening.onset_ms < p.worsening.peak_ms for p in cohort if p.worsening)
+    assert all(p.worsening.onset_ms < p.worsening.hospitalised_ms for p in cohort if p.worsening)
 
 
 def test_messages_are_in_send_order_with_increasing_device_sequences() -> None:
@@ -88,3 +92,86 @@ def test_duplicates_repeat_a_message_and_late_uploads_arrive_late() -> None:
     late = [m for m in messages if m.fault == "late"]
     assert late
     assert all(b'"measured_at"' in m.value for m in late)
+
+
+def covid_readings(patients: int, days: float, **config: float) -> list[tuple[str, int, dict]]:  # type: ignore[type-arg]
+    """(patient, send time, reading) of a COVID-19 cohort's messages over `days`."""
+    cohort = build_cohort(
+        CohortConfig(
+            patients=patients,
+            programme_mix={Programme.COVID: 1.0},
+            start_ms=START,
+            days=days,
+            seed=4,
+            **config,  # type: ignore[arg-type]
+        )
+    )
+    found: list[tuple[str, int, dict]] = []  # type: ignore[type-arg]
+    for m in Simulation(cohort, start_ms=START, seed=4):
+        if m.timestamp_ms > START + days * DAY_MS:
+            break
+        found.extend((m.patient_id, m.timestamp_ms, r) for r in json.loads(m.value)["readings"])
+    return found
+
+
+def test_covid_patients_measure_twice_a_day_and_re_measure_when_asked() -> None:
+    """Two oximeter sessions a day, plus re-measures minutes after an abnormal value."""
+    readings = covid_readings(100, 4)
+    spo2 = [(p, r) for p, _, r in readings if r["kind"] == "spo2"]
+    per_day = len(spo2) / 100 / 4
+    assert 2.0 < per_day < 2.4  # sessions (2, less 2 % missed) and re-measures
+    times: dict[str, list[datetime]] = {}
+    for p, r in spo2:
+        times.setdefault(p, []).append(datetime.fromisoformat(str(r["measured_at"])))
+    gaps = [b - a for t in times.values() for a, b in itertools.pairwise(sorted(t))]
+    assert any(gap <= timedelta(minutes=10) for gap in gaps)  # re-measures
+    assert sum(gap > timedelta(hours=10) for gap in gaps) > 0.8 * len(gaps)  # sessions
+
+
+def test_baselines_are_personal_with_some_usual_spo2_of_94_to_95() -> None:
+    cohort = build_cohort(CohortConfig(patients=2000, programme_mix={Programme.COVID: 1.0}))
+    usual = [p.baseline[K.SPO2] for p in cohort]
+    low = sum(94 <= u < 96 for u in usual) / len(usual)
+    assert 0.08 < low < 0.2
+    assert max(usual) - min(usual) > 4
+
+
+def far_from_usual(artefacts: Artefacts) -> tuple[int, int, int]:
+    """Stable COVID-19 patients' SpO2 4+ points under, and pulse 25+ /min over, their usual
+    value; and how many oximeter readings there were."""
+    cohort = build_cohort(
+        CohortConfig(patients=200, programme_mix={Programme.COVID: 1.0}, worsening_share=0)
+    )
+    usual = {p.patient_id: p.baseline for p in cohort}
+    simulation = Simulation(cohort, start_ms=START, seed=4, artefacts=artefacts)
+    low = high = total = 0
+    for m in itertools.islice(simulation, 6000):
+        for r in json.loads(m.value)["readings"]:
+            if r["kind"] == "spo2":
+                total += 1
+                low += r["value"] <= usual[m.patient_id][K.SPO2] - 4
+            elif r["kind"] == "heart_rate":
+                high += r["value"] >= usual[m.patient_id][K.HEART_RATE] + 25
+    return low, high, total
+
+
+def test_artefacts_read_spo2_low_and_pulse_high() -> None:
+    """A cold finger or a moving hand: far from the patient's usual value, now and then."""
+    low, high, total = far_from_usual(Artefacts(cold_finger=0.02, motion=0.02))
+    assert 0.01 < low / total < 0.03
+    assert 0.01 < high / total < 0.03
+    assert far_from_usual(Artefacts(cold_finger=0, motion=0))[:2] == (0, 0)
+
+
+def test_a_worsening_ends_in_a_hospitalisation_one_to_three_days_after_onset() -> None:
+    cohort = build_cohort(CohortConfig(patients=500, worsening_share=0.1, seed=2))
+    worsening = [p for p in cohort if p.worsening]
+    assert all(24 <= p.worsening.hours <= 72 for p in worsening if p.worsening)
+    last: dict[str, int] = {}
+    for m in itertools.takewhile(
+        lambda m: m.timestamp_ms < START + 14 * DAY_MS, Simulation(cohort, start_ms=START)
+    ):
+        last[m.patient_id] = m.timestamp_ms
+    for p in worsening:
+        assert p.worsening is not None
+        assert last[p.patient_id] < p.worsening.hospitalised_ms + 60_000  # follow-up ends

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from alerts.messages import language_of, words
 from devices.fhir_codes import FHIR_CONTENT_TYPE
 from devices.identity import read_identity_as_clinician
 from ingest.api.access import Api, Refused, Session, WhoAsks, audited, the_patient
@@ -49,7 +50,13 @@ async def patient_everything(
             _, identity = await read_identity_as_clinician(s.conn, patient_id, api.source)
             export = dataclasses.replace(export, identity=identity)
     base = f"{str(request.base_url).rstrip('/')}/fhir"
-    bundle = fhir_bundle(export, base=base, source=api.fhir_source)
+    bundle = fhir_bundle(
+        export,
+        base=base,
+        source=api.fhir_source,
+        words=words(language_of(None, request.headers.get("accept-language"), api.language)),
+        timezone=api.config.timezone,
+    )
     return JSONResponse(bundle, media_type=FHIR_CONTENT_TYPE)
 
 

@@ -13,7 +13,7 @@ from ingest.api.access import Refused, WhoAsks, audited, the_patient
 from ingest.api.schemas import PatientOut, Reading
 from ingest.platform import Connection
 
-__all__ = ["recent_readings", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/api/v1/patients", tags=["patients"])
 
@@ -78,10 +78,10 @@ async def patient_readings(
             "SELECT EXISTS (SELECT FROM vital_kinds WHERE kind = $1)", kind
         ):
             raise Refused(400, f"kind: unknown kind {kind!r}")
-        return await recent_readings(s.conn, patient_key, kind, since, until)
+        return await _readings(s.conn, patient_key, kind, since, until)
 
 
-async def recent_readings(
+async def _readings(
     conn: Connection,
     patient_key: int,
     kind: str | None,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Query, Request
 
 from alerts import actions
 from alerts.catalogue import RULES
+from alerts.messages import language_of, words
 from alerts.model import RuleKind
 from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
@@ -26,17 +27,24 @@ router = APIRouter(prefix="/api/v1/patients/{patient_id}", tags=["thresholds"])
 
 @router.get("/thresholds", response_model=list[ThresholdLine])
 async def patient_thresholds(
-    request: Request, api: Api, who: WhoAsks, patient_id: str
+    request: Request,
+    api: Api,
+    who: WhoAsks,
+    patient_id: str,
+    lang: Annotated[str | None, Query(description="fr or en")] = None,
+    accept_language: Annotated[str | None, Header()] = None,
 ) -> list[dict[str, Any]]:
     """The single-reading thresholds in force for the patient (programme, then overrides):
-    the lines of the charts."""
+    the lines of the charts, each labelled with its rule's title."""
+    language = words(language_of(lang, accept_language, api.language))
     async with audited(request, who, "R", "thresholds.read", patient_id) as s:
         key = await the_patient(s, patient_id)
         programme = await s.conn.fetchval(
             "SELECT programme FROM patients WHERE patient_key = $1", key
         )
         overridden = {o["parameter"]: o["value"] for o in await _overrides(s.conn, key)}
-    return chart_thresholds(api.config, Programme(programme), overridden)
+    lines = chart_thresholds(api.config, Programme(programme), overridden)
+    return [{**line, "rule_title": language.rule_title(line["rule_id"])} for line in lines]
 
 
 @router.get("/overrides", response_model=list[Override])
