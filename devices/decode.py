@@ -77,6 +77,8 @@ class Rejection:
     detail: str
     reading_index: int | None = None  # None: the whole message
     message_id: str | None = None
+    patient_id: str | None = None  # as the message says, when it was read that far
+    device_id: str | None = None
 
     @classmethod
     def of(
@@ -86,6 +88,8 @@ class Rejection:
         detail: str,
         reading_index: int | None = None,
         message_id: str | None = None,
+        patient_id: str | None = None,
+        device_id: str | None = None,
     ) -> Rejection:
         """The rejection of `record` (or of one of its readings)."""
         return cls(
@@ -100,6 +104,23 @@ class Rejection:
             detail,
             reading_index,
             message_id,
+            patient_id,
+            device_id,
+        )
+
+    @classmethod
+    def unknown_device(
+        cls, record: RawRecord, patient_id: str, device_id: str, message_id: str | None
+    ) -> Rejection:
+        """The readings of a device that is not enrolled for the patient (the registry's
+        verdict, after decoding): the whole message, or that device's part of a Bundle."""
+        return cls.of(
+            record,
+            RejectReason.UNKNOWN_DEVICE,
+            f"device {device_id!r} is not enrolled for patient {patient_id!r}",
+            message_id=message_id,
+            patient_id=patient_id,
+            device_id=device_id,
         )
 
 
@@ -240,11 +261,14 @@ class Decoder:
                         f"record key {_show(record.key)} is not the message's patient_id "
                         f"{patient_id!r}",
                         message_id=message_id,
+                        patient_id=patient_id,
                     )
                 )
                 continue
             for position, (reason, text) in faults:
-                rejections.append(Rejection.of(record, reason, text, position, message_id))
+                rejections.append(
+                    Rejection.of(record, reason, text, position, message_id, patient_id)
+                )
             for device_id, readings, count in devices:
                 index = len(record_indices)
                 record_indices.append(record_index)
@@ -256,7 +280,11 @@ class Decoder:
                 for position, reading in readings:
                     rule = unit_rules.get((reading.kind, reading.unit))
                     if rule is None:
-                        rejections.append(_unit_rejection(record, position, reading, message_id))
+                        rejections.append(
+                            _unit_rejection(
+                                record, position, reading, message_id, patient_id, device_id
+                            )
+                        )
                         continue
                     value = reading.value
                     try:
@@ -372,6 +400,8 @@ class Decoder:
                     detail,
                     int(reading[row]),
                     accepted.message_id[which],
+                    accepted.patient_id[which],
+                    accepted.device_id[which],
                 )
             )
         keep = reason < 0
@@ -495,6 +525,8 @@ def _unit_rejection(
     position: int,
     reading: ReadingV1 | FastReading | FhirReading,
     message_id: str | None,
+    patient_id: str,
+    device_id: str,
 ) -> Rejection:
     accepted = ", ".join(f"`{u}`" for u in _units_of(reading.kind))
     return Rejection.of(
@@ -504,6 +536,8 @@ def _unit_rejection(
         f"{reading.kind.value} (accepted: {accepted})",
         position,
         message_id,
+        patient_id,
+        device_id,
     )
 
 

@@ -1,8 +1,9 @@
 """Wire the ingest service from Settings and run it until asked to stop.
 
 The pipeline is composed here with the steps the settings ask for (the alert
-rules unless `alerts_enabled` is false), beside the outbox relays, the probes
-and the HTTP server for /metrics, /healthz and /readyz.
+rules unless `alerts_enabled` is false), beside the outbox relays, the parking
+leader (dead letters of unknown devices replayed on enrolment), the probes and
+the HTTP server for /metrics, /healthz and /readyz.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from devices.registry import sync_reference_data
 from ingest.pipeline.dead_letters import DeadLetterOutbox
 from ingest.pipeline.decode_pool import DecodePool
 from ingest.pipeline.metrics import IngestMetrics
+from ingest.pipeline.parking import ParkingLeader
 from ingest.pipeline.reading_days import US_PER_DAY, ReadingDays
 from ingest.pipeline.registry_cache import RegistryCache
 from ingest.pipeline.relay import Outbox, OutboxRelay
@@ -183,6 +185,18 @@ async def run_ingest(
                     alert_metrics.event_backlog.set,
                 ).run(),
                 name="telemon-alerts-relay",
+            ),
+            asyncio.create_task(
+                ParkingLeader(
+                    dsn=settings.database_url,
+                    schema=settings.database_schema,
+                    topic=settings.readings_topic,
+                    producer=producer,
+                    clock=clock,
+                    metrics=metrics,
+                    poll_s=settings.dead_letter_park_poll_s,
+                ).run(),
+                name="telemon-parking",
             ),
             asyncio.create_task(
                 probe_forever(health, lambda: pool.fetchval("SELECT 1"), consumer.topics),

@@ -16,6 +16,11 @@ I4  no Kafka offset committed past a durable write (`CommitWatch`, sampled
     during the run);
 I5  one finding per (rule, patient, first firing), in an episode of that patient, even
     after replays.
+
+Dead letters replayed (`replays=True`): the replay records on the topic are
+records too (each carries its original's readings), so I3 counts them; I1 then
+holds for the originals (a reading parked and replayed is stored) and I2 says
+a reading replayed twice is stored once.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from ingest.pipeline.replays import REPLAY_SOURCE_HEADER
 from ingest.platform import client_options
 from tests.support import Stack, ledger_is_contiguous
 
@@ -74,8 +80,9 @@ class OracleProducer:
         self._start_ms = _now_ms() - start_ago_s * 1000  # second by second from there
         self.acknowledged: list[Acknowledged] = []
 
-    async def enroll(self) -> None:
-        await self._stack.enroll(self.pairs)
+    async def enroll(self, pairs: list[tuple[str, str]] | None = None) -> None:
+        """Enroll every device (or only `pairs`: the others' readings are parked)."""
+        await self._stack.enroll(self.pairs if pairs is None else pairs)
 
     async def send(self, messages: int, malformed: float = 0.0, skew_ms: int = 0) -> None:
         """Send `messages` (round robin over the devices) and wait for every ack.
@@ -138,6 +145,8 @@ async def check(
     stack: Stack,
     producer: OracleProducer,
     consumed_by_metrics: dict[str, float] | None = None,
+    *,
+    replays: bool = False,
 ) -> None:
     """I1-I3 and I5 on the drained stack (I4 is CommitWatch's)."""
     db = await stack.db()
@@ -179,13 +188,18 @@ async def check(
     )
     assert ledger is not None
     records = len(producer.acknowledged)  # every record on the topic is the oracle's
+    sent_readings = sum(a.readings for a in producer.acknowledged)
+    if replays:  # ... or a replay of one of them
+        by_source = {(a.partition, a.offset): a for a in producer.acknowledged}
+        for replay in await _replay_sources(stack):
+            records += 1
+            sent_readings += by_source[replay].readings
     assert ledger["messages"] == ledger["span"] == records, (
         f"I3: {records} records acknowledged, ledger: {ledger['messages']} messages over "
         f"{ledger['span']} offsets"
     )
     assert ledger["stored"] == len(stored), "I3: ledger's stored != rows"
     assert ledger["dead"] == len(dead), "I3: ledger's dead letters != dead_letters rows"
-    sent_readings = sum(a.readings for a in producer.acknowledged)
     whole_messages_dead = sum(1 for a in producer.acknowledged if a.refused and a.readings == 0)
     assert ledger["stored"] + ledger["duplicate"] + ledger["dead"] - whole_messages_dead == (
         sent_readings
@@ -205,6 +219,17 @@ async def check(
         "WHERE e.patient_key <> f.patient_key"
     )
     assert strays == 0, "I5: a finding in another patient's episode"
+
+
+async def _replay_sources(stack: Stack) -> list[tuple[int, int]]:
+    """The (partition, offset) of the original of each replay record on the topic."""
+    sources = []
+    for record in await stack.read_topic(stack.settings.readings_topic, timeout_s=60):
+        for name, value in record.headers:
+            if name == REPLAY_SOURCE_HEADER:
+                _, partition, offset = value.decode().rsplit("/", 2)
+                sources.append((int(partition), int(offset)))
+    return sources
 
 
 class CommitWatch:

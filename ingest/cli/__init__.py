@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from ingest.cli import clinicians, evidence, registry, rules, service, simulation
+from ingest.cli import clinicians, dead_letters, evidence, registry, rules, service, simulation
 from ingest.cli.common import Commands, Handler, Terminated, setting_overrides, terminated
 from ingest.platform import Settings, TelemonError
 
@@ -25,7 +25,7 @@ __all__ = ["main", "parser"]
 
 log = logging.getLogger("telemon")
 
-GROUPS = (service, registry, simulation, rules, clinicians, evidence)
+GROUPS = (service, registry, dead_letters, simulation, rules, clinicians, evidence)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ import asyncpg
 from ingest.pipeline.relay import OutboxRecord
 from ingest.platform import Connection
 
-__all__ = ["DeadLetterOutbox"]
+__all__ = ["DeadLetterOutbox", "dlq_headers"]
 
 
 class DeadLetterOutbox:
@@ -36,7 +36,9 @@ class DeadLetterOutbox:
             limit,
         )
         return [
-            OutboxRecord(r["id"], r["record_key"], r["record_value"], _headers(r), r["partition"])
+            OutboxRecord(
+                r["id"], r["record_key"], r["record_value"], dlq_headers(r), r["partition"]
+            )
             for r in rows
         ]
 
@@ -54,7 +56,8 @@ class DeadLetterOutbox:
         return record.partition_hint % partitions
 
 
-def _headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
+def dlq_headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
+    """The headers of a dead_letters row's DLQ record (the telemon.outbox.id aside)."""
     headers = [
         ("__connect.errors.topic", row["topic"].encode()),
         ("__connect.errors.partition", str(row["partition"]).encode()),

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any, NamedTuple
 
 from devices.decode import DecodedBatch, Decoder
+from ingest.pipeline.replays import ReplayTag
 from ingest.platform import die_with_parent
 
 __all__ = ["DecodePool", "RecordColumns"]
@@ -43,10 +44,15 @@ class RecordColumns(NamedTuple):
     key: list[bytes | None]
     value: list[bytes | None]
     content_type: list[str | None]  # the content-type header, where there is one
+    replay: list[ReplayTag | None] | None = None  # None: no record of the poll is a replay
 
     @classmethod
     def of(cls, records: Sequence[Any]) -> RecordColumns:
         """From aiokafka's ConsumerRecords (all of one topic)."""
+        replay: list[ReplayTag | None] | None = None
+        if any(r.headers for r in records):  # gateways' records seldom have any
+            replay = [ReplayTag.of(r.headers) if r.headers else None for r in records]
+            replay = replay if any(replay) else None
         return cls(
             records[0].topic if records else "",
             [r.partition for r in records],
@@ -55,6 +61,7 @@ class RecordColumns(NamedTuple):
             [r.key for r in records],
             [r.value for r in records],
             [_content_type(r.headers) if r.headers else None for r in records],
+            replay,
         )
 
     def __len__(self) -> int:

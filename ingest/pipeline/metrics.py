@@ -119,6 +119,22 @@ class IngestMetrics:
         self.dead_letters_published = counter(
             "dead_letters_published_total", "Dead-letter records relayed to the DLQ topic."
         )
+        self.dead_letters_parked = counter(
+            "dead_letters_parked_total",
+            "unknown_device dead letters parked: replayed on their own if the device is "
+            "enrolled for the patient within the window.",
+        )
+        self.dead_letters_replayed = counter(
+            "dead_letters_replayed_total",
+            "Dead letters replayed, by outcome (stored, duplicate, rejected again).",
+            ["outcome"],
+        )
+        for outcome in ("stored", "duplicate", "rejected"):
+            self.dead_letters_replayed.labels(outcome)
+        self.dead_letters_expired = counter(
+            "dead_letters_expired_total",
+            "Parked dead letters whose window passed before an enrolment (parking leader).",
+        )
         self.batch_messages = Histogram(
             "telemon_ingest_batch_messages",
             "Messages per written batch.",
@@ -156,6 +172,11 @@ class IngestMetrics:
         self.in_flight_batches = Gauge(
             "telemon_ingest_in_flight_batches",
             "Batches decoded and waiting to be written.",
+            registry=registry,
+        )
+        self.dead_letters_waiting = Gauge(
+            "telemon_ingest_parked_dead_letters",
+            "Dead letters parked now, waiting for their device's enrolment (parking leader).",
             registry=registry,
         )
         self.dead_letter_backlog = Gauge(

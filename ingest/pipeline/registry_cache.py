@@ -76,6 +76,12 @@ class RegistryCache:
         patient_keys, device_keys = zip(*found, strict=True)
         return Resolved(np.array(patient_keys, np.int32), np.array(device_keys, np.int32))
 
+    def forget_unknown(self, pairs: Sequence[_Pair]) -> None:
+        """Ask the registry again for these pairs next time, however recently it said no:
+        a replayed record comes after an enrolment this member may not have seen yet."""
+        for pair in pairs:
+            self._unknown_until.pop(pair, None)
+
     async def _load(self, pairs: set[_Pair], now: float) -> None:
         ordered = sorted(pairs)
         rows = await self._pool.fetch(

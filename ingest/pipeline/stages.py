@@ -4,7 +4,7 @@
              (pure CPU, never touches PostgreSQL)
     prepare  resolve registry keys, apply the reject-ratio guard, build the
              WriteBatch with each step's work (ingest.pipeline.steps: the alert
-             rules)
+             rules) and the dead letters' (ingest.pipeline.replay_marks)
     write    one transaction per batch (ingest.pipeline.writer), then hand its
              offsets to the Kafka committer (ingest.pipeline.commits), which
              commits them while the next batch is written
@@ -36,7 +36,6 @@ from aiokafka import (
     TopicPartition,
 )
 
-from devices.contract import RejectReason
 from devices.decode import DecodedBatch, Rejection
 from ingest.pipeline.batch import PartitionSpan, WriteBatch
 from ingest.pipeline.commits import KafkaCommitter
@@ -45,6 +44,7 @@ from ingest.pipeline.decode_pool import DecodePool, RecordColumns
 from ingest.pipeline.metrics import IngestMetrics
 from ingest.pipeline.offsets import OffsetStore
 from ingest.pipeline.registry_cache import RegistryCache
+from ingest.pipeline.replay_marks import DeadLetterWork, ReplayedPoll, ReplayedRecord
 from ingest.pipeline.rows import ReadingRows
 from ingest.pipeline.steps import PipelineStep
 from ingest.pipeline.writer import BatchWriter, WriteOutcome
@@ -307,17 +307,21 @@ class IngestPipeline:
         with each step's work."""
         rows: list[ReadingRows] = []
         rejections: list[Rejection] = []
+        replayed: list[ReplayedRecord] = []
         readings_consumed = 0
         storable_messages = 0
         for records, decoding in polls:
-            part, part_rejections, consumed, storable = await self._resolve(records, await decoding)
+            part, part_rejections, consumed, storable, part_replayed = await self._resolve(
+                records, await decoding
+            )
             rows.append(part)
             rejections.extend(part_rejections)
+            replayed.extend(part_replayed)
             readings_consumed += consumed
             storable_messages += storable
             await asyncio.sleep(0)  # let the writer's replies in between polls
         spans = _spans([columns for columns, _ in polls])
-        messages = sum(len(s.offsets) for s in spans.values())
+        messages = sum(len(s.offsets) for s in spans.values()) - len(replayed)
         self._metrics.readings_consumed.inc(readings_consumed)
         self._guard.observe(messages, messages - storable_messages)
         for partition, latest_ms in _latest_timestamps(polls).items():
@@ -330,16 +334,29 @@ class IngestPipeline:
                 for step in self._steps
             ]
         )
+        dead_letter_work = DeadLetterWork.of(
+            replayed,
+            rejections,
+            window_s=self._settings.dead_letter_park_window_s,
+            clock=self._clock,
+            metrics=self._metrics,
+        )
+        if dead_letter_work is not None:
+            work += (dead_letter_work,)
         return WriteBatch(
             self._topic, spans, batch_rows, rejections, readings_consumed, tuple(work)
         )
 
     async def _resolve(
         self, columns: RecordColumns, decoded: DecodedBatch
-    ) -> tuple[ReadingRows, list[Rejection], int, int]:
+    ) -> tuple[ReadingRows, list[Rejection], int, int, list[ReplayedRecord]]:
         """One poll's rows with registry keys; its rejections (unknown devices included);
-        how many readings had a known device, and how many records gave a row."""
+        how many readings had a known device, how many records (not replays) gave a row;
+        the replayed records."""
         accepted = decoded.messages
+        replays = ReplayedPoll.of(columns, decoded)
+        if replays is not None:
+            self._resolver.forget_unknown(replays.pairs)
         resolved = await self._database(
             lambda: self._resolver.resolve(accepted.patient_id, accepted.device_id),
             "registry lookup",
@@ -348,12 +365,11 @@ class IngestPipeline:
         for index in np.flatnonzero(resolved.patient_key < 0).tolist():
             record = columns.record(int(accepted.record_index[index]))
             rejections.append(
-                Rejection.of(
+                Rejection.unknown_device(
                     record,
-                    RejectReason.UNKNOWN_DEVICE,
-                    f"device {accepted.device_id[index]!r} is not enrolled for patient "
-                    f"{accepted.patient_id[index]!r}",
-                    message_id=accepted.message_id[index],
+                    accepted.patient_id[index],
+                    accepted.device_id[index],
+                    accepted.message_id[index],
                 )
             )
         consumed = int(accepted.reading_count[resolved.patient_key >= 0].sum())
@@ -370,7 +386,12 @@ class IngestPipeline:
             source_offset=np.array(columns.offset, np.int64)[record_of_row],
             reference_us=decoded.reference_us[known],
         )
-        return rows, rejections, consumed, len(np.unique(record_of_row))
+        if replays is None:
+            return rows, rejections, consumed, len(np.unique(record_of_row)), []
+        rows = replays.as_of_replay(rows, record_of_row, self._clock.now_ms())
+        reading_index = decoded.reading_index[known]
+        replayed = replays.replayed(rows, record_of_row, reading_index, rejections)
+        return rows, rejections, consumed, replays.live(record_of_row), replayed
 
     # -- write -------------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ Inside the transaction, in this order (five round trips with BEGIN and COMMIT):
 3. the per-partition ledger and the new offsets (one statement), and the
    dead letters, which are the DLQ outbox;
 4. each step's work (ingest.pipeline.steps): the alerts the batch raised,
-   escalated or resolved, and their events.
+   escalated or resolved, and their events; the dead letters' own
+   (ingest.pipeline.replay_marks: replays marked, unknown devices parked).
 A batch without offsets (a step's periodic work) does only step 4.
 Kafka offsets may be committed only after `write` returns.
 """
@@ -200,11 +201,13 @@ async def _insert_dead_letters(
         WITH stored AS (
             INSERT INTO dead_letters (topic, partition, "offset", reading_index, reason, detail,
                 message_id, record_key, record_value, record_timestamp, record_content_type,
-                rejected_at)
-            SELECT t, p, o, i, r, d, m, k, v, to_timestamp(ts / 1e3), c, to_timestamp($12 / 1e6)
+                rejected_at, patient_id, device_id)
+            SELECT t, p, o, i, r, d, m, k, v, to_timestamp(ts / 1e3), c, to_timestamp($12 / 1e6),
+                   pid, did
             FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::text[],
-                        $7::text[], $8::bytea[], $9::bytea[], $10::bigint[], $11::text[])
-                 AS x(t, p, o, i, r, d, m, k, v, ts, c)
+                        $7::text[], $8::bytea[], $9::bytea[], $10::bigint[], $11::text[],
+                        $13::text[], $14::text[])
+                 AS x(t, p, o, i, r, d, m, k, v, ts, c, pid, did)
             ON CONFLICT DO NOTHING
             RETURNING 1
         ) SELECT pg_notify('telemon_outbox', 'dead_letters') FROM stored LIMIT 1
@@ -221,4 +224,6 @@ async def _insert_dead_letters(
         [r.timestamp_ms for r in rejections],
         [r.content_type for r in rejections],
         rejected_at_us,
+        [r.patient_id for r in rejections],
+        [r.device_id for r in rejections],
     )

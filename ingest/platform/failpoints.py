@@ -8,6 +8,7 @@ which is the only setting for production, a failpoint is a dictionary lookup.
 
 Crash points (`failpoint`: the process exits at once, no cleanup, like kill -9):
   after_database_commit        a batch is durable in PostgreSQL, its Kafka commit not sent
+  replay_send                  a replayer (the CLI, the parking leader) before sending a record
 Fault points (`fault`: the caller fails as the real fault would make it fail):
   relay_send_episode_events    the alerts topic unreachable, before sending a record
   relay_send_dead_letters      the same for the dead-letter topic

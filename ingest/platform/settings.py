@@ -120,6 +120,18 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         default=25.0, gt=0, description="Budget for draining on SIGTERM (exit within 30 s)."
     )
+    dead_letter_park_window_s: float = Field(
+        default=7 * 86_400,
+        ge=0,
+        description="How long an unknown_device dead letter stays parked: replayed on its own "
+        "if the device is enrolled for the patient meanwhile; 0: no parking.",
+    )
+    dead_letter_park_poll_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the parking leader looks for enrolments it was not told of "
+        "(it is woken by every enrolment) and for expired windows.",
+    )
     alerts_enabled: bool = Field(
         default=True, description="Run the clinical alert rules in the pipeline."
     )

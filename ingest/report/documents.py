@@ -294,6 +294,8 @@ class ReportPage:
             )
             + f"<h3>{html.escape(self.say['reconciliation'])}</h3>"
             + self.table(technical["reconciliation"], red="unaccounted_offsets")
+            + f"<h3>{html.escape(self.say['dead_letter_replays'])}</h3>"
+            + self.table([technical["dead_letter_replays"]])
         )
 
     def _charts(self) -> list[str]:

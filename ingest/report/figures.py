@@ -289,6 +289,7 @@ async def _technical(conn: Connection, start: datetime, end: datetime) -> dict[s
         end,
     )
     return {
+        "dead_letter_replays": await _replays(conn, start, end),
         "throughput_readings_per_s": {
             "sustained": round(statistics.mean(per_minute), 2) if per_minute else 0.0,
             "peak_minute": round(max(per_minute), 2) if per_minute else 0.0,
@@ -317,6 +318,34 @@ async def _technical(conn: Connection, start: datetime, end: datetime) -> dict[s
             for p in partitions
         ],
     }
+
+
+async def _replays(conn: Connection, start: datetime, end: datetime) -> dict[str, int]:
+    """Dead letters brought back in the period, beside the reconciliation: a replay is a
+    record of its own (consumed, then stored, duplicate or dead-lettered again, so the
+    per-offset balance holds), and here the dead letters it moved, by outcome."""
+    row = await conn.fetchrow(
+        """
+        SELECT count(*) FILTER (WHERE rejected_at >= $1 AND rejected_at < $2) AS dead_lettered,
+               count(*) FILTER (WHERE rejected_at >= $1 AND rejected_at < $2
+                                  AND replayed_at IS NULL) AS still_dead_lettered,
+               count(*) FILTER (WHERE rejected_at >= $1 AND rejected_at < $2
+                                  AND parked_until IS NOT NULL AND replay_of IS NULL) AS parked,
+               count(*) FILTER (WHERE park_expired_at >= $1 AND park_expired_at < $2) AS expired,
+               count(*) FILTER (WHERE replayed_at >= $1 AND replayed_at < $2) AS replayed,
+               count(*) FILTER (WHERE replayed_at >= $1 AND replayed_at < $2
+                                  AND replay_outcome = 'stored') AS stored,
+               count(*) FILTER (WHERE replayed_at >= $1 AND replayed_at < $2
+                                  AND replay_outcome = 'duplicate') AS duplicate,
+               count(*) FILTER (WHERE replayed_at >= $1 AND replayed_at < $2
+                                  AND replay_outcome = 'rejected') AS rejected_again
+        FROM dead_letters
+        """,
+        start,
+        end,
+    )
+    assert row is not None
+    return {name: int(value) for name, value in row.items()}
 
 
 def _quantiles(values: list[float] | None) -> dict[str, float | None]:
