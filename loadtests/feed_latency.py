@@ -45,8 +45,8 @@ def _produce(settings: Settings, rate: float, seconds: float) -> None:
 async def listen(
     url: str, token: str, seconds: float, latencies: list[tuple[float, float]]
 ) -> None:
-    """Read the feed for `seconds`; per raised alert, (device time -> on the feed,
-    of which event written -> on the feed)."""
+    """Read the feed for `seconds`; per episode raised, (device time of its first finding
+    -> on the feed, of which event written -> on the feed)."""
     headers = {"Authorization": f"Bearer {token}"}
     deadline = time.monotonic() + seconds
     async with (
@@ -62,7 +62,7 @@ async def listen(
                 event = json.loads(data)
                 data = None
                 if isinstance(event, dict) and event["type"] == "raised":
-                    fired = datetime.fromisoformat(event["alert"]["first_fired_at"])
+                    fired = datetime.fromisoformat(event["episode"]["first_fired_at"])
                     written = datetime.fromisoformat(event["at"])
                     now = time.time()
                     latencies.append((now - fired.timestamp(), now - written.timestamp()))
