@@ -204,6 +204,22 @@ class Stack:
         return env
 
 
+async def run_cli_refused(stack: Stack, *args: str) -> tuple[int, str]:
+    """`telemon <args>`, expected to refuse: its exit code and output, which must hold no
+    traceback."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "ingest.cli", *args),
+        env=stack.environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output = (await process.communicate())[0].decode()
+    assert "Traceback" not in output, output
+    assert process.returncode is not None
+    return process.returncode, output
+
+
 async def run_cli(stack: Stack, *args: str) -> str:
     """`telemon <args>` in a child process on the stack's settings; its output (exit 0)."""
     process = await asyncio.create_subprocess_exec(

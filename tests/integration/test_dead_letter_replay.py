@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from ingest.report import Period, gather_figures
 from ingest.report.reimbursement import load_tariffs
 from tests.oracle import CommitWatch, OracleProducer, check
 from tests.records import message, reading
-from tests.support import IngestProcess, Stack, eventually, run_cli
+from tests.support import IngestProcess, Stack, eventually, run_cli, run_cli_refused
 
 
 def record(patient: str, device: str, *readings: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -346,13 +345,5 @@ async def test_bad_requests_get_a_clear_error(stack: Stack) -> None:
         (("list", "--reason", "bad_luck"), 2, "invalid choice"),
     ]
     for args, code, text in refusals:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "ingest.cli", "dead-letters", *args),
-            env=stack.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output = (await process.communicate())[0].decode()
-        assert (process.returncode, text in output) == (code, True), output
-        assert "Traceback" not in output
+        returncode, output = await run_cli_refused(stack, "dead-letters", *args)
+        assert (returncode, text in output) == (code, True), output

@@ -9,10 +9,8 @@ the hour the test runs at.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
-import sys
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from html.parser import HTMLParser
@@ -22,7 +20,7 @@ from alerts.protocol import Prescription
 from devices.registry import DeviceType, Enrollment, Programme, enroll
 from tests.records import message, reading
 from tests.reference_protocol import PARIS, reference_count
-from tests.support import Stack, run_cli
+from tests.support import Stack, run_cli, run_cli_refused
 
 START, END = date(2026, 9, 1), date(2026, 11, 1)
 MONTHS = (date(2026, 9, 1), date(2026, 10, 1))
@@ -410,15 +408,7 @@ async def test_bad_requests_get_a_clear_error(stack: Stack) -> None:
         (("report", "--from", "2026-10-01", "--to", "2026-09-01"), 1, "must be after --from"),
     ]  # fmt: skip
     for args, code, text in refusals:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "ingest.cli", *args),
-            env=stack.environment(),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output = (await process.communicate())[0].decode()
-        assert (process.returncode, text in output) == (code, True), output
-        assert "Traceback" not in output
+        returncode, output = await run_cli_refused(stack, *args)
+        assert (returncode, text in output) == (code, True), output
     async with stack.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM threshold_overrides") == 0
