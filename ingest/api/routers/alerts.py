@@ -16,7 +16,18 @@ from alerts.model import Severity
 from ingest.api.access import Api, Refused, Session, WhoAsks, audited
 from ingest.api.auth import Clinician
 from ingest.api.routers.patients import recent_readings
-from ingest.api.schemas import AlertDetail, AlertOut, AlertPage, Note, SnoozeRequest
+from ingest.api.schemas import (
+    AlertDetail,
+    AlertOut,
+    AlertPage,
+    DbId,
+    ErrorOut,
+    Name,
+    Note,
+    Offset,
+    PatientId,
+    SnoozeRequest,
+)
 from ingest.api.stream import current_position
 from ingest.platform import Connection
 
@@ -25,6 +36,9 @@ __all__ = ["router"]
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 SEVERITIES = {s.label: s.value for s in Severity}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The alert is already resolved."}
+}
 
 _ALERTS = """
     SELECT a.*, p.patient_id, p.programme FROM alerts a
@@ -38,11 +52,11 @@ async def list_alerts(
     who: WhoAsks,
     status: Annotated[list[Literal["open", "acknowledged", "resolved"]] | None, Query()] = None,
     severity: Annotated[list[Literal["info", "orange", "red"]] | None, Query()] = None,
-    programme: str | None = None,
-    patient_id: str | None = None,
+    programme: Name | None = None,
+    patient_id: PatientId | None = None,
     order: Literal["severity", "newest"] = "severity",
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     statuses = status or ["open", "acknowledged"]
     severities = [SEVERITIES[s] for s in severity or SEVERITIES]
@@ -70,7 +84,7 @@ async def list_alerts(
 
 
 @router.get("/{alert_id}", response_model=AlertDetail)
-async def get_alert(request: Request, who: WhoAsks, alert_id: int) -> dict[str, Any]:
+async def get_alert(request: Request, who: WhoAsks, alert_id: DbId) -> dict[str, Any]:
     async with audited(request, who, "R", "alert.read", None) as s:
         row = await _the_alert(s, alert_id)
         readings = await recent_readings(
@@ -79,8 +93,8 @@ async def get_alert(request: Request, who: WhoAsks, alert_id: int) -> dict[str, 
     return {"alert": _alert(row), "recent_readings": readings}
 
 
-@router.post("/{alert_id}/acknowledge", response_model=AlertOut)
-async def acknowledge(request: Request, api: Api, who: WhoAsks, alert_id: int) -> dict[str, Any]:
+@router.post("/{alert_id}/acknowledge", response_model=AlertOut, responses=_CONFLICT)
+async def acknowledge(request: Request, api: Api, who: WhoAsks, alert_id: DbId) -> dict[str, Any]:
     return await _act(
         request,
         api,
@@ -91,9 +105,9 @@ async def acknowledge(request: Request, api: Api, who: WhoAsks, alert_id: int) -
     )
 
 
-@router.post("/{alert_id}/resolve", response_model=AlertOut)
+@router.post("/{alert_id}/resolve", response_model=AlertOut, responses=_CONFLICT)
 async def resolve(
-    request: Request, api: Api, who: WhoAsks, alert_id: int, body: Note
+    request: Request, api: Api, who: WhoAsks, alert_id: DbId, body: Note
 ) -> dict[str, Any]:
     return await _act(
         request,
@@ -105,13 +119,11 @@ async def resolve(
     )
 
 
-@router.post("/{alert_id}/snooze", response_model=AlertOut)
+@router.post("/{alert_id}/snooze", response_model=AlertOut, responses=_CONFLICT)
 async def snooze(
-    request: Request, api: Api, who: WhoAsks, alert_id: int, body: SnoozeRequest
+    request: Request, api: Api, who: WhoAsks, alert_id: DbId, body: SnoozeRequest
 ) -> dict[str, Any]:
-    if body.until.tzinfo is None:
-        raise Refused(400, "until: give a time zone, e.g. 2026-11-23T18:00:00+01:00")
-    if body.until <= datetime.now(UTC):
+    if body.until <= datetime.fromtimestamp(api.clock.now_ms() / 1000, UTC):
         raise Refused(400, "until: must be in the future")
     return await _act(
         request,
@@ -123,9 +135,9 @@ async def snooze(
     )
 
 
-@router.post("/{alert_id}/escalate", response_model=AlertOut)
+@router.post("/{alert_id}/escalate", response_model=AlertOut, responses=_CONFLICT)
 async def escalate(
-    request: Request, api: Api, who: WhoAsks, alert_id: int, body: Note
+    request: Request, api: Api, who: WhoAsks, alert_id: DbId, body: Note
 ) -> dict[str, Any]:
     return await _act(
         request,
@@ -163,10 +175,8 @@ async def _act(
 
 async def _the_alert(s: Session, alert_id: int) -> asyncpg.Record:
     row = await s.conn.fetchrow(f"{_ALERTS} WHERE a.alert_id = $1", alert_id)
-    if row is None:
-        if await s.conn.fetchval("SELECT alert_exists($1)", alert_id):
-            raise Refused(403, f"alert {alert_id} is not one of your care teams' patients'")
-        raise Refused(404, f"no alert {alert_id}")
+    if row is None:  # absent, or another team's: one answer
+        raise Refused(404, f"no alert {alert_id} among your care teams' patients")
     s.patient_id = row["patient_id"]
     return row
 
