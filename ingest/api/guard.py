@@ -55,6 +55,8 @@ class Guard:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 _secure(MutableHeaders(scope=message), path, https)
+                if status >= 400 and state.who is None and path not in _PROBES:
+                    api.limits.anonymous.spend(address)  # before the client can ask again
             await send(message)
 
         if path not in _PROBES and api.limits.anonymous.exhausted(address):
@@ -77,8 +79,6 @@ class Guard:
         if status < 400 or path in _PROBES:
             return
         (api.metrics.refused if status < 500 else api.metrics.errors).labels(str(status)).inc()
-        if state.who is None:
-            api.limits.anonymous.spend(address)
         route = scope.get("route")
         subtype = state.subtype or getattr(route, "name", None) or "request"
         action = _action(scope["method"], subtype)
