@@ -81,6 +81,22 @@ async def two_teams(stack: Stack) -> None:
             await add_patients(conn, team, [patient])
 
 
+async def an_alert(stack: Stack, patient: str, rule: str = "heart_rate") -> int:
+    """An open red alert of `patient`, written as the pipeline would (no ingest needed)."""
+    async with stack.connection() as conn:
+        alert_id: int = await conn.fetchval(
+            """
+            INSERT INTO alerts (patient_key, rule_id, rule_version, severity, status,
+                                first_fired_at, last_fired_at, raised_at, explanation)
+            SELECT patient_key, $2, 1, 3, 'open', now(), now(), now(), '{"values": {}}'
+            FROM patients WHERE patient_id = $1 RETURNING alert_id
+            """,
+            patient,
+            rule,
+        )
+    return alert_id
+
+
 @contextlib.asynccontextmanager
 async def running_api(
     stack: Stack, key_file: Path, clock: Clock | None = None, **overrides: Any

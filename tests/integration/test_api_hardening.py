@@ -26,28 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from alerts.actions import acknowledge, escalate
 from ingest.api.audit import query_audit
-from tests.feed_support import PATIENT_A, PATIENT_B, ManualClock, RunningApi, running_api, two_teams
+from tests.feed_support import (
+    PATIENT_A,
+    PATIENT_B,
+    ManualClock,
+    RunningApi,
+    an_alert,
+    running_api,
+    two_teams,
+)
 from tests.support import Stack, TcpProxy, eventually
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-async def an_alert(stack: Stack, patient: str, rule: str = "heart_rate") -> int:
-    """An open red alert of `patient`, written as the pipeline would (no ingest needed)."""
-    async with stack.connection() as conn:
-        alert_id: int = await conn.fetchval(
-            """
-            INSERT INTO alerts (patient_key, rule_id, rule_version, severity, status,
-                                first_fired_at, last_fired_at, raised_at, explanation)
-            SELECT patient_key, $2, 1, 3, 'open', now(), now(), now(), '{"values": {}}'
-            FROM patients WHERE patient_id = $1 RETURNING alert_id
-            """,
-            patient,
-            rule,
-        )
-    return alert_id
 
 
 async def audit_rows(stack: Stack) -> list[dict[str, Any]]:
@@ -243,9 +235,17 @@ async def test_every_refusal_is_audited_once_with_its_patient(stack: Stack, tmp_
             assert response.json()["error"]
         unknown = await dr_a.get("/api/v1/nothing-here")  # no route, so no sign-in either
         assert unknown.status_code == 404
+        assert unknown.json()["error"]
+        garbled = await dr_a.put(
+            f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below",
+            content=b"\x80{",
+            headers={"Content-Type": "application/json"},
+        )
+        assert garbled.status_code == 400
+        assert garbled.json()["error"]
     # Recorded after the answer, so not necessarily in the order asked: by request.
     rows = {r["entity"]: r for r in await audit_rows(stack)}
-    assert len(rows) == len(requests) + 1
+    assert len(rows) == len(requests) + 2
     assert rows["GET /api/v1/nothing-here"]["agent"] is None
     for method, path, _, status, patient in requests:
         row = rows[f"{method} {path.split('?')[0]}"]
