@@ -99,7 +99,7 @@ async def an_alert(stack: Stack, patient: str, rule: str = "heart_rate") -> int:
 
 @contextlib.asynccontextmanager
 async def running_api(
-    stack: Stack, key_file: Path, clock: Clock | None = None, **overrides: Any
+    stack: Stack, key_file: Path, *, clock: Clock | None = None, **overrides: object
 ) -> AsyncIterator[RunningApi]:
     settings = stack.settings.model_copy(
         update={

@@ -183,7 +183,11 @@ async def test_refused_anonymous_requests_are_rate_limited_and_audited_once(
     clock = ManualClock()
     async with (
         running_api(
-            stack, tmp_path / "dev.pem", clock, api_failed_auth_burst=3, api_failed_auth_per_min=6
+            stack,
+            tmp_path / "dev.pem",
+            clock=clock,
+            api_failed_auth_burst=3,
+            api_failed_auth_per_min=6,
         ) as api,
         api.client(None) as nobody,
     ):
@@ -201,7 +205,9 @@ async def test_a_clinicians_requests_are_rate_limited(stack: Stack, tmp_path: Pa
     await two_teams(stack)
     clock = ManualClock()
     async with (
-        running_api(stack, tmp_path / "dev.pem", clock, api_rate_burst=3, api_rate_per_s=1) as api,
+        running_api(
+            stack, tmp_path / "dev.pem", clock=clock, api_rate_burst=3, api_rate_per_s=1
+        ) as api,
         api.client("dr-a") as dr_a,
     ):
         statuses = [(await dr_a.get("/api/v1/patients")).status_code for _ in range(5)]

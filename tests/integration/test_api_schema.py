@@ -35,13 +35,14 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     await an_alert(stack, PATIENT_A)
     examples = os.environ.get("TELEMON_SCHEMATHESIS_EXAMPLES", "25")
     # Its negative cases leave the token out too: no rate limit may hide the logic.
-    limits = {
-        "api_rate_burst": 1_000_000,
-        "api_rate_per_s": 1_000_000,
-        "api_failed_auth_burst": 1_000_000,
-        "api_failed_auth_per_min": 1_000_000,
-    }
-    async with running_api(stack, tmp_path / "dev.pem", **limits) as api:
+    async with running_api(
+        stack,
+        tmp_path / "dev.pem",
+        api_rate_burst=1_000_000,
+        api_rate_per_s=1_000_000,
+        api_failed_auth_burst=1_000_000,
+        api_failed_auth_per_min=1_000_000,
+    ) as api:
         process = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "st"),
             "run",
