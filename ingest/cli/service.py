@@ -71,7 +71,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import prepare_storage
 
-    require_connections(settings)
+    require_connections(settings, kafka=settings.create_topics)  # the broker only for topics
     asyncio.run(prepare_storage(settings))
     log.info("schema %s is up to date", settings.database_schema)
     return 0
