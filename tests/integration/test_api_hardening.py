@@ -88,6 +88,26 @@ async def test_the_live_feed_ends_when_its_token_expires(stack: Stack, tmp_path:
         assert "telemon_feed_clients 0.0" in await api.metrics()
 
 
+async def test_the_live_feed_follows_team_membership_as_it_changes(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Each read is made as the clinician: moved from team A to team B mid-stream, dr-a gets
+    B's next event and never A's, though A's came first."""
+    await two_teams(stack)
+    alert_a, alert_b = await an_alert(stack, PATIENT_A), await an_alert(stack, PATIENT_B)
+    async with running_api(stack, tmp_path / "dev.pem") as api, api.client("dr-a") as dr_a:
+        start = (await dr_a.get("/api/v1/alerts")).json()["feed_position"]
+        async with dr_a.stream("GET", "/api/v1/events", headers={"Last-Event-ID": start}) as r:
+            messages = sse(r.aiter_lines())
+            assert (await anext(messages))[0] == "position"
+            async with stack.connection() as conn:
+                await conn.execute("UPDATE care_team_members SET team_id = 'team-b'")
+                await acknowledge(conn, alert_a, "someone")
+                await acknowledge(conn, alert_b, "someone")
+            kind, data = await asyncio.wait_for(anext(messages), 20)
+    assert (kind, json.loads(data)["alert"]["patient_id"]) == ("alert", PATIENT_B)
+
+
 async def _all(messages: AsyncIterator[tuple[str, str]]) -> list[tuple[str, str]]:
     return [m async for m in messages]
 
