@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
 
+from alerts.programmes import parameter_names
+
 __all__ = [
     "AlertDetail",
     "AlertOut",
@@ -44,9 +46,11 @@ DbId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Offset = Annotated[int, Field(ge=0, le=1_000_000)]
 # A catalogue name (programme, vital kind).
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]{0,63}$", max_length=64)]
-# "<rule>.<name>" or "patient.<name>".
+# "<rule>.<name>" or "patient.<name>": the catalogue's (listed in the OpenAPI).
 ParameterName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,64}$", max_length=129)
+    str,
+    StringConstraints(pattern=r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,64}$", max_length=129),
+    Field(json_schema_extra={"enum": sorted(parameter_names())}),
 ]
 # Free text of a clinician: no control characters but line breaks and tabs.
 Text = Annotated[
