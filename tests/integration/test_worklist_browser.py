@@ -21,7 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.feed_support import PATIENT_A, running_api, two_teams
+from tests.feed_support import PATIENT_A, an_alert, running_api, two_teams
 from tests.records import message, reading
 from tests.support import Stack, eventually
 
@@ -158,3 +158,27 @@ async def test_one_row_one_banner_one_sound_then_resolved(stack: Stack, tmp_path
     assert (episode["status"], episode["disposition"]) == ("resolved", "advice_given")
     for shot in ARTEFACTS.glob("*.png"):
         assert shot.stat().st_size > 10_000
+
+
+async def test_text_from_the_server_is_never_markup(stack: Stack, tmp_path: Path) -> None:
+    """A rule's name with HTML in it shows as text; no script of it runs (the page escapes
+    it, and its Content Security Policy would refuse an inline handler anyway). Swagger UI
+    works from the API's own files under its policy."""
+    await two_teams(stack)
+    rule = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+    await an_alert(stack, PATIENT_A, rule=rule)
+    async with running_api(stack, tmp_path / "dev.pem") as api:
+        with chromium() as browser:
+            await in_page(browser.get, f"{api.url}/#token={api.token('dr-a')}")
+            cell = "document.querySelector('#open tbody tr td.rule')"
+            await until(browser, f"{cell} !== null", "the alert's row")
+            assert await in_page(browser.execute_script, f"return {cell}.textContent") == rule
+            assert await in_page(browser.execute_script, f"return {cell}.children.length") == 0
+            assert await in_page(browser.execute_script, "return window.pwned") is None
+
+            await in_page(browser.get, f"{api.url}/docs")
+            title = "document.querySelector('.swagger-ui .info .title')"
+            await until(browser, f"{title} !== null", "Swagger UI's title")
+            text = await in_page(browser.execute_script, f"return {title}.textContent")
+            assert "telemon clinicians' API" in text
+            await in_page(browser.save_screenshot, str(tmp_path / "docs.png"))

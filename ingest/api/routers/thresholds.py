@@ -17,7 +17,7 @@ from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
 from devices.registry import Programme
 from ingest.api.access import Api, Refused, WhoAsks, audited, the_patient
-from ingest.api.schemas import Override, OverrideRequest, ThresholdLine
+from ingest.api.schemas import Override, OverrideRequest, ParameterName, PatientId, ThresholdLine
 from ingest.platform import ConfigurationError, Connection
 
 __all__ = ["chart_thresholds", "router"]
@@ -30,7 +30,7 @@ async def patient_thresholds(
     request: Request,
     api: Api,
     who: WhoAsks,
-    patient_id: str,
+    patient_id: PatientId,
     lang: Annotated[str | None, Query(description="fr or en")] = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> list[dict[str, Any]]:
@@ -48,14 +48,18 @@ async def patient_thresholds(
 
 
 @router.get("/overrides", response_model=list[Override])
-async def overrides(request: Request, who: WhoAsks, patient_id: str) -> list[dict[str, Any]]:
+async def overrides(request: Request, who: WhoAsks, patient_id: PatientId) -> list[dict[str, Any]]:
     async with audited(request, who, "R", "override.read", patient_id) as s:
         return await _overrides(s.conn, await the_patient(s, patient_id))
 
 
 @router.put("/overrides/{parameter}", response_model=list[Override])
 async def set_override(
-    request: Request, who: WhoAsks, patient_id: str, parameter: str, body: OverrideRequest
+    request: Request,
+    who: WhoAsks,
+    patient_id: PatientId,
+    parameter: ParameterName,
+    body: OverrideRequest,
 ) -> list[dict[str, Any]]:
     async with audited(request, who, "U", "override.set", patient_id) as s:
         patient_key = await the_patient(s, patient_id)
@@ -70,7 +74,7 @@ async def set_override(
 
 @router.delete("/overrides/{parameter}", response_model=list[Override])
 async def remove_override(
-    request: Request, who: WhoAsks, patient_id: str, parameter: str
+    request: Request, who: WhoAsks, patient_id: PatientId, parameter: ParameterName
 ) -> list[dict[str, Any]]:
     async with audited(request, who, "D", "override.remove", patient_id) as s:
         patient_key = await the_patient(s, patient_id)
@@ -122,4 +126,5 @@ async def _overrides(conn: Connection, patient_key: int) -> list[dict[str, Any]]
         "WHERE patient_key = $1 ORDER BY parameter",
         patient_key,
     )
-    return [dict(r) for r in rows]
+    # A NaN an operator stored (a bound switched off) is served as null, as documented.
+    return [{**r, "value": None if math.isnan(r["value"]) else r["value"]} for r in rows]
