@@ -107,7 +107,7 @@ async def test_api_and_ingest_run_with_logins_that_own_nothing(
                 return bool(
                     await db.fetchval("SELECT count(*) FROM readings") == 1
                     and await db.fetchval(
-                        "SELECT count(*) FROM alert_events WHERE published_at IS NOT NULL"
+                        "SELECT count(*) FROM episode_events WHERE published_at IS NOT NULL"
                     )
                     >= 1
                     and await db.fetchval(
@@ -116,7 +116,9 @@ async def test_api_and_ingest_run_with_logins_that_own_nothing(
                     == 1
                 )
 
-            await eventually(stored_and_relayed, 60, "readings stored, alerts and DLQ relayed")
+            await eventually(
+                stored_and_relayed, 60, "readings stored, episode events and DLQ relayed"
+            )
         finally:
             ingest.terminate()
             assert ingest.wait(40) == 0, ingest.log[-3000:]

@@ -30,9 +30,10 @@ REVOKE ALL ON patient_identities, audit_events FROM telemon_ingest;
 GRANT INSERT ON readings, dead_letters, ingest_ledger TO telemon_ingest;
 GRANT UPDATE (published_at) ON dead_letters TO telemon_ingest;
 GRANT INSERT, UPDATE ON ingest_offsets, alert_scores TO telemon_ingest;
--- The alert tables (0007 renames them: the merge names them anew here).
-GRANT INSERT, UPDATE ON alerts TO telemon_ingest;
-GRANT INSERT, UPDATE (published_at) ON alert_events TO telemon_ingest;
+-- The rules open and escalate episodes, add and resolve findings (alerts.lifecycle); the
+-- events go out through the outbox (alerts.outbox).
+GRANT INSERT, UPDATE ON episodes, findings TO telemon_ingest;
+GRANT INSERT, UPDATE (published_at) ON episode_events TO telemon_ingest;
 
 -- Row-level security restricts telemon_api to its clinician's teams; ingest handles every
 -- patient's readings, and PostgreSQL refuses COPY into a table under row-level security:
@@ -65,18 +66,11 @@ GRANT EXECUTE ON FUNCTION create_reading_day(date) TO telemon_ingest;
 GRANT SELECT ON schema_migrations TO telemon_api, telemon_ingest;
 
 -- One answer for "not yours" and "does not exist" (404): the API no longer asks whether
--- a patient or an alert exists elsewhere.
-REVOKE EXECUTE ON FUNCTION patient_exists(text) FROM telemon_api;
-DO $$
-BEGIN
-    IF to_regprocedure('alert_exists(bigint)') IS NOT NULL THEN  -- 0007 replaces it
-        REVOKE EXECUTE ON FUNCTION alert_exists(bigint) FROM telemon_api;
-    END IF;
-END
-$$;
+-- a patient or an episode exists elsewhere.
+REVOKE EXECUTE ON FUNCTION patient_exists(text), episode_exists(bigint) FROM telemon_api;
 
 -- The audit trail: bounded rows (the API truncates first; this is the backstop), and the
--- patient of a refused request about an alert the clinician may not see, filled in by
+-- patient of a refused request about an episode the clinician may not see, filled in by
 -- the owner's trigger: recorded, never shown to the API (it cannot read audit_events).
 ALTER TABLE audit_events ADD CONSTRAINT audit_events_bounded CHECK (
     octet_length(subtype) <= 128 AND octet_length(entity) <= 1024
@@ -91,11 +85,10 @@ CREATE FUNCTION audit_event_patient() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT
     AS $$
 BEGIN
-    IF NEW.patient_id IS NULL AND NEW.detail ->> 'alert_id' ~ '^[0-9]{1,18}$' THEN
-        -- The alert table (0007 renames it: the merge names it anew here).
+    IF NEW.patient_id IS NULL AND NEW.detail ->> 'episode_id' ~ '^[0-9]{1,18}$' THEN
         SELECT p.patient_id INTO NEW.patient_id
-        FROM alerts a JOIN patients p ON p.patient_key = a.patient_key
-        WHERE a.alert_id = (NEW.detail ->> 'alert_id')::bigint;
+        FROM episodes e JOIN patients p ON p.patient_key = e.patient_key
+        WHERE e.episode_id = (NEW.detail ->> 'episode_id')::bigint;
     END IF;
     RETURN NEW;
 END
