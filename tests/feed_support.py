@@ -1,5 +1,6 @@
 """The clinicians' API running in the test's process, with the development issuer, two care
-teams and a patient in each; alerts come from the real pipeline."""
+teams and a patient in each; episodes come from the real pipeline, or are written as it
+would write them (`an_episode`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
+from alerts.lifecycle import record_events
 from ingest.api.auth import DevIssuer
 from ingest.api.server import run_api
 from ingest.api.teams import add_member, add_patients, create_team
@@ -80,20 +82,37 @@ async def two_teams(stack: Stack) -> None:
             await add_patients(conn, team, [patient])
 
 
-async def an_alert(stack: Stack, patient: str, rule: str = "heart_rate") -> int:
-    """An open red alert of `patient`, written as the pipeline would (no ingest needed)."""
-    async with stack.connection() as conn:
-        alert_id: int = await conn.fetchval(
-            """
-            INSERT INTO alerts (patient_key, rule_id, rule_version, severity, status,
-                                first_fired_at, last_fired_at, raised_at, explanation)
-            SELECT patient_key, $2, 1, 3, 'open', now(), now(), now(), '{"values": {}}'
-            FROM patients WHERE patient_id = $1 RETURNING alert_id
-            """,
-            patient,
-            rule,
+async def an_episode(stack: Stack, patient: str, rule: str = "heart_rate") -> int:
+    """An open red clinical episode of `patient` holding one finding of `rule`, and its
+    `raised` event, written as the pipeline would (alerts.lifecycle; no ingest needed)."""
+    async with stack.connection() as conn, conn.transaction():
+        patient_key: int = await conn.fetchval(
+            "SELECT patient_key FROM patients WHERE patient_id = $1", patient
         )
-    return alert_id
+        episode_id: int = await conn.fetchval(
+            """
+            INSERT INTO episodes (patient_key, job, severity, severity_since, status,
+                                  first_fired_at, last_fired_at, opened_at)
+            VALUES ($1, 'clinical', 3, now(), 'open', now(), now(), now())
+            RETURNING episode_id
+            """,
+            patient_key,
+        )
+        await conn.execute(
+            """
+            INSERT INTO findings (episode_id, patient_key, rule_id, rule_version, severity,
+                                  status, first_fired_at, last_fired_at, raised_at, explanation)
+            VALUES ($1, $2, $3, 1, 3, 'open', now(), now(), now(), $4::jsonb)
+            """,
+            episode_id,
+            patient_key,
+            rule,
+            json.dumps({"rule": rule, "values": {}}),
+        )
+        await record_events(
+            conn, [(episode_id, patient_key, "raised", 3, "open", {"rules": [rule]})], None
+        )
+    return episode_id
 
 
 @contextlib.asynccontextmanager

@@ -31,7 +31,7 @@ from tests.feed_support import (
     PATIENT_B,
     ManualClock,
     RunningApi,
-    an_alert,
+    an_episode,
     running_api,
     two_teams,
 )
@@ -62,28 +62,28 @@ async def sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
 
 async def test_the_live_feed_ends_when_its_token_expires(stack: Stack, tmp_path: Path) -> None:
     await two_teams(stack)
-    alert = await an_alert(stack, PATIENT_A)
+    episode = await an_episode(stack, PATIENT_A)
     clock = ManualClock()
     async with running_api(stack, tmp_path / "dev.pem", clock=clock) as api:
         token = api.token("dr-a", lifetime_s=600)
         async with httpx.AsyncClient(base_url=api.url, headers=bearer(token), timeout=20) as dr_a:
-            start = (await dr_a.get("/api/v1/alerts")).json()["feed_position"]
+            start = (await dr_a.get("/api/v1/worklist")).json()["feed_position"]
             async with dr_a.stream(
                 "GET", "/api/v1/events", headers={"Last-Event-ID": start}
             ) as response:
                 messages = sse(response.aiter_lines())
                 assert await anext(messages) == ("position", json.dumps(start))
                 async with stack.connection() as conn:
-                    await acknowledge(conn, alert, "dr-a")
+                    await acknowledge(conn, episode, "dr-a")
                 kind, data = await asyncio.wait_for(anext(messages), 20)
-                assert (kind, json.loads(data)["type"]) == ("alert", "acknowledged")
+                assert (kind, json.loads(data)["type"]) == ("episode", "acknowledged")
 
                 clock.advance(700)  # the token has expired (and its leeway); then an event happens
                 async with stack.connection() as conn:
-                    await escalate(conn, alert, "dr-a", "to the physician")
+                    await escalate(conn, episode, "dr-a", "to the physician")
                 rest = await asyncio.wait_for(_all(messages), 20)  # the server closes
             assert [kind for kind, _ in rest] == ["end"]
-            assert (await dr_a.get("/api/v1/alerts")).status_code == 401
+            assert (await dr_a.get("/api/v1/worklist")).status_code == 401
         assert "telemon_feed_expired_total 1.0" in await api.metrics()
         assert "telemon_feed_clients 0.0" in await api.metrics()
 
@@ -94,18 +94,18 @@ async def test_the_live_feed_follows_team_membership_as_it_changes(
     """Each read is made as the clinician: moved from team A to team B mid-stream, dr-a gets
     B's next event and never A's, though A's came first."""
     await two_teams(stack)
-    alert_a, alert_b = await an_alert(stack, PATIENT_A), await an_alert(stack, PATIENT_B)
+    episode_a, episode_b = await an_episode(stack, PATIENT_A), await an_episode(stack, PATIENT_B)
     async with running_api(stack, tmp_path / "dev.pem") as api, api.client("dr-a") as dr_a:
-        start = (await dr_a.get("/api/v1/alerts")).json()["feed_position"]
+        start = (await dr_a.get("/api/v1/worklist")).json()["feed_position"]
         async with dr_a.stream("GET", "/api/v1/events", headers={"Last-Event-ID": start}) as r:
             messages = sse(r.aiter_lines())
             assert (await anext(messages))[0] == "position"
             async with stack.connection() as conn:
                 await conn.execute("UPDATE care_team_members SET team_id = 'team-b'")
-                await acknowledge(conn, alert_a, "someone")
-                await acknowledge(conn, alert_b, "someone")
+                await acknowledge(conn, episode_a, "someone")
+                await acknowledge(conn, episode_b, "someone")
             kind, data = await asyncio.wait_for(anext(messages), 20)
-    assert (kind, json.loads(data)["alert"]["patient_id"]) == ("alert", PATIENT_B)
+    assert (kind, json.loads(data)["episode"]["patient_id"]) == ("episode", PATIENT_B)
 
 
 async def _all(messages: AsyncIterator[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -184,12 +184,15 @@ async def test_crafted_tokens_are_refused_and_audited_in_bounded_rows(
             assert len(response.text) < 400, what  # nothing the client sent is echoed whole
         # A 50 KB key id: refused by the HTTP server (400) or by its length (401).
         huge = forged({"alg": "RS256", "kid": "k" * 50_000}, {"sub": "x"})
-        assert (await nobody.get("/api/v1/alerts", headers=bearer(huge))).status_code in {400, 401}
+        assert (await nobody.get("/api/v1/worklist", headers=bearer(huge))).status_code in {
+            400,
+            401,
+        }
         nul_path = await nobody.get("/api/v1/patients/a%00b", headers=bearer(api.token("dr-a")))
         assert nul_path.status_code == 400
         unknown = await nobody.get("/no%00such/path")
         assert unknown.status_code == 404
-    rows = [r for r in await audit_rows(stack) if r["entity"] != "GET /api/v1/alerts"]
+    rows = [r for r in await audit_rows(stack) if r["entity"] != "GET /api/v1/worklist"]
     assert len(rows) == len(tokens) + 2  # every refusal, once
     refused = [r for r in rows if r["subtype"] == "authenticate"]
     assert [(r["http_status"], r["agent"]) for r in refused] == [(401, None)] * len(tokens)
@@ -211,12 +214,12 @@ async def test_refused_anonymous_requests_are_rate_limited_and_audited_once(
         ) as api,
         api.client(None) as nobody,
     ):
-        statuses = [(await nobody.get("/api/v1/alerts")).status_code for _ in range(10)]
+        statuses = [(await nobody.get("/api/v1/worklist")).status_code for _ in range(10)]
         assert statuses == [401] * 3 + [429] * 7
-        limited = await nobody.get("/api/v1/alerts")
+        limited = await nobody.get("/api/v1/worklist")
         assert int(limited.headers["Retry-After"]) == 10  # one token per 10 s
         clock.advance(10)
-        assert (await nobody.get("/api/v1/alerts")).status_code == 401
+        assert (await nobody.get("/api/v1/worklist")).status_code == 401
     rows = await audit_rows(stack)
     assert sorted(r["http_status"] for r in rows) == [401] * 4 + [429]  # 429 once per spell
 
@@ -238,7 +241,7 @@ async def test_a_clinicians_requests_are_rate_limited(stack: Stack, tmp_path: Pa
 
 async def test_every_refusal_is_audited_once_with_its_patient(stack: Stack, tmp_path: Path) -> None:
     await two_teams(stack)
-    alert_a, alert_b = await an_alert(stack, PATIENT_A), await an_alert(stack, PATIENT_B)
+    episode_a, episode_b = await an_episode(stack, PATIENT_A), await an_episode(stack, PATIENT_B)
     past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
     async with running_api(stack, tmp_path / "dev.pem") as api, api.client("dr-a") as dr_a:
         requests = [
@@ -251,9 +254,16 @@ async def test_every_refusal_is_audited_once_with_its_patient(stack: Stack, tmp_
                 400,
                 PATIENT_A,
             ),
-            ("POST", f"/api/v1/alerts/{alert_a}/snooze", {"until": past}, 400, PATIENT_A),
+            ("POST", f"/api/v1/episodes/{episode_a}/snooze", {"until": past}, 400, PATIENT_A),
             ("GET", "/api/v1/events?after=nonsense", None, 400, None),
-            ("GET", f"/api/v1/alerts/{alert_b}", None, 404, PATIENT_B),
+            ("GET", f"/api/v1/episodes/{episode_b}", None, 404, PATIENT_B),
+            (
+                "POST",
+                f"/api/v1/episodes/{episode_b}/resolve",
+                {"disposition": "advice_given"},
+                404,
+                PATIENT_B,
+            ),
         ]
         for method, path, body, status, _ in requests:
             response = await dr_a.request(method, path, json=body)
@@ -279,14 +289,16 @@ async def test_every_refusal_is_audited_once_with_its_patient(stack: Stack, tmp_
 
 
 BEYOND_BOUNDS: list[tuple[str, str, Any]] = [
-    ("GET", "/api/v1/alerts/99999999999999999999", None),
-    ("GET", "/api/v1/alerts?offset=99999999999999999999", None),
-    ("GET", "/api/v1/alerts?patient_id=a%00b", None),
+    ("GET", "/api/v1/episodes/99999999999999999999", None),
+    ("GET", "/api/v1/worklist?offset=99999999999999999999", None),
+    ("GET", "/api/v1/worklist?programme=a%00b", None),
+    ("GET", "/api/v1/patients/a%00b/episodes", None),
     ("GET", f"/api/v1/patients/{PATIENT_A}/readings?since=0001-01-01T00:00:00%2B05:00", None),
     ("GET", f"/api/v1/patients/{PATIENT_A}/readings?until=9999-12-31T23:59:59-05:00", None),
     ("GET", f"/fhir/Patient/{PATIENT_A}/$everything?start=0001-01-01T00:30:00%2B01:00", None),
     ("GET", "/api/v1/events?after=99999999999999999999-1", None),
-    ("POST", "/api/v1/alerts/1/resolve", {"note": "a\x00b"}),
+    ("POST", "/api/v1/episodes/1/resolve", {"disposition": "advice_given", "note": "a\x00b"}),
+    ("POST", "/api/v1/episodes/1/escalate", {"note": "a\x00b"}),
     ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below", {"value": "NaN"}),
     ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below", {"value": 1e308}),
     ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below", {"value": -5}),
@@ -328,7 +340,7 @@ async def test_security_headers_local_swagger_ui_and_a_complete_openapi(
         for asset in assets:
             assert (await dr_a.get(asset)).status_code == 200
         assert (await dr_a.get("/metrics")).status_code == 404  # on the metrics port only
-        assert "telemon_alerts_open" in await api.metrics()
+        assert "telemon_episodes_open" in await api.metrics()
         openapi = (await dr_a.get("/openapi.json")).json()
     for path, operations in openapi["paths"].items():
         for operation in operations.values():
@@ -336,8 +348,9 @@ async def test_security_headers_local_swagger_ui_and_a_complete_openapi(
             assert "422" not in statuses
             assert {"200", "400", "401", "429", "503"} <= statuses, path
             assert ("404" in statuses) == ("{" in path), path
-    acknowledge_op = openapi["paths"]["/api/v1/alerts/{alert_id}/acknowledge"]["post"]
-    assert "409" in acknowledge_op["responses"]
+    for action in ("acknowledge", "resolve", "snooze", "escalate"):
+        operation = openapi["paths"][f"/api/v1/episodes/{{episode_id}}/{action}"]["post"]
+        assert "409" in operation["responses"], action
     assert "bearer" in json.dumps(openapi["components"]["securitySchemes"]).lower()
 
 

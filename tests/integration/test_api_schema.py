@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from tests.feed_support import PATIENT_A, an_alert, running_api, two_teams
+from tests.feed_support import PATIENT_A, an_episode, running_api, two_teams
 from tests.support import Stack
 
 CHECKS = (
@@ -33,7 +33,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     stack: Stack, tmp_path: Path
 ) -> None:
     await two_teams(stack)
-    await an_alert(stack, PATIENT_A)
+    await an_episode(stack, PATIENT_A)
     examples = os.environ.get("TELEMON_SCHEMATHESIS_EXAMPLES", "25")
     # Its negative cases leave the token out too: no rate limit may hide the logic.
     async with running_api(
