@@ -24,7 +24,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from alerts.actions import acknowledge, escalate
+from alerts.actions import acknowledge, escalate, resolve
+from alerts.model import Disposition
 from ingest.api.audit import query_audit
 from tests.feed_support import (
     PATIENT_A,
@@ -444,3 +445,38 @@ async def test_live_feeds_per_clinician_are_capped(stack: Stack, tmp_path: Path)
                 return again.status_code == 200
 
         await eventually(slot_given_back, 10, "the closed feed's slot")
+
+
+async def test_an_episode_resolved_meanwhile_is_a_conflict_not_an_error(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Two clinicians resolve the same episode at once: the second, which read it open, waits
+    for the first and is answered 409 (it was a 500)."""
+    await two_teams(stack)
+    episode = await an_episode(stack, PATIENT_A)
+    db = await stack.db()
+    async with (
+        running_api(stack, tmp_path / "dev.pem") as api,
+        api.client("dr-a") as dr_a,
+        stack.connection() as first,
+    ):
+        async with first.transaction():
+            await resolve(first, episode, "dr-b", Disposition.ADVICE_GIVEN, None)
+            second = asyncio.create_task(
+                dr_a.post(f"/api/v1/episodes/{episode}/resolve", json={"disposition": "artefact"})
+            )
+
+            async def waiting_for_the_first() -> bool:
+                waiting: int = await db.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%FROM episodes WHERE episode_id = $1 FOR UPDATE%'"
+                )
+                return waiting == 1
+
+            await eventually(waiting_for_the_first, 10, "the second resolution waiting")
+        answer = await second
+    assert answer.status_code == 409, answer.text
+    assert "already resolved" in answer.json()["error"]
+    row = await db.fetchrow("SELECT resolved_by, disposition FROM episodes")
+    assert row is not None
+    assert (row["resolved_by"], row["disposition"]) == ("dr-b", "advice_given")

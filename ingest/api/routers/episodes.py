@@ -241,7 +241,10 @@ class _Action:
             before = await _the_episode(s, self.episode_id)
             if before["episode_status"] == "resolved":
                 raise Refused(409, f"episode {self.episode_id} is already resolved")
-            await change(s.conn)
+            try:
+                await change(s.conn)
+            except actions.EpisodeActionError as error:  # resolved since, by someone else
+                raise Refused(409, str(error)) from error
             after = await _the_episode(s, self.episode_id)
         handled = {
             "acknowledge": api.metrics.time_to_acknowledge,
