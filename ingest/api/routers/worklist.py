@@ -1,8 +1,9 @@
 """The worklist page: one HTML file, no build; it signs in with a bearer token.
 
-Its Content Security Policy allows exactly the page's own inline script and style (by
-their SHA-256, computed from the file) and requests to this origin: an injected script
-does not run, and the page cannot be framed.
+Its Content Security Policy allows the page's own inline script and style (by their
+SHA-256, computed from the file), scripts and styles from this origin (uPlot, vendored in
+static/uplot), the inline favicon (a data: URL) and requests to this origin: an injected
+script or style attribute does not apply, and the page cannot be framed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def _hashes(tag: str) -> str:
 
 
 _CSP = (
-    f"default-src 'none'; script-src {_hashes('script')}; style-src {_hashes('style')}; "
+    f"default-src 'none'; script-src 'self' {_hashes('script')}; "
+    f"style-src 'self' {_hashes('style')}; "
     "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'none'"
 )
