@@ -9,7 +9,7 @@ twice. The routers declare these as dependencies and context managers; nothing
 else reaches the pool.
 
 "Not yours" and "does not exist" are one answer, 404: the API never tells a
-clinician whether a patient or an alert exists outside their care teams.
+clinician whether a patient or an episode exists outside their care teams.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def audit_record(
     patient_id: str | None = None,
 ) -> AuditRecord:
     """The record of this request: who (if known), what, which patient, from where. The
-    ids in the path go in its detail (the owner's trigger names an alert's patient)."""
+    ids in the path go in its detail (the owner's trigger names an episode's patient)."""
     state = audit_state(request)
     who = state.who
     params = request.path_params
