@@ -78,5 +78,5 @@ async def test_a_feed_ends_at_its_tokens_expiry_and_sends_nothing_after() -> Non
     )
     sent = [text async for text in stream]
     events = [t for t in sent if t.startswith("id:")]
-    assert events == ['id: 1-1\nevent: alert\ndata: {"n": 1}\n\n']
+    assert events == ['id: 1-1\nevent: episode\ndata: {"n": 1}\n\n']
     assert sent[-1] == EXPIRED
