@@ -92,7 +92,7 @@ def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, dat
 async def _patient_export(
     s: Session, patient_id: str, since: datetime, until: datetime
 ) -> PatientExport:
-    """The patient's export, if the clinician's teams follow them (403 / 404 otherwise)."""
+    """The patient's export, if the clinician's teams follow them (404 otherwise)."""
     await the_patient(s, patient_id)
     export = await load_export(s.conn, patient_id, since, until)
     assert export is not None  # in the same transaction
