@@ -275,7 +275,7 @@ async def test_every_refusal_is_audited_once_with_its_patient(stack: Stack, tmp_
         assert unknown.status_code == 404
         assert unknown.json()["error"]
         garbled = await dr_a.put(
-            f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below",
+            f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_at_or_below",
             content=b"\x80{",
             headers={"Content-Type": "application/json"},
         )
@@ -301,9 +301,9 @@ BEYOND_BOUNDS: list[tuple[str, str, Any]] = [
     ("GET", "/api/v1/events?after=99999999999999999999-1", None),
     ("POST", "/api/v1/episodes/1/resolve", {"disposition": "advice_given", "note": "a\x00b"}),
     ("POST", "/api/v1/episodes/1/escalate", {"note": "a\x00b"}),
-    ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below", {"value": "NaN"}),
-    ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below", {"value": 1e308}),
-    ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_below", {"value": -5}),
+    ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_at_or_below", {"value": "NaN"}),
+    ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_at_or_below", {"value": 1e308}),
+    ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/heart_rate.red_at_or_below", {"value": -5}),
     ("PUT", f"/api/v1/patients/{PATIENT_A}/overrides/a%00b", {"value": 5}),
 ]
 
@@ -419,20 +419,27 @@ async def test_an_error_tells_nothing_and_its_audit_record_survives_in_the_log(
 
 
 async def test_stored_nan_override_is_served_as_documented(stack: Stack, tmp_path: Path) -> None:
-    """An operator's NaN (a bound switched off) is null in the API, as its schema says."""
+    """An operator's NaN (a bound switched off) is null in the API, as its schema says, and
+    no line on the patient's charts."""
     await two_teams(stack)
     async with stack.connection() as conn:
         await conn.execute(
             "INSERT INTO threshold_overrides (patient_key, parameter, value, changed_by) "
-            "SELECT patient_key, 'heart_rate.red_below', 'NaN', 'operator' FROM patients "
+            "SELECT patient_key, 'heart_rate.red_at_or_below', 'NaN', 'operator' FROM patients "
             "WHERE patient_id = $1",
             PATIENT_A,
         )
     async with running_api(stack, tmp_path / "dev.pem") as api, api.client("dr-a") as dr_a:
         overrides = await dr_a.get(f"/api/v1/patients/{PATIENT_A}/overrides")
+        lines = await dr_a.get(f"/api/v1/patients/{PATIENT_A}/thresholds")
     assert overrides.status_code == 200
     assert overrides.json()[0]["value"] is None
     assert not any(isinstance(v, float) and math.isnan(v) for v in overrides.json()[0].values())
+    # The charts leave the switched-off bound out (it was a 500).
+    assert lines.status_code == 200, lines.text
+    drawn = {(line["rule_id"], line["parameter"]) for line in lines.json()}
+    assert ("heart_rate", "red_at_or_above") in drawn
+    assert ("heart_rate", "red_at_or_below") not in drawn
 
 
 async def test_live_feeds_per_clinician_are_capped(stack: Stack, tmp_path: Path) -> None:

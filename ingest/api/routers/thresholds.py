@@ -42,7 +42,7 @@ async def patient_thresholds(
         programme = await s.conn.fetchval(
             "SELECT programme FROM patients WHERE patient_key = $1", key
         )
-        overridden = {o["parameter"]: o["value"] for o in await _overrides(s.conn, key)}
+        overridden = await _override_values(s.conn, key)
     lines = chart_thresholds(api.config, Programme(programme), overridden)
     return [{**line, "rule_title": language.rule_title(line["rule_id"])} for line in lines]
 
@@ -118,6 +118,14 @@ def chart_thresholds(
 
 
 _THRESHOLD = re.compile(r"^(?P<severity>red|orange)_(at_or_)?(below|above)$")
+
+
+async def _override_values(conn: Connection, patient_key: int) -> dict[str, float]:
+    """The patient's overrides as the rules read them (a NaN: a bound switched off)."""
+    rows = await conn.fetch(
+        "SELECT parameter, value FROM threshold_overrides WHERE patient_key = $1", patient_key
+    )
+    return {r["parameter"]: r["value"] for r in rows}
 
 
 async def _overrides(conn: Connection, patient_key: int) -> list[dict[str, Any]]:
