@@ -17,7 +17,7 @@ from ingest.api.auth import DevIssuer
 from ingest.api.server import run_api
 from ingest.api.teams import add_every_patient, add_member, create_team
 from ingest.platform import Connection, Settings, connect, make_producer
-from ingest.service import run_ingest
+from ingest.service import prepare_storage, run_ingest
 
 __all__ = ["run_demo"]
 
@@ -44,6 +44,10 @@ async def _run(
     settings: Settings, plan: GatewayPlan, stop: asyncio.Event, log_file: Path | None
 ) -> int:
     assert settings.database_url is not None
+    # The demo's PostgreSQL is its own: it logs in as the tables' owner and migrates, then
+    # runs ingest and the API as their roles (SET ROLE telemon_ingest, telemon_api), as
+    # `telemon migrate` then the services would.
+    await prepare_storage(settings)
     registry = CollectorRegistry()
     ready = asyncio.Event()
     stop_services = asyncio.Event()

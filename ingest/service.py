@@ -38,6 +38,7 @@ from ingest.pipeline.steps import PipelineStep
 from ingest.pipeline.writer import BatchWriter
 from ingest.platform import (
     Clock,
+    ConfigurationError,
     Health,
     HttpServer,
     Settings,
@@ -52,18 +53,24 @@ from ingest.platform import (
     make_tail_reader,
     migrate,
     probe_forever,
+    require_migrated,
 )
 
-__all__ = ["prepare_storage", "run_ingest"]
+__all__ = ["INGEST_ROLE", "prepare_storage", "run_ingest"]
 
 log = logging.getLogger(__name__)
 
 # Shutdown: the drain takes at most settings.drain_timeout_s, then leaving the group this.
 _LEAVE_GROUP_S = 3.0
 
+# The role ingest and its relays act as (migration 0009): it owns nothing, so ingest never
+# migrates; `telemon migrate` does, as the tables' owner.
+INGEST_ROLE = "telemon_ingest"
+
 
 async def prepare_storage(settings: Settings) -> None:
-    """Migrate the schema and create topics if asked: what `telemon migrate` does."""
+    """Migrate the schema and create topics if asked: what `telemon migrate` does, logged
+    in as the tables' owner (the only command that changes the schema)."""
     assert settings.database_url is not None
     conn = await connect(settings.database_url, settings.database_schema)
     try:
@@ -90,17 +97,34 @@ async def run_ingest(
     assert settings.database_url is not None
     clock = clock or SystemClock()
     started = time.monotonic()
-    await prepare_storage(settings)
+    if settings.create_topics:
+        await ensure_topics(settings)
     metrics = IngestMetrics(registry)
     alert_metrics = AlertMetrics(registry)
     health = Health(clock)
     async with contextlib.AsyncExitStack() as stack:
         pool = await create_pool(
-            settings.database_url, settings.database_schema, settings.database_pool_size
+            settings.database_url,
+            settings.database_schema,
+            settings.database_pool_size,
+            role=INGEST_ROLE,
         )
         stack.push_async_callback(pool.close)
+        async with pool.acquire() as conn:
+            await require_migrated(conn)
+            if not await conn.fetchval(
+                "SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            ):
+                raise ConfigurationError(
+                    f"{INGEST_ROLE} must bypass row-level security (COPY refuses it): a "
+                    f"superuser runs ALTER ROLE {INGEST_ROLE} BYPASSRLS (docs/operations.md)"
+                )
         writer_pool = await create_pool(
-            settings.database_url, settings.database_schema, 2, init=BatchWriter.prepare
+            settings.database_url,
+            settings.database_schema,
+            2,
+            init=BatchWriter.prepare,
+            role=INGEST_ROLE,
         )
         stack.push_async_callback(writer_pool.close)
         days = await _reading_days(pool, settings, clock)
@@ -163,6 +187,7 @@ async def run_ingest(
                 outbox,
                 dsn=settings.database_url,
                 schema=settings.database_schema,
+                role=INGEST_ROLE,
                 producer=producer,
                 tail_reader=lambda: make_tail_reader(settings),
                 on_published=published,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -26,53 +28,127 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["Clinician", "DevIssuer", "TokenError", "TokenVerifier"]
+from ingest.platform import Clock, SystemClock
 
-_ALGORITHMS = ["RS256", "ES256", "PS256"]
+__all__ = ["Clinician", "DevIssuer", "IssuerUnavailable", "TokenError", "TokenVerifier"]
+
+_ALGORITHMS = ("RS256", "ES256", "PS256")
+MAX_TOKEN_CHARS = 8192  # an OpenID Connect access token is a few hundred bytes to 2 KB
+_SUBJECT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_LEEWAY_S = 30.0  # clock skew between the issuer and us
 
 
 class TokenError(Exception):
     """A missing, malformed, expired or untrusted token (HTTP 401)."""
 
 
+class IssuerUnavailable(TokenError):  # noqa: N818 - a condition, as TokenError
+    """The issuer's discovery document or keys could not be fetched (HTTP 503)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Clinician:
     subject: str
     name: str
+    expires_at_s: float = math.inf  # the token's `exp` (Unix seconds): the feed ends there
 
 
 class TokenVerifier:
     """Validates bearer tokens against an issuer's published keys (cached, refreshed on an
-    unknown key id, so the issuer can rotate keys)."""
+    unknown key id, so the issuer can rotate keys).
 
-    def __init__(self, issuer: str, audience: str) -> None:
+    A token is accepted when its header names an accepted algorithm that is the algorithm
+    of the published key it names (`kid`), its signature verifies with that key, `iss` and
+    `aud` are ours, `sub` is a non-empty name, `iat` and `exp` are present, it has not
+    expired (nor is it not yet valid) on the injected clock, and it lives no longer than
+    `max_lifetime_s`. Whatever the token holds, the answer is a Clinician or a TokenError.
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        *,
+        max_lifetime_s: float = 12 * 3600,
+        clock: Clock | None = None,
+    ) -> None:
         self._issuer = issuer.rstrip("/")
         self._audience = audience
+        self._max_lifetime_s = max_lifetime_s
+        self._clock = clock or SystemClock()
         self._jwks: jwt.PyJWKClient | None = None
 
     async def verify(self, token: str) -> Clinician:
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenError(f"invalid token: longer than {MAX_TOKEN_CHARS} characters")
         try:
+            header = jwt.get_unverified_header(token)
+            algorithm = header.get("alg")
+            if algorithm not in _ALGORITHMS:
+                raise TokenError(f"invalid token: algorithm {_short(algorithm)} is not accepted")
             key = await asyncio.to_thread(self._signing_key, token)
+            if key.algorithm_name != algorithm:
+                raise TokenError("invalid token: its algorithm is not its key's")
             claims: dict[str, Any] = jwt.decode(
                 token,
-                key,
-                algorithms=_ALGORITHMS,
+                key.key,
+                algorithms=[algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "iss", "aud", "sub"]},
+                # Times are checked below, on the injected clock.
+                options={
+                    "require": ["exp", "iat", "iss", "aud", "sub"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
-        except (jwt.PyJWTError, OSError, ValueError) as error:
-            raise TokenError(f"invalid token: {error}") from error
-        name = claims.get("name") or claims.get("preferred_username") or claims["sub"]
-        return Clinician(subject=str(claims["sub"]), name=str(name))
+        except TokenError:
+            raise
+        except (jwt.PyJWKClientConnectionError, OSError) as error:
+            raise IssuerUnavailable(
+                f"the identity provider cannot be reached: {_short(error)}"
+            ) from error
+        # Whatever a crafted token makes the library raise, it is not a valid token.
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise TokenError(f"invalid token: {_short(error)}") from error
+        return self._clinician(claims)
 
-    def _signing_key(self, token: str) -> Any:
+    def _clinician(self, claims: dict[str, Any]) -> Clinician:
+        now = self._clock.now_ms() / 1000
+        times = {name: claims.get(name) for name in ("exp", "iat", "nbf")}
+        for name, value in times.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise TokenError(f"invalid token: {name} is not a time")
+        exp, iat, nbf = float(claims["exp"]), float(claims["iat"]), times["nbf"]
+        if exp <= now - _LEEWAY_S:
+            raise TokenError("invalid token: it has expired")
+        if iat > now + _LEEWAY_S or (nbf is not None and nbf > now + _LEEWAY_S):
+            raise TokenError("invalid token: it is not valid yet")
+        if exp - iat > self._max_lifetime_s:
+            raise TokenError(f"invalid token: it lives longer than {self._max_lifetime_s:.0f} s")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not _SUBJECT.match(subject):
+            raise TokenError("invalid token: sub must be a name of 1 to 255 characters")
+        name = claims.get("name") or claims.get("preferred_username") or subject
+        return Clinician(subject=subject, name=_short(name, 255), expires_at_s=exp)
+
+    def _signing_key(self, token: str) -> jwt.PyJWK:
         if self._jwks is None:
             url = f"{self._issuer}/.well-known/openid-configuration"
             with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - configured URL
                 discovery = json.load(response)
             self._jwks = jwt.PyJWKClient(discovery["jwks_uri"], lifespan=3600, timeout=5)
-        return self._jwks.get_signing_key_from_jwt(token).key
+        return self._jwks.get_signing_key_from_jwt(token)
+
+
+def _short(value: object, limit: int = 120) -> str:
+    """A printable, bounded rendering of something a client sent (errors echo it)."""
+    text = value if isinstance(value, str) else repr(value)
+    text = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m[0]):02x}", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class DevIssuer:

@@ -57,8 +57,24 @@ class ApiMetrics:
                 metric.labels(severity)
         self.refused = Counter(
             "telemon_api_refused",
-            "API requests refused, by HTTP status (401, 403, 404, 409, 400).",
+            "API requests refused, by HTTP status (400, 401, 403, 404, 409, 429, ...).",
             ["status"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "telemon_api_errors",
+            "API requests that failed on our side, by HTTP status (500, 503).",
+            ["status"],
+            registry=registry,
+        )
+        self.audit_failures = Counter(
+            "telemon_api_audit_failures",
+            "Audit records PostgreSQL would not take (written to the log instead).",
+            registry=registry,
+        )
+        self.feeds_expired = Counter(
+            "telemon_feed_expired",
+            "Live feeds ended because their token expired.",
             registry=registry,
         )
 

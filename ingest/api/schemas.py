@@ -1,31 +1,95 @@
-"""The shapes of the API's requests and answers (its OpenAPI)."""
+"""The shapes of the API's requests and answers (its OpenAPI), and the bounded types every
+input is declared with: an input outside them is a 400 before any handler runs, never a
+500 from PostgreSQL (NUL bytes, integers beyond 64 bits, dates PostgreSQL cannot hold)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, StringConstraints
 
 from alerts.model import Disposition
+from alerts.programmes import parameter_names
 
 __all__ = [
+    "DbId",
     "DeviceOut",
     "EpisodeOut",
+    "ErrorOut",
+    "FeedPositionText",
     "FindingOut",
+    "Instant",
     "LatestVital",
+    "Name",
     "Note",
+    "Offset",
     "Override",
     "OverrideRequest",
+    "ParameterName",
+    "PatientId",
     "PatientOut",
     "PatientSummary",
     "Reading",
     "Resolution",
     "SnoozeRequest",
+    "Text",
     "ThresholdLine",
+    "ThresholdValue",
     "Worklist",
     "WorklistRow",
 ]
+
+# -- bounded inputs --------------------------------------------------------------------------
+
+# A pseudonymous patient id, as the message contract has it (devices/contract.py).
+PatientId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", max_length=64)
+]
+# A row id: PostgreSQL's bigint.
+DbId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+Offset = Annotated[int, Field(ge=0, le=1_000_000)]
+# A catalogue name (programme, vital kind).
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_]{0,63}$", max_length=64)]
+# "<rule>.<name>" or "patient.<name>": the catalogue's (listed in the OpenAPI).
+ParameterName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9_]{1,64}\.[a-z0-9_]{1,64}$", max_length=129),
+    Field(json_schema_extra={"enum": sorted(parameter_names())}),
+]
+# Free text of a clinician: no control characters but line breaks and tabs.
+Text = Annotated[
+    str, StringConstraints(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$", max_length=2000)
+]
+FeedPositionText = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]{1,19}-[0-9]{1,19}$", max_length=39)
+]
+# A threshold a clinician sets: a finite number; the per-parameter bounds come with the
+# rules' protocol (they are not this API's to invent).
+ThresholdValue = Annotated[float, Field(ge=0, le=100_000, allow_inf_nan=False)]
+
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _plausible(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 with an offset: out of range all the same
+        utc = _LATEST
+    if not _EARLIEST <= utc < _LATEST:
+        raise ValueError("must be between 1900-01-01 and 2200-01-01 (UTC)")
+    return utc
+
+
+# A time with its offset (a time without one is refused), within two centuries of ours.
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible)]
+
+
+class ErrorOut(BaseModel):
+    """Every refusal and error: a status and this body."""
+
+    error: str = Field(description="What was wrong, for a person.")
 
 
 Severity = Literal["info", "orange", "red"]
@@ -130,7 +194,9 @@ class PatientOut(BaseModel):
 
 class Override(BaseModel):
     parameter: str
-    value: float
+    value: float | None = Field(
+        description="null: not a number (an operator's `telemon override`, never the API)"
+    )
     changed_by: str
     changed_at: datetime
     note: str | None
@@ -147,18 +213,18 @@ class ThresholdLine(BaseModel):
 
 
 class Note(BaseModel):
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = None
 
 
 class Resolution(BaseModel):
     disposition: Disposition = Field(description="What was done (docs/alerts.md).")
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = None
 
 
 class SnoozeRequest(BaseModel):
-    until: datetime
+    until: Instant
 
 
 class OverrideRequest(BaseModel):
-    value: float
-    note: str | None = Field(default=None, max_length=2000)
+    value: ThresholdValue
+    note: Text | None = None

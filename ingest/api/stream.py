@@ -27,11 +27,19 @@ import asyncpg
 
 from alerts.outbox import EVENTS_QUERY, event_json
 from ingest.pipeline.relay import NOTIFY_CHANNEL
-from ingest.platform import Connection
+from ingest.platform import Clock, Connection
 
-__all__ = ["FeedPosition", "Wakeups", "current_position", "events_after", "sse_stream"]
+__all__ = [
+    "EXPIRED",
+    "FeedPosition",
+    "Wakeups",
+    "current_position",
+    "events_after",
+    "sse_stream",
+]
 
-_POSITION = re.compile(r"^(\d{1,19})-(\d{1,19})$")
+_POSITION = re.compile(r"^([0-9]{1,19})-([0-9]{1,19})$")
+_BIGINT = 2**63 - 1
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -45,8 +53,8 @@ class FeedPosition:
     @classmethod
     def parse(cls, text: str) -> FeedPosition:
         match = _POSITION.match(text.strip())
-        if match is None:
-            raise ValueError(f"not a feed position: {text!r} (expected '<txid>-<event id>')")
+        if match is None or max(int(match[1]), int(match[2])) > _BIGINT:
+            raise ValueError(f"not a feed position: {text[:40]!r} (expected '<txid>-<event id>')")
         return cls(int(match[1]), int(match[2]))
 
 
@@ -102,20 +110,35 @@ class Wakeups:
             await self._conn.close()
 
 
+# The last message of a stream whose token expired; the client signs in again and resumes.
+EXPIRED = 'event: end\ndata: "the token has expired: sign in again"\n\n'
+
+
 async def sse_stream(
     read: Callable[[FeedPosition], Awaitable[list[tuple[FeedPosition, dict[str, Any]]]]],
     position: FeedPosition,
     wakeups: Wakeups,
     *,
+    ends_at_s: float,
+    clock: Clock,
     keepalive_s: float = 15.0,
     poll_s: float = 1.0,
 ) -> AsyncIterator[str]:
-    """The SSE text of every event after `position`, for as long as the client listens."""
+    """The SSE text of every event after `position`, for as long as the client listens and
+    its token is valid: at `ends_at_s` (the token's expiry, on `clock`) the stream ends,
+    and no event read before is sent after it."""
+
+    def expired() -> bool:
+        return clock.now_ms() / 1000 >= ends_at_s
+
     yield f"retry: 2000\nevent: position\ndata: {json.dumps(str(position))}\n\n"
     idle_s = 0.0
-    while True:
+    while not expired():
         events = await read(position)
-        for position, event in events:
+        for at, event in events:
+            if expired():
+                break
+            position = at
             yield f"id: {position}\nevent: episode\ndata: {json.dumps(event)}\n\n"
         if events:
             idle_s = 0.0
@@ -125,3 +148,4 @@ async def sse_stream(
         if idle_s >= keepalive_s:
             idle_s = 0.0
             yield ": keep-alive\n\n"
+    yield EXPIRED

@@ -40,6 +40,12 @@ def add_commands(commands: Commands) -> None:
     )
     p.add_argument("--subject", required=True, help="the clinician's identity (sub)")
     p.add_argument("--name", help="display name")
+    p.add_argument(
+        "--lifetime-hours",
+        type=float,
+        default=12.0,
+        help="validity (at most TELEMON_API_MAX_TOKEN_LIFETIME_S; default 12)",
+    )
     api_address_flags(p)
 
     team = commands.group("team", "Care teams: create, add clinicians, add patients.")
@@ -71,13 +77,11 @@ def add_commands(commands: Commands) -> None:
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.api.server import run_api
-    from ingest.service import prepare_storage
 
     require_connections(settings, kafka=False)
 
     async def work(stop: asyncio.Event) -> int:
-        await prepare_storage(settings)
-        await run_api(settings, stop)
+        await run_api(settings, stop)  # on a migrated schema (`telemon migrate`)
         return 0
 
     return run_until_signalled(work)
@@ -86,10 +90,16 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
 def _dev_token(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.api.auth import DevIssuer
 
+    if settings.oidc_issuer is not None:
+        raise ConfigurationError(
+            "dev-token mints development tokens only: TELEMON_OIDC_ISSUER names a real issuer "
+            "(the API does not serve the development issuer then)"
+        )
     if settings.dev_issuer_key_file is None or settings.token_issuer is None:
         raise ConfigurationError("set TELEMON_DEV_ISSUER_KEY_FILE (the development issuer's key)")
     issuer = DevIssuer(settings.token_issuer, settings.dev_issuer_key_file)
-    print(issuer.token(args.subject, args.name, settings.oidc_audience))
+    lifetime_s = min(args.lifetime_hours * 3600, settings.api_max_token_lifetime_s)
+    print(issuer.token(args.subject, args.name, settings.oidc_audience, lifetime_s=lifetime_s))
     return 0
 
 

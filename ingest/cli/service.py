@@ -56,9 +56,11 @@ def add_commands(commands: Commands) -> None:
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.platform import embedded_stack
-    from ingest.service import run_ingest
+    from ingest.service import prepare_storage, run_ingest
 
     async def work(stop: asyncio.Event) -> int:
+        if settings.database_url is None:  # an embedded PostgreSQL, new: its owner migrates
+            await prepare_storage(running)
         await run_ingest(running, stop)
         return 0
 
@@ -69,7 +71,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.service import prepare_storage
 
-    require_connections(settings)
+    require_connections(settings, kafka=settings.create_topics)  # the broker only for topics
     asyncio.run(prepare_storage(settings))
     log.info("schema %s is up to date", settings.database_schema)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
@@ -54,15 +54,11 @@ class ReadingDays:
 
     async def ensure(self, conn: Connection, days: Iterable[int]) -> None:
         for day in sorted(set(days) - self._known):
-            lower = datetime.combine(_EPOCH + timedelta(days=day), datetime.min.time(), UTC)
-            upper = lower + timedelta(days=1)
             try:
-                # DDL takes no bind parameters; the bounds are formatted from an integer day.
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {day_table(day)} PARTITION OF readings "
-                    f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
-                )
-                log.info("created day table %s", day_table(day))
+                # Made by the tables' owner (migration 0009): only the owner of a
+                # partitioned table may add partitions, and ingest owns nothing.
+                await conn.execute("SELECT create_reading_day($1)", _EPOCH + timedelta(days=day))
+                log.info("day table %s is there", day_table(day))
             except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
                 pass  # another member created it between our check and our CREATE
             self._known.add(day)

@@ -25,7 +25,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from ingest.platform import Connection, advisory_lock_key, fault
+from ingest.platform import Connection, DatabaseUnavailable, advisory_lock_key, connect, fault
 
 __all__ = ["OUTBOX_ID_HEADER", "Outbox", "OutboxRecord", "OutboxRelay"]
 
@@ -66,6 +66,7 @@ class OutboxRelay:
         *,
         dsn: str,
         schema: str,
+        role: str | None = None,
         producer: AIOKafkaProducer,
         tail_reader: Callable[[], AIOKafkaConsumer],
         chunk: int = 500,
@@ -77,6 +78,7 @@ class OutboxRelay:
         self._outbox = outbox
         self._dsn = dsn
         self._schema = schema
+        self._role = role
         self._producer = producer
         self._tail_reader = tail_reader
         self._chunk = chunk
@@ -95,7 +97,13 @@ class OutboxRelay:
                 await self._run_once(lock_key)
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as error:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                DatabaseUnavailable,
+                KafkaError,
+            ) as error:
                 log.warning(
                     "%s relay: %s; retrying in %.0f s", self._outbox.name, error, self._retry_s
                 )
@@ -103,7 +111,7 @@ class OutboxRelay:
             await asyncio.sleep(self._retry_s)
 
     async def _run_once(self, lock_key: int) -> None:
-        conn = await asyncpg.connect(self._dsn, server_settings={"search_path": self._schema})
+        conn = await connect(self._dsn, self._schema, self._role)
         try:
             # Another relay leads while the lock is taken: poll it.
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key):  # noqa: ASYNC110

@@ -8,11 +8,19 @@ contracts in pyproject.toml hold them to it).
 """
 
 from ingest.platform.clock import Clock, SystemClock
-from ingest.platform.db import Connection, advisory_lock_key, connect, create_pool, migrate
+from ingest.platform.db import (
+    Connection,
+    advisory_lock_key,
+    connect,
+    create_pool,
+    migrate,
+    require_migrated,
+)
 from ingest.platform.embedded import EmbeddedKafka, EmbeddedPostgres, embedded_stack
 from ingest.platform.errors import (
     ConfigurationError,
     DatabaseConnectionLost,
+    DatabaseUnavailable,
     RejectRatioError,
     TelemonError,
     is_transient_database_error,
@@ -36,6 +44,7 @@ __all__ = [
     "ConfigurationError",
     "Connection",
     "DatabaseConnectionLost",
+    "DatabaseUnavailable",
     "EmbeddedKafka",
     "EmbeddedPostgres",
     "Health",
@@ -62,5 +71,6 @@ __all__ = [
     "make_tail_reader",
     "migrate",
     "probe_forever",
+    "require_migrated",
     "retry_transient",
 ]

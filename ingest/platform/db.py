@@ -15,10 +15,19 @@ from typing import TYPE_CHECKING, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ingest.platform.errors import ConfigurationError, DatabaseUnavailable
+
 if TYPE_CHECKING:
     from asyncpg.pool import _InitCallback
 
-__all__ = ["Connection", "advisory_lock_key", "connect", "create_pool", "migrate"]
+__all__ = [
+    "Connection",
+    "advisory_lock_key",
+    "connect",
+    "create_pool",
+    "migrate",
+    "require_migrated",
+]
 
 # A connection of our own or one lent by a pool: every query helper takes either.
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
@@ -49,19 +58,58 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """A pool; `init` runs on every new physical connection (the pool may replace lost ones).
     With `role`, every connection acts as that role (the API's, under row-level security)."""
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=size,
-        server_settings=_server_settings(schema, role),
-        init=init,
-    )
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=size,
+            server_settings=_server_settings(schema, role),
+            init=init,
+        )
+    except _CANNOT_CONNECT as error:
+        raise _unavailable(error) from error
     assert pool is not None
     return pool
 
 
-async def connect(dsn: str, schema: str) -> asyncpg.Connection:
-    return await asyncpg.connect(dsn, server_settings=_server_settings(schema))
+async def connect(dsn: str, schema: str, role: str | None = None) -> asyncpg.Connection:
+    """A connection of its own; with `role`, it acts as that role."""
+    try:
+        return await asyncpg.connect(dsn, server_settings=_server_settings(schema, role))
+    except _CANNOT_CONNECT as error:
+        raise _unavailable(error) from error
+
+
+# Why a new connection fails: unreachable, refused, a login or role it may not use.
+_CANNOT_CONNECT = (
+    OSError,
+    TimeoutError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # 28xxx: no such login, bad password
+    asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.InsufficientPrivilegeError,  # may not SET ROLE to the service's role
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def _unavailable(error: BaseException) -> DatabaseUnavailable:
+    # The DSN is never repeated: it may hold a password.
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL: {type(error).__name__}: {error}")
+
+
+async def require_migrated(conn: Connection) -> None:
+    """Refuse to run on a schema that lacks a migration this code has: services never
+    migrate (their roles own nothing); `telemon migrate` does, as the tables' owner."""
+    try:
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+    except (asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError):
+        done = set()
+    missing = [name for name, _ in _migrations() if name not in done]
+    if missing:
+        raise ConfigurationError(
+            f"the schema lacks migrations {', '.join(missing)}: run `telemon migrate` "
+            "(as the tables' owner) first"
+        )
 
 
 def _migrations() -> list[tuple[str, str]]:

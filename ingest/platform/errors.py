@@ -11,6 +11,7 @@ import asyncpg
 __all__ = [
     "ConfigurationError",
     "DatabaseConnectionLost",
+    "DatabaseUnavailable",
     "RejectRatioError",
     "TelemonError",
     "is_transient_database_error",
@@ -33,6 +34,10 @@ class DatabaseConnectionLost(TelemonError):  # noqa: N818 - a condition, not a b
     """The connection died under an operation (asyncpg reports it as an InterfaceError)."""
 
 
+class DatabaseUnavailable(TelemonError):  # noqa: N818 - a condition, not a bug
+    """PostgreSQL refused or could not take a new connection (unreachable, wrong login)."""
+
+
 class RejectRatioError(TelemonError):
     """Too many recent messages were rejected: the deployment is misconfigured."""
 
@@ -47,7 +52,7 @@ _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "40"})
 
 def is_transient_database_error(error: BaseException) -> bool:
     """True when retrying the same transaction later can succeed. Decided by class, not text."""
-    if isinstance(error, OSError | TimeoutError | DatabaseConnectionLost):
+    if isinstance(error, OSError | TimeoutError | DatabaseConnectionLost | DatabaseUnavailable):
         return True  # the connection could not be made or timed out
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", None) or ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -106,8 +106,21 @@ class _EmbeddedServer(uvicorn.Server):
 class HttpServer:
     """uvicorn inside the service's own event loop."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    def __init__(
+        self, app: Starlette, host: str, port: int, *, trusted_proxies: Sequence[str] = ()
+    ) -> None:
+        """`trusted_proxies`: the peers whose X-Forwarded-For and -Proto are believed (uvicorn
+        believes 127.0.0.1 by default; here nobody unless named)."""
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies) or "",
+            server_header=False,
+        )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -7,6 +7,7 @@ inconsistent combinations are refused here, at construction.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal, Self
@@ -175,6 +176,47 @@ class Settings(BaseSettings):
         description="The language of the worklist and the report when the reader's browser "
         "asks for none telemon speaks (fr, en).",
     )
+    api_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="The API's /metrics (every team's open-episode figures), /healthz and "
+        "/readyz listen here, apart from the clinicians' port.",
+    )
+    api_metrics_port: int = Field(default=8001, ge=0, le=65535)
+    api_public_url: str | None = Field(
+        default=None,
+        description="The API's address as clinicians reach it (https://… behind the "
+        "TLS-terminating proxy): the base of links in FHIR exports, never taken from a "
+        "request's Host header. Default: http://<api_host>:<api_port>.",
+    )
+    api_trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks (CIDR) of the reverse proxies "
+        "whose X-Forwarded-For and X-Forwarded-Proto are believed; none by default, so "
+        "the audited address is the connecting peer's.",
+    )
+    api_max_token_lifetime_s: int = Field(
+        default=12 * 3600,
+        ge=60,
+        le=7 * 86400,
+        description="Longest accepted token lifetime (exp - iat); a longer-lived token is "
+        "refused, as is one without iat.",
+    )
+    api_rate_per_s: float = Field(
+        default=20.0, gt=0, description="Requests per second per clinician (token bucket)."
+    )
+    api_rate_burst: int = Field(
+        default=100, ge=1, description="Requests a clinician may make at once above the rate."
+    )
+    api_failed_auth_per_min: float = Field(
+        default=10.0,
+        gt=0,
+        description="Refused unauthenticated requests (bad tokens) per minute per network "
+        "address before that address gets 429 (token bucket, per API process).",
+    )
+    api_failed_auth_burst: int = Field(default=20, ge=1)
+    api_max_streams_per_clinician: int = Field(
+        default=4, ge=1, le=100, description="Live feeds one clinician may hold open at once."
+    )
     fhir_source: str = Field(
         default="urn:telemon",
         description="`meta.source` of exported FHIR resources: the system that produced them "
@@ -189,6 +231,15 @@ class Settings(BaseSettings):
         if self.dev_issuer_key_file is not None:
             return f"http://{self.api_host}:{self.api_port}/dev-issuer"
         return None
+
+    @property
+    def api_base_url(self) -> str:
+        """Where clinicians reach the API (links in what it serves)."""
+        return (self.api_public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        return [p.strip() for p in self.api_trusted_proxies.split(",") if p.strip()]
 
     @property
     def dead_letter_topic(self) -> str:
@@ -216,6 +267,15 @@ class Settings(BaseSettings):
             )
         if self.dev_issuer_key_file is not None and self.oidc_issuer is None and not self.api_port:
             raise ValueError("the development issuer needs a fixed api_port (its URL)")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as error:
+                raise ValueError(f"api_trusted_proxies: {proxy!r} is not an address") from error
+        if self.api_public_url is not None and not re.match(
+            r"^https?://[^/\s]+(/[^\s]*)?$", self.api_public_url
+        ):
+            raise ValueError("api_public_url must be an http(s) URL")
         if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
             raise ValueError("kafka_ssl_certfile and kafka_ssl_keyfile go together")
         return self

@@ -57,6 +57,7 @@ def running_demo(tmp_path: Path, patients: int, days: int) -> Iterator[Demo]:
     port = free_port()
     env["TELEMON_HTTP_PORT"] = str(port)
     env["TELEMON_API_PORT"] = str(free_port())
+    env["TELEMON_API_METRICS_PORT"] = str(free_port())
     log = tmp_path / "demo.log"
     with log.open("wb") as out:
         process = subprocess.Popen(  # noqa: S603 - our own CLI, integer arguments

@@ -88,8 +88,9 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                 ),
                 "expired": (await nobody.get("/api/v1/worklist", headers=expired), 401),
                 "other audience": (await nobody.get("/api/v1/worklist", headers=elsewhere), 401),
-                "foreign episode": (await dr_a.get(f"/api/v1/episodes/{theirs}"), 403),
-                "foreign patient": (await dr_a.get(f"/api/v1/patients/{PATIENT_B}"), 403),
+                # Another team's is answered as what does not exist (no enumeration).
+                "foreign episode": (await dr_a.get(f"/api/v1/episodes/{theirs}"), 404),
+                "foreign patient": (await dr_a.get(f"/api/v1/patients/{PATIENT_B}"), 404),
                 "no episode": (await dr_a.get("/api/v1/episodes/987654"), 404),
                 "no patient": (await dr_a.get("/api/v1/patients/p-nobody"), 404),
                 "bad severity": (await dr_a.get("/api/v1/worklist?severity=purple"), 400),
@@ -112,7 +113,7 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                 "a non-disableable rule set never to fire": (
                     await dr_a.put(
                         f"/api/v1/patients/{PATIENT_A}/overrides/spo2_missing.every_days",
-                        json={"value": 1e8},
+                        json={"value": 30},
                     ),
                     400,
                 ),
@@ -123,7 +124,7 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                     ),
                     400,
                 ),
-                "foreign action": (await dr_a.post(f"/api/v1/episodes/{theirs}/acknowledge"), 403),
+                "foreign action": (await dr_a.post(f"/api/v1/episodes/{theirs}/acknowledge"), 404),
                 "no disposition": (
                     await dr_a.post(f"/api/v1/episodes/{mine}/resolve", json={}),
                     400,
@@ -144,7 +145,7 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                     await dr_a.post(
                         f"/api/v1/episodes/{theirs}/resolve", json={"disposition": "artefact"}
                     ),
-                    403,
+                    404,
                 ),
             }
             for what, (response, status) in refused.items():
@@ -211,7 +212,8 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
 
             messages = await nobody.get("/api/v1/messages", headers={"Accept-Language": "en-GB"})
             assert messages.json()["disposition"]["advice_given"] == "Advice given"
-            metrics = (await nobody.get("/metrics")).text
+            assert (await nobody.get("/metrics")).status_code == 404  # on its own port
+            metrics = await api.metrics()
             assert (
                 'telemon_episodes_time_to_acknowledge_seconds_count{severity="red"} 1.0' in metrics
             )
@@ -236,8 +238,13 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
         by_status.setdefault(int(record["http_status"]), []).append(record)  # type: ignore[call-overload]
     assert len(by_status[401]) == 4
     assert all(r["agent"] is None and r["outcome"] == 4 for r in by_status[401])
-    foreign = [r for r in by_status[403] if r["entity"] == f"GET /api/v1/patients/{PATIENT_B}"]
+    foreign = [r for r in by_status[404] if r["entity"] == f"GET /api/v1/patients/{PATIENT_B}"]
     assert [r["agent"] for r in foreign] == ["dr-a"]
+    # The refused episode of another team is recorded with its patient (the owner's trigger).
+    foreign_episode = [
+        r for r in by_status[404] if r["entity"] == f"GET /api/v1/episodes/{episode[PATIENT_B]}"
+    ]
+    assert [r["patient_id"] for r in foreign_episode] == [PATIENT_B]
     reads = [r for r in audit if r["subtype"] == "episode.read" and r["http_status"] == 200]
     assert reads[0]["patient_id"] == PATIENT_A
     assert reads[0]["network_address"] == "127.0.0.1"
@@ -286,10 +293,13 @@ async def test_row_level_security_as_the_application_role(stack: Stack) -> None:
                     episode[PATIENT_A],
                 )
                 assert updated == "UPDATE 0"
-                assert await conn.fetchval("SELECT patient_exists($1)", PATIENT_A)
                 # Every team's open episodes are counted (no patient named): 2 red.
                 board = await conn.fetch("SELECT * FROM open_episode_board() ORDER BY severity")
                 assert [(r["severity"], r["open_episodes"]) for r in board] == [(3, 2)]
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):  # one answer: 404
+                await conn.fetchval("SELECT patient_exists($1)", PATIENT_A)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval("SELECT episode_exists($1)", episode[PATIENT_A])
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.fetch("SELECT * FROM audit_events")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -365,12 +375,12 @@ async def test_live_feed_resumes_without_gap_or_repeat(stack: Stack, tmp_path: P
 
         bad = await dr_a.get("/api/v1/events", headers={"Last-Event-ID": "nonsense"})
         assert bad.status_code == 400
-        metrics = (await dr_a.get("/metrics")).text
+        metrics = await api.metrics()
         assert "telemon_feed_events_sent_total 5.0" in metrics  # 1 + 1 raised, then 3
         assert 'telemon_api_refused_total{status="400"} 1.0' in metrics
 
         async def streams_closed() -> bool:
-            return "telemon_feed_clients 0.0" in (await dr_a.get("/metrics")).text
+            return "telemon_feed_clients 0.0" in await api.metrics()
 
         await eventually(streams_closed, 10, "the closed streams to be counted out")
 

@@ -21,7 +21,10 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from tests.feed_support import PATIENT_A, running_api, two_teams
+from alerts.actions import resolve
+from alerts.model import Disposition
+from ingest.api.teams import add_patients
+from tests.feed_support import PATIENT_A, an_episode, running_api, two_teams
 from tests.records import message, reading
 from tests.support import Stack, eventually
 
@@ -29,7 +32,7 @@ ARTEFACTS = Path(os.environ.get("TELEMON_TEST_ARTEFACTS", "test-artefacts")) / "
 
 
 @contextmanager
-def chromium() -> Iterator[WebDriver]:
+def chromium() -> Iterator[webdriver.Chrome]:
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     assert binary, "chromium is missing: `make test` installs it (Debian package chromium)"
     assert driver, "chromedriver is missing: `make test` installs it (chromium-driver)"
@@ -41,6 +44,7 @@ def chromium() -> Iterator[WebDriver]:
     # A French clinician's browser: the page follows its language.
     options.add_argument("--lang=fr-FR")
     options.add_experimental_option("prefs", {"intl.accept_languages": "fr-FR,fr"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
         yield browser
@@ -63,6 +67,11 @@ async def js(browser: WebDriver, script: str) -> Any:
 
 async def in_page(call: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(call, *args)
+
+
+def policy_violations(console: list[dict[str, Any]]) -> list[str]:
+    """What Chromium's console says the page's Content Security Policy refused."""
+    return [e["message"] for e in console if "Content Security Policy" in e["message"]]
 
 
 async def click(browser: WebDriver, selector: str) -> None:
@@ -141,6 +150,13 @@ async def test_one_row_one_banner_one_sound_then_resolved(stack: Stack, tmp_path
             )
             assert "Orange ≥ 111/min · Heart rate" in labels
             assert "Red ≥ 131/min · Heart rate" in labels
+            # Each label beside its line (a style property the page's policy allows).
+            tops = await js(
+                browser,
+                f"[...{chart}.querySelectorAll('.threshold-label')].map((n) => n.style.top)",
+            )
+            assert all(top.endswith("px") for top in tops)
+            assert len(set(tops)) > 1
             await in_page(browser.save_screenshot, str(ARTEFACTS / "3-patient-en.png"))
 
             # Resolved from there, with what was done.
@@ -153,8 +169,88 @@ async def test_one_row_one_banner_one_sound_then_resolved(stack: Stack, tmp_path
                 "the episode resolved",
             )
             await in_page(browser.save_screenshot, str(ARTEFACTS / "4-resolved-en.png"))
+            console = await in_page(browser.get_log, "browser")
+    assert policy_violations(console) == []
     episode = await (await stack.db()).fetchrow("SELECT status, disposition FROM episodes")
     assert episode is not None
     assert (episode["status"], episode["disposition"]) == ("resolved", "advice_given")
     for shot in ARTEFACTS.glob("*.png"):
         assert shot.stat().st_size > 10_000
+
+
+# HTML where the page shows server text: a handler that would run, an element that would
+# appear, were it ever taken as markup.
+INJECTED = '<img src=x onerror="window.pwned=1"><i class="injected">injected</i>'
+MARKUP_PATIENT = "p-markup"
+
+
+async def test_text_from_the_server_is_never_markup(stack: Stack, tmp_path: Path) -> None:
+    """HTML in what the server sends (a rule's title and finding, a programme, a clinician's
+    note) shows as text and runs nothing: the page builds every node with textContent, and
+    its Content Security Policy would refuse an inline handler anyway. Swagger UI works from
+    the API's own files under its policy; neither page breaks its policy."""
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    await two_teams(stack)
+    async with stack.connection() as conn:
+        await conn.execute("INSERT INTO programmes (name) VALUES ($1)", INJECTED)
+        await conn.execute(
+            "INSERT INTO patients (patient_id, programme, enrolled_at) VALUES ($1, $2, now())",
+            MARKUP_PATIENT,
+            INJECTED,
+        )
+        await add_patients(conn, "team-a", [MARKUP_PATIENT])
+    # Patient A: an episode resolved with a note, then one whose finding's rule is unknown
+    # to the catalogue (its title and finding are the rule's id); the other patient's
+    # programme is HTML.
+    resolved = await an_episode(stack, PATIENT_A)
+    async with stack.connection() as conn:
+        await resolve(conn, resolved, "dr-a", Disposition.ADVICE_GIVEN, INJECTED)
+    await an_episode(stack, PATIENT_A, rule=INJECTED)
+    await an_episode(stack, MARKUP_PATIENT)
+    async with running_api(stack, tmp_path / "dev.pem") as api:
+        with chromium() as browser:
+            await in_page(browser.get, f"{api.url}/#token={api.token('dr-a')}")
+            await until(browser, f"{ROWS}.length === 2", "both patients' rows")
+            finding = (
+                f"[...{ROWS}].find((r) => r.textContent.includes({json.dumps(PATIENT_A)}))"
+                ".querySelector('.findings li')"
+            )
+            assert await js(browser, f"{finding}.textContent") == INJECTED
+            assert await js(browser, f"{finding}.getAttribute('title')") == INJECTED
+            programme = (
+                f"[...{ROWS}].find((r) => r.textContent.includes({json.dumps(MARKUP_PATIENT)}))"
+                ".querySelector('td:nth-child(2) .muted')"
+            )
+            assert (await js(browser, f"{programme}.textContent")).startswith(INJECTED)
+            options = await js(
+                browser,
+                "[...document.querySelectorAll('#programme option')].map((o) => o.textContent)",
+            )
+            assert INJECTED in options
+            await in_page(browser.save_screenshot, str(ARTEFACTS / "5-markup-as-text.png"))
+
+            await js(
+                browser,
+                "([...document.querySelectorAll('#clinical a.patient')]"
+                f".find((a) => a.textContent === {json.dumps(PATIENT_A)}).click(), true)",
+            )
+            await until(
+                browser,
+                "document.querySelectorAll('#history .episode').length === 2",
+                "the patient's two episodes",
+            )
+            history = await js(browser, "document.querySelector('#history').textContent")
+            assert f"— {INJECTED} (" in history  # the note
+            assert f"{INJECTED} — {INJECTED}" in history  # the finding and the rule's title
+            assert await js(browser, "document.querySelector('img, .injected')") is None
+            assert await js(browser, "window.pwned") is None
+            worklist_console = await in_page(browser.get_log, "browser")
+
+            await in_page(browser.get, f"{api.url}/docs")
+            title = "document.querySelector('.swagger-ui .info .title')"
+            await until(browser, f"{title} !== null", "Swagger UI's title")
+            assert "telemon clinicians' API" in await js(browser, f"{title}.textContent")
+            await in_page(browser.save_screenshot, str(ARTEFACTS / "6-api-docs.png"))
+            docs_console = await in_page(browser.get_log, "browser")
+    assert policy_violations(worklist_console) == []
+    assert policy_violations(docs_console) == []

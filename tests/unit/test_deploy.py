@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -53,6 +54,26 @@ def test_compose_runs_real_commands_with_real_settings() -> None:
         assert not unknown, f"{name}: not settings: {unknown}"
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
     assert telemon["ingest"]["deploy"]["replicas"] >= 2
+    # Each service logs in as its own: the owner migrates; ingest and the API own nothing.
+    logins = {
+        n: urlsplit(s["environment"]["TELEMON_DATABASE_URL"]).username for n, s in telemon.items()
+    }
+    assert logins == {
+        "migrate": "telemon",
+        "ingest": "telemon_ingest_login",
+        "api": "telemon_api_login",
+    }
+    api = telemon["api"]
+    assert not {v for v in api["environment"] if v.startswith("TELEMON_KAFKA")}
+    assert "ports" not in api, "the API is reached through the TLS proxy only"
+    proxy = compose["services"]["proxy"]
+    assert proxy["ports"] == ["443:443"]
+    assert (
+        api["environment"]["TELEMON_API_TRUSTED_PROXIES"]
+        == (proxy["networks"]["default"]["ipv4_address"])
+    )
+    assert "reverse_proxy api:8080" in (DEPLOY / "caddy" / "Caddyfile").read_text()
+    assert "IN ROLE telemon_api" in (DEPLOY / "postgres" / "logins.sql").read_text()
     assert compose["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == (
         "broker,controller"
     )
@@ -65,12 +86,26 @@ def test_kubernetes_manifests() -> None:
     listed = documents(DEPLOY / "k8s" / "kustomization.yaml")[0]["resources"]
     assert all((DEPLOY / "k8s" / name).exists() for name in listed)
     config = found["ConfigMap/telemon"]["data"]
-    secret = found["Secret/telemon"]["stringData"]
-    # The API's database URL (its own login role) is handed over as TELEMON_DATABASE_URL.
-    api_url = {"TELEMON_API_DATABASE_URL"}
-    assert not (telemon_variables(config) | telemon_variables(secret)) - SETTINGS - api_url
-    assert "TELEMON_DATABASE_URL" in secret  # it holds a password
+    kafka = found["ConfigMap/telemon-kafka"]["data"]
+    secrets = {
+        name: found[f"Secret/telemon-{name}"]["stringData"] for name in ("migrate", "ingest", "api")
+    }
+    for values in (config, kafka, *secrets.values()):
+        assert not telemon_variables(values) - SETTINGS
+    assert all("TELEMON_DATABASE_URL" in secret for secret in secrets.values())
     assert "TELEMON_DATABASE_URL" not in config
+    logins = {n: urlsplit(s["TELEMON_DATABASE_URL"]).username for n, s in secrets.items()}
+    assert logins == {
+        "migrate": "telemon",
+        "ingest": "telemon_ingest_login",
+        "api": "telemon_api_login",
+    }
+    # Each pod's settings are complete and valid with what it is given, and no more.
+    Settings(
+        **{k.removeprefix("TELEMON_").lower(): v for k, v in (config | secrets["api"]).items()}
+    )
+    ingest = config | kafka | secrets["ingest"]
+    Settings(**{k.removeprefix("TELEMON_").lower(): v for k, v in ingest.items()})
 
     deployment = found["Deployment/telemon-ingest"]
     pod = deployment["spec"]["template"]
@@ -91,9 +126,27 @@ def test_kubernetes_manifests() -> None:
     (api_container,) = api["spec"]["containers"]
     parser().parse_args(api_container["args"])
     assert api_container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    (database_url,) = api_container["env"]
-    assert database_url["name"] == "TELEMON_DATABASE_URL"
-    assert database_url["valueFrom"]["secretKeyRef"]["key"] in secret
+    sources = {
+        "api": api_container["envFrom"],
+        "ingest": container["envFrom"],
+        "migrate": found["Job/telemon-migrate"]["spec"]["template"]["spec"]["containers"][0][
+            "envFrom"
+        ],
+    }
+    given = {
+        name: {next(iter(ref.values()))["name"] for ref in refs} for name, refs in sources.items()
+    }
+    assert given == {
+        "api": {"telemon", "telemon-api"},  # no Kafka, no owner's login
+        "ingest": {"telemon", "telemon-kafka", "telemon-ingest"},
+        "migrate": {"telemon", "telemon-migrate"},
+    }
+    assert {p["name"] for p in api_container["ports"]} == {"http", "metrics"}
+    service = found["Service/telemon-api"]
+    assert (
+        service["metadata"]["annotations"]["prometheus.io/port"]
+        == config["TELEMON_API_METRICS_PORT"]
+    )
     parser().parse_args(
         found["Job/telemon-migrate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     )
@@ -107,8 +160,10 @@ def test_prometheus_config_passes_promtool() -> None:
         [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    jobs = {job["job_name"] for job in documents(config)[0]["scrape_configs"]}
-    assert jobs == {"telemon-ingest", "telemon-api"}
+    jobs = {job["job_name"]: job for job in documents(config)[0]["scrape_configs"]}
+    assert set(jobs) == {"telemon-ingest", "telemon-api"}
+    # The API's metrics port, not the clinicians' (compose.yaml's TELEMON_API_METRICS_PORT).
+    assert jobs["telemon-api"]["static_configs"][0]["targets"] == ["api:8001"]
 
 
 def test_alerting_rules_pass_their_promtool_tests() -> None:

@@ -20,7 +20,18 @@ from alerts.outbox import EPISODE_COLUMNS, episode_json
 from devices.catalogue import BY_KIND, ValueType
 from ingest.api.access import Api, ApiContext, Refused, Session, WhoAsks, audited, the_patient
 from ingest.api.auth import Clinician
-from ingest.api.schemas import EpisodeOut, Note, Resolution, SnoozeRequest, Worklist
+from ingest.api.schemas import (
+    DbId,
+    EpisodeOut,
+    ErrorOut,
+    Name,
+    Note,
+    Offset,
+    PatientId,
+    Resolution,
+    SnoozeRequest,
+    Worklist,
+)
 from ingest.api.stream import current_position
 from ingest.platform import Connection
 
@@ -30,6 +41,9 @@ router = APIRouter(tags=["episodes"])
 
 SEVERITIES = {s.label: s.value for s in Severity}
 Lang = Annotated[str | None, Query(description="fr or en (default: the browser's, then fr)")]
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "The episode is already resolved."}
+}
 
 _EPISODES = f"""
     SELECT ep.patient_key, {EPISODE_COLUMNS}
@@ -44,12 +58,12 @@ async def worklist(
     request: Request,
     api: Api,
     who: WhoAsks,
-    programme: str | None = None,
+    programme: Name | None = None,
     severity: Annotated[list[Literal["info", "orange", "red"]] | None, Query()] = None,
     job: Literal["clinical", "data"] | None = None,
     unacknowledged: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     lang: Lang = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
@@ -111,7 +125,7 @@ async def get_episode(
     request: Request,
     api: Api,
     who: WhoAsks,
-    episode_id: int,
+    episode_id: DbId,
     lang: Lang = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
@@ -126,7 +140,7 @@ async def patient_episodes(
     request: Request,
     api: Api,
     who: WhoAsks,
-    patient_id: str,
+    patient_id: PatientId,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     lang: Lang = None,
     accept_language: Annotated[str | None, Header()] = None,
@@ -143,9 +157,11 @@ async def patient_episodes(
     return [localised(episode_json(r), language, api) for r in rows]
 
 
-@router.post("/api/v1/episodes/{episode_id}/acknowledge", response_model=EpisodeOut)
+@router.post(
+    "/api/v1/episodes/{episode_id}/acknowledge", response_model=EpisodeOut, responses=_CONFLICT
+)
 async def acknowledge(
-    request: Request, api: Api, who: WhoAsks, episode_id: int, lang: Lang = None
+    request: Request, api: Api, who: WhoAsks, episode_id: DbId, lang: Lang = None
 ) -> dict[str, Any]:
     """Someone is on it: the episode leaves the new items (and silences its banner)."""
     action = _Action(request, api, who, episode_id, lang)
@@ -154,9 +170,16 @@ async def acknowledge(
     )
 
 
-@router.post("/api/v1/episodes/{episode_id}/resolve", response_model=EpisodeOut)
+@router.post(
+    "/api/v1/episodes/{episode_id}/resolve", response_model=EpisodeOut, responses=_CONFLICT
+)
 async def resolve(
-    request: Request, api: Api, who: WhoAsks, episode_id: int, body: Resolution, lang: Lang = None
+    request: Request,
+    api: Api,
+    who: WhoAsks,
+    episode_id: DbId,
+    body: Resolution,
+    lang: Lang = None,
 ) -> dict[str, Any]:
     """Done, and what was done: the disposition (docs/alerts.md) and a free note."""
     if not body.disposition.chosen_by_clinicians:
@@ -168,18 +191,16 @@ async def resolve(
     )
 
 
-@router.post("/api/v1/episodes/{episode_id}/snooze", response_model=EpisodeOut)
+@router.post("/api/v1/episodes/{episode_id}/snooze", response_model=EpisodeOut, responses=_CONFLICT)
 async def snooze(
     request: Request,
     api: Api,
     who: WhoAsks,
-    episode_id: int,
+    episode_id: DbId,
     body: SnoozeRequest,
     lang: Lang = None,
 ) -> dict[str, Any]:
-    if body.until.tzinfo is None:
-        raise Refused(400, "until: give a time zone, e.g. 2026-11-23T18:00:00+01:00")
-    if body.until <= datetime.now(UTC):
+    if body.until <= datetime.fromtimestamp(api.clock.now_ms() / 1000, UTC):
         raise Refused(400, "until: must be in the future")
     action = _Action(request, api, who, episode_id, lang)
     return await action.run(
@@ -187,9 +208,11 @@ async def snooze(
     )
 
 
-@router.post("/api/v1/episodes/{episode_id}/escalate", response_model=EpisodeOut)
+@router.post(
+    "/api/v1/episodes/{episode_id}/escalate", response_model=EpisodeOut, responses=_CONFLICT
+)
 async def escalate(
-    request: Request, api: Api, who: WhoAsks, episode_id: int, body: Note, lang: Lang = None
+    request: Request, api: Api, who: WhoAsks, episode_id: DbId, body: Note, lang: Lang = None
 ) -> dict[str, Any]:
     """To red: a clinician's judgement, or a hand-over to the physician on call."""
     action = _Action(request, api, who, episode_id, lang)
@@ -218,7 +241,10 @@ class _Action:
             before = await _the_episode(s, self.episode_id)
             if before["episode_status"] == "resolved":
                 raise Refused(409, f"episode {self.episode_id} is already resolved")
-            await change(s.conn)
+            try:
+                await change(s.conn)
+            except actions.EpisodeActionError as error:  # resolved since, by someone else
+                raise Refused(409, str(error)) from error
             after = await _the_episode(s, self.episode_id)
         handled = {
             "acknowledge": api.metrics.time_to_acknowledge,
@@ -232,10 +258,8 @@ class _Action:
 
 async def _the_episode(s: Session, episode_id: int) -> asyncpg.Record:
     row = await s.conn.fetchrow(f"{_EPISODES} WHERE ep.episode_id = $1", episode_id)
-    if row is None:
-        if await s.conn.fetchval("SELECT episode_exists($1)", episode_id):
-            raise Refused(403, f"episode {episode_id} is not one of your care teams' patients'")
-        raise Refused(404, f"no episode {episode_id}")
+    if row is None:  # absent, or another team's: one answer
+        raise Refused(404, f"no episode {episode_id} among your care teams' patients")
     s.patient_id = row["patient_id"]
     return row
 

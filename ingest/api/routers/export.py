@@ -12,6 +12,7 @@ from alerts.messages import language_of, words
 from devices.fhir_codes import FHIR_CONTENT_TYPE
 from devices.identity import read_identity_as_clinician
 from ingest.api.access import Api, Refused, Session, WhoAsks, audited, the_patient
+from ingest.api.schemas import Instant, PatientId
 from ingest.export import PatientExport, fhir_bundle, load_export, readings_csv
 
 __all__ = ["router"]
@@ -37,9 +38,9 @@ async def patient_everything(
     request: Request,
     api: Api,
     who: WhoAsks,
-    patient_id: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    patient_id: PatientId,
+    start: Instant | None = None,
+    end: Instant | None = None,
 ) -> JSONResponse:
     """The patient's readings and alerts measured in [start, end) (default: the last 30
     days) as a FHIR R4 Bundle; the Patient carries the INS identity when you may read it."""
@@ -49,7 +50,7 @@ async def patient_everything(
         if await s.conn.fetchval(_READS_IDENTITY, patient_id):
             _, identity = await read_identity_as_clinician(s.conn, patient_id, api.source)
             export = dataclasses.replace(export, identity=identity)
-    base = f"{str(request.base_url).rstrip('/')}/fhir"
+    base = f"{api.base_url}/fhir"  # configured: a request's Host header is not believed
     bundle = fhir_bundle(
         export,
         base=base,
@@ -68,9 +69,9 @@ async def patient_everything(
 async def patient_readings_csv(
     request: Request,
     who: WhoAsks,
-    patient_id: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    patient_id: PatientId,
+    start: Instant | None = None,
+    end: Instant | None = None,
 ) -> PlainTextResponse:
     """The patient's readings measured in [start, end) (default: the last 30 days) as CSV,
     in the catalogue's UCUM units, times in UTC."""
@@ -83,8 +84,6 @@ async def patient_readings_csv(
 def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     until = end or datetime.now(UTC)
     since = start or until - timedelta(days=EXPORT_DAYS)
-    if since.tzinfo is None or until.tzinfo is None:
-        raise Refused(400, "start/end: give a time zone")
     if since >= until:
         raise Refused(400, "start must be before end")
     return since, until
@@ -93,7 +92,7 @@ def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, dat
 async def _patient_export(
     s: Session, patient_id: str, since: datetime, until: datetime
 ) -> PatientExport:
-    """The patient's export, if the clinician's teams follow them (403 / 404 otherwise)."""
+    """The patient's export, if the clinician's teams follow them (404 otherwise)."""
     await the_patient(s, patient_id)
     export = await load_export(s.conn, patient_id, since, until)
     assert export is not None  # in the same transaction

@@ -8,15 +8,19 @@ from fastapi.responses import JSONResponse
 
 from devices.identity import read_identity_as_clinician
 from ingest.api.access import Api, Refused, WhoAsks, audited, the_patient
+from ingest.api.schemas import ErrorOut, PatientId
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["patients"])
 
 
-@router.get("/api/v1/patients/{patient_id}/identity")
+@router.get(
+    "/api/v1/patients/{patient_id}/identity",
+    responses={403: {"model": ErrorOut, "description": "You do not read identities here."}},
+)
 async def patient_identity(
-    request: Request, api: Api, who: WhoAsks, patient_id: str
+    request: Request, api: Api, who: WhoAsks, patient_id: PatientId
 ) -> JSONResponse:
     """The patient's INS identity, for the members of its care teams who read identities.
     Every attempt is audited by the database itself."""

@@ -10,7 +10,7 @@ import asyncpg
 from fastapi import APIRouter, Query, Request
 
 from ingest.api.access import Refused, WhoAsks, audited, the_patient
-from ingest.api.schemas import PatientOut, Reading
+from ingest.api.schemas import Instant, Name, Offset, PatientId, PatientOut, Reading
 from ingest.platform import Connection
 
 __all__ = ["router"]
@@ -36,9 +36,9 @@ _PATIENTS = """
 async def list_patients(
     request: Request,
     who: WhoAsks,
-    programme: str | None = None,
+    programme: Name | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     async with audited(request, who, "R", "patient.search", None) as s:
         rows = await s.conn.fetch(
@@ -52,7 +52,7 @@ async def list_patients(
 
 
 @router.get("/{patient_id}", response_model=PatientOut)
-async def get_patient(request: Request, who: WhoAsks, patient_id: str) -> dict[str, Any]:
+async def get_patient(request: Request, who: WhoAsks, patient_id: PatientId) -> dict[str, Any]:
     async with audited(request, who, "R", "patient.read", patient_id) as s:
         key = await the_patient(s, patient_id)
         row = await s.conn.fetchrow(f"{_PATIENTS} WHERE p.patient_key = $1", key)
@@ -64,14 +64,12 @@ async def get_patient(request: Request, who: WhoAsks, patient_id: str) -> dict[s
 async def patient_readings(
     request: Request,
     who: WhoAsks,
-    patient_id: str,
-    kind: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    patient_id: PatientId,
+    kind: Name | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
 ) -> list[dict[str, Any]]:
     since = since or datetime.now(UTC) - timedelta(days=7)
-    if since.tzinfo is None or (until is not None and until.tzinfo is None):
-        raise Refused(400, "since/until: give a time zone")
     async with audited(request, who, "R", "readings.read", patient_id) as s:
         patient_key = await the_patient(s, patient_id)
         if kind is not None and not await s.conn.fetchval(

@@ -17,7 +17,7 @@ from alerts.programmes import ENABLED, AlertConfig
 from devices.catalogue import BY_CODE
 from devices.registry import Programme
 from ingest.api.access import Api, Refused, WhoAsks, audited, the_patient
-from ingest.api.schemas import Override, OverrideRequest, ThresholdLine
+from ingest.api.schemas import Override, OverrideRequest, ParameterName, PatientId, ThresholdLine
 from ingest.platform import ConfigurationError, Connection
 
 __all__ = ["chart_thresholds", "router"]
@@ -30,7 +30,7 @@ async def patient_thresholds(
     request: Request,
     api: Api,
     who: WhoAsks,
-    patient_id: str,
+    patient_id: PatientId,
     lang: Annotated[str | None, Query(description="fr or en")] = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> list[dict[str, Any]]:
@@ -42,13 +42,13 @@ async def patient_thresholds(
         programme = await s.conn.fetchval(
             "SELECT programme FROM patients WHERE patient_key = $1", key
         )
-        overridden = {o["parameter"]: o["value"] for o in await _overrides(s.conn, key)}
+        overridden = await _override_values(s.conn, key)
     lines = chart_thresholds(api.config, Programme(programme), overridden)
     return [{**line, "rule_title": language.rule_title(line["rule_id"])} for line in lines]
 
 
 @router.get("/overrides", response_model=list[Override])
-async def overrides(request: Request, who: WhoAsks, patient_id: str) -> list[dict[str, Any]]:
+async def overrides(request: Request, who: WhoAsks, patient_id: PatientId) -> list[dict[str, Any]]:
     async with audited(request, who, "R", "override.read", patient_id) as s:
         return await _overrides(s.conn, await the_patient(s, patient_id))
 
@@ -58,8 +58,8 @@ async def set_override(
     request: Request,
     api: Api,
     who: WhoAsks,
-    patient_id: str,
-    parameter: str,
+    patient_id: PatientId,
+    parameter: ParameterName,
     body: OverrideRequest,
 ) -> list[dict[str, Any]]:
     async with audited(request, who, "U", "override.set", patient_id) as s:
@@ -75,7 +75,7 @@ async def set_override(
 
 @router.delete("/overrides/{parameter}", response_model=list[Override])
 async def remove_override(
-    request: Request, who: WhoAsks, patient_id: str, parameter: str
+    request: Request, who: WhoAsks, patient_id: PatientId, parameter: ParameterName
 ) -> list[dict[str, Any]]:
     async with audited(request, who, "D", "override.remove", patient_id) as s:
         patient_key = await the_patient(s, patient_id)
@@ -121,10 +121,19 @@ def chart_thresholds(
 _THRESHOLD = re.compile(r"^(?P<severity>red|orange)_(at_or_)?(below|above)$")
 
 
+async def _override_values(conn: Connection, patient_key: int) -> dict[str, float]:
+    """The patient's overrides as the rules read them (a NaN: a bound switched off)."""
+    rows = await conn.fetch(
+        "SELECT parameter, value FROM threshold_overrides WHERE patient_key = $1", patient_key
+    )
+    return {r["parameter"]: r["value"] for r in rows}
+
+
 async def _overrides(conn: Connection, patient_key: int) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT parameter, value, changed_by, changed_at, note FROM threshold_overrides "
         "WHERE patient_key = $1 ORDER BY parameter",
         patient_key,
     )
-    return [dict(r) for r in rows]
+    # A NaN an operator stored (a bound switched off) is served as null, as documented.
+    return [{**r, "value": None if math.isnan(r["value"]) else r["value"]} for r in rows]

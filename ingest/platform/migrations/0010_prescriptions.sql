@@ -38,10 +38,5 @@ CREATE TABLE follow_up_checks (
     checked_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (patient_key, month, measure)
 );
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'telemon_ingest') THEN
-        GRANT SELECT, INSERT ON follow_up_checks TO telemon_ingest;
-        GRANT SELECT ON discharges TO telemon_ingest;
-    END IF;
-END $$;
+-- Ingest checks months 1 and 2 (alerts.step) and follows discharges.
+GRANT INSERT ON follow_up_checks TO telemon_ingest;
