@@ -147,6 +147,7 @@ async def run_api(
         )
         await http.start()
         stack.push_async_callback(http.stop)
+        stack.callback(wakeups.close)  # first: the live feeds end, so the server can stop
         log.info(
             "api: worklist and API on http://%s:%d/ (OpenAPI: /docs), tokens from %s; "
             "metrics on http://%s:%d/metrics",

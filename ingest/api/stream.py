@@ -86,11 +86,13 @@ async def events_after(
 
 
 class Wakeups:
-    """One LISTEN connection; `wait` returns on the next episode-event notification."""
+    """One LISTEN connection; `wait` returns on the next episode-event notification, or at
+    once for ever after `close` (the server is stopping: its streams end)."""
 
     def __init__(self) -> None:
         self._changed = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
+        self.closing = False
 
     async def start(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
         self._conn = await connect()
@@ -104,6 +106,11 @@ class Wakeups:
     async def wait(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout_s)
+
+    def close(self) -> None:
+        """End every stream: the server waits for its connections before it stops."""
+        self.closing = True
+        self._changed.set()
 
     async def stop(self) -> None:
         if self._conn is not None:
@@ -126,7 +133,9 @@ async def sse_stream(
 ) -> AsyncIterator[str]:
     """The SSE text of every event after `position`, for as long as the client listens and
     its token is valid: at `ends_at_s` (the token's expiry, on `clock`) the stream ends,
-    and no event read before is sent after it."""
+    and no event read before is sent after it. When the server stops, the stream ends
+    without that last word: the client's EventSource reconnects (to another instance, or to
+    this one restarted) and resumes from the last event it received."""
 
     def expired() -> bool:
         return clock.now_ms() / 1000 >= ends_at_s
@@ -134,9 +143,11 @@ async def sse_stream(
     yield f"retry: 2000\nevent: position\ndata: {json.dumps(str(position))}\n\n"
     idle_s = 0.0
     while not expired():
+        if wakeups.closing:
+            return
         events = await read(position)
         for at, event in events:
-            if expired():
+            if expired() or wakeups.closing:
                 break
             position = at
             yield f"id: {position}\nevent: episode\ndata: {json.dumps(event)}\n\n"

@@ -120,6 +120,9 @@ class HttpServer:
             proxy_headers=bool(trusted_proxies),
             forwarded_allow_ips=list(trusted_proxies) or "",
             server_header=False,
+            # Past this, a stop cancels the requests still running (the live feeds end
+            # on their own when the API stops, ingest.api.stream.Wakeups.close).
+            timeout_graceful_shutdown=10,
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None

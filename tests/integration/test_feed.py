@@ -385,6 +385,32 @@ async def test_live_feed_resumes_without_gap_or_repeat(stack: Stack, tmp_path: P
         await eventually(streams_closed, 10, "the closed streams to be counted out")
 
 
+async def test_a_stopping_api_ends_its_live_feeds(stack: Stack, tmp_path: Path) -> None:
+    """SIGTERM with clinicians following the feed: each stream ends cleanly, without the
+    token's "end" (the browser reconnects and resumes), and the API stops, instead of
+    waiting for clients that never leave."""
+    await two_teams(stack)
+    lines: list[str] = []
+    listening = asyncio.Event()
+
+    async def follow(client: httpx.AsyncClient) -> None:
+        async with client.stream("GET", "/api/v1/events") as response:
+            async for line in response.aiter_lines():  # raises if the stream is cut off
+                lines.append(line)
+                listening.set()
+
+    async with running_api(stack, tmp_path / "dev.pem") as api:
+        dr_a = api.client("dr-a")
+        following = asyncio.create_task(follow(dr_a))
+        await asyncio.wait_for(listening.wait(), 20)
+    try:  # the API has stopped
+        await asyncio.wait_for(following, 20)
+    finally:
+        await dr_a.aclose()
+    assert "event: position" in lines
+    assert "event: end" not in lines
+
+
 async def test_feed_holds_back_events_until_older_transactions_end(stack: Stack) -> None:
     """Ids are allotted before commit: an event committed later with a smaller id must not
     be skipped by a client already past a larger one."""

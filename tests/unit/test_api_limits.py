@@ -80,3 +80,18 @@ async def test_a_feed_ends_at_its_tokens_expiry_and_sends_nothing_after() -> Non
     events = [t for t in sent if t.startswith("id:")]
     assert events == ['id: 1-1\nevent: episode\ndata: {"n": 1}\n\n']
     assert sent[-1] == EXPIRED
+
+
+async def test_a_feed_ends_without_its_last_word_when_the_server_stops() -> None:
+    clock = Clock()
+    wakeups = Wakeups()
+
+    async def read(after: FeedPosition) -> list[tuple[FeedPosition, dict[str, object]]]:
+        wakeups.close()  # the server stops while these two events are on their way
+        return [(FeedPosition(1, 1), {"n": 1}), (FeedPosition(1, 2), {"n": 2})]
+
+    stream = sse_stream(
+        read, FeedPosition(0, 0), wakeups, ends_at_s=clock.seconds + 60, clock=clock
+    )
+    sent = [text async for text in stream]
+    assert [text.split(":")[0] for text in sent] == ["retry"]  # no event, and no "end"
