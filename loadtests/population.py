@@ -220,7 +220,8 @@ async def drained_by_new_member(settings: Settings, total: int, timeout_s: float
             now = time.monotonic()
             rss = rss_mb(child.pid)
             peak = max(peak, rss)
-            if committed and not ready_at:
+            # Ready: a batch durable, and the alert state rebuilt (its gauge set at the end).
+            if committed and not ready_at and gauge(port, "telemon_alerts_rebuild_seconds"):
                 ready_at, ready_rss, first_count = now, rss, committed
             if committed >= total:
                 return Run(
@@ -236,7 +237,12 @@ async def drained_by_new_member(settings: Settings, total: int, timeout_s: float
 
 
 def gauge(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+    """A metric of the member listening on `port` (0 until it answers)."""
+    try:
+        response = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics")
+    except OSError:
+        return 0.0
+    with response:
         for line in response.read().decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
