@@ -75,6 +75,7 @@ from loadtests.common import (
 HOT_PATIENTS = 10_000
 OPEN_EPISODE_SHARE = 0.02
 RESOLVED_EPISODE_SHARE = 0.10
+TIMED_BUDGET_S = 90  # per endpoint: fewer requests than asked when they are slow
 STRIDE = 7_919  # a prime: message n goes to patient (n * STRIDE) % N, every patient in turn
 
 
@@ -479,7 +480,7 @@ async def api_latency(settings: Settings, args: argparse.Namespace, figures: Fig
         # One clinician's sequential requests: above the rate a clinician is allowed.
         async with process(["-m", "ingest.cli", "api"], api, api_port=port, api_rate_per_s=1e4):
             url = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=300) as client:
                 await _until_up(client)
                 token = DevIssuer(api.token_issuer, Path(keys) / "dev.pem").token(
                     "dr.bench", None, settings.oidc_audience
@@ -520,11 +521,14 @@ async def _timed(client: object, *paths: Sequence[str]) -> list[float]:
 
     assert isinstance(client, httpx.AsyncClient)
     durations = []
+    budget_ends = time.perf_counter() + TIMED_BUDGET_S
     for group in zip(*paths, strict=True):
         started = time.perf_counter()
         for path in group:
             (await client.get(path)).raise_for_status()
         durations.append((time.perf_counter() - started) * 1000)
+        if started > budget_ends and len(durations) > 2:
+            break
     return durations[1:]  # the first warms the connection pool
 
 
@@ -532,7 +536,7 @@ def _percentiles(ms: list[float]) -> tuple[float, float]:
     return statistics.median(ms), statistics.quantiles(ms, n=100)[98]
 
 
-async def report(settings: Settings, figures: Figures) -> None:
+async def report(settings: Settings, args: argparse.Namespace, figures: Figures) -> None:
     """The report of last month, the cohort's enrolments spread over the 90 days before
     it (so that every patient is followed all month, and months 1 and 2 of follow-up end
     in it for two thirds of them)."""
@@ -571,8 +575,11 @@ async def population(base: Settings, patients: int, args: argparse.Namespace) ->
     figures.drain_messages = args.messages or max(300_000, patients)
     await drains(settings, senders, figures.drain_messages, figures)
     await takeover(settings, senders, args, figures)
-    await api_latency(settings, args, figures)
-    await report(settings, figures)
+    for measure in (api_latency, report):
+        try:
+            await measure(settings, args, figures)
+        except Exception as error:  # noqa: BLE001 - reported, and the next one measured
+            print(f"  {measure.__name__} failed: {error!r}", flush=True)
     return figures
 
 

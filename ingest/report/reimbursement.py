@@ -285,6 +285,9 @@ async def reimbursement(
     follow_data = await expected_data(conn, config, follow_ups, follow_windows)
 
     checks = await _checks(conn, config, days, patients, until_us)
+    checks_of: dict[int, list[tuple[int, MonthCheck]]] = defaultdict(list)
+    for (key, n), c in checks.items():
+        checks_of[key].append((n, c))
     patient_months = [
         PatientMonth(
             p.patient_id,
@@ -295,8 +298,8 @@ async def reimbursement(
             _data(config, p, month_data, w),
             {
                 n: c
-                for (key, n), c in checks.items()
-                if key == p.key and _check_day(days, p, n) <= days.day_of_date(month)
+                for n, c in checks_of.get(p.key, ())
+                if _check_day(days, p, n) <= days.day_of_date(month)
             },
         )
         for w, (p, month) in enumerate(rows)
@@ -411,10 +414,11 @@ async def _checks(
         if int(days.start_of(_check_day(days, p, n))) <= until_us
         and (p.last_day is None or p.last_day >= _check_day(days, p, n))
     ]
+    wanted = set(due)
     found = {
         (c.patient_key, c.month): c
         for c in await stored_checks(conn, [p.key for p in patients])
-        if (c.patient_key, c.month) in set(due)
+        if (c.patient_key, c.month) in wanted
     }
     computed = await check_months(conn, config, [d for d in due if d not in found], until_us)
     found.update({(c.patient_key, c.month): c for c in computed})
