@@ -23,9 +23,9 @@ the embedded broker):
    every partition's committed offset has moved past where it was when the first member
    exited (the second member rebuilt the state of all 12 partitions). Once drained: stored
    readings against produced messages, and the ledger's messages and duplicates;
-5. the clinicians' API (`telemon api`, one care team following every patient, 2 % of them
-   with an open episode, 10 % with a resolved one): p50 / p99 of the worklist and of a
-   patient view (the patient and their episodes), sequential requests;
+5. the clinicians' API (`telemon api`, care teams of 5,000 patients, the clinician in one,
+   2 % of all patients with an open episode, 10 % with a resolved one): p50 / p99 of the
+   worklist and of a patient view (the patient and their episodes), sequential requests;
 6. `telemon report` of last month, the enrolments moved back to the 90 days before it
    (the readings are only those of this run: a month's readings of the whole cohort,
    some 60 million rows at 1M patients, are not generated).
@@ -57,7 +57,7 @@ from devices.catalogue import BY_KIND
 from devices.registry import CSV_COLUMNS
 from devices.simulator import VITAL_MODELS, CohortConfig, SimPatient, build_cohort
 from ingest.api.auth import DevIssuer
-from ingest.api.teams import add_every_patient, add_member, create_team
+from ingest.api.teams import add_member
 from ingest.platform import Settings, client_options, connect, make_producer
 from ingest.platform.kafka import ensure_topics
 from loadtests.common import (
@@ -75,6 +75,7 @@ from loadtests.common import (
 HOT_PATIENTS = 10_000
 OPEN_EPISODE_SHARE = 0.02
 RESOLVED_EPISODE_SHARE = 0.10
+TEAM_PATIENTS = 5_000
 TIMED_BUDGET_S = 90  # per endpoint: fewer requests than asked when they are slow
 STRIDE = 7_919  # a prime: message n goes to patient (n * STRIDE) % N, every patient in turn
 
@@ -428,15 +429,25 @@ async def takeover(
     await drop_topics(steady)
 
 
-async def open_episodes(settings: Settings) -> int:
-    """One team following every patient; 2 % of patients with an open clinical episode
-    (a third of them red, a third orange), 10 % with a resolved one."""
+async def open_episodes(settings: Settings) -> tuple[int, list[str]]:
+    """Care teams of 5,000 patients, the clinician in one; 2 % of patients with an open
+    clinical episode (a third of them red, a third orange), 10 % with a resolved one.
+    Returns the open episodes, and the patients of the clinician's team."""
     assert settings.database_url is not None
     conn = await connect(settings.database_url, settings.database_schema)
     try:
-        await create_team(conn, "all", "Every patient")
-        await add_member(conn, "all", "dr.bench")
-        await add_every_patient(conn, "all")
+        teams = max(1, await conn.fetchval("SELECT count(*) FROM patients") // TEAM_PATIENTS)
+        await conn.execute(
+            "INSERT INTO care_teams (team_id, name) SELECT 'team-' || n, 'Team ' || n "
+            "FROM generate_series(0, $1 - 1) n",
+            teams,
+        )
+        await conn.execute(
+            "INSERT INTO patient_care_teams (team_id, patient_key) "
+            "SELECT 'team-' || patient_key % $1, patient_key FROM patients",
+            teams,
+        )
+        await add_member(conn, "team-0", "dr.bench")
         await conn.execute(
             """
             INSERT INTO episodes (patient_key, job, severity, severity_since, status,
@@ -462,7 +473,12 @@ async def open_episodes(settings: Settings) -> int:
             OPEN_EPISODE_SHARE,
         )
         await conn.execute("ANALYZE")
-        return int(await conn.fetchval("SELECT count(*) FROM episodes WHERE status = 'open'"))
+        mine = await conn.fetchval(
+            "SELECT array_agg(patient_id) FROM patients JOIN patient_care_teams "
+            "USING (patient_key) WHERE team_id = 'team-0'"
+        )
+        opened = await conn.fetchval("SELECT count(*) FROM episodes WHERE status = 'open'")
+        return int(opened), list(mine)
     finally:
         await conn.close()
 
@@ -470,7 +486,7 @@ async def open_episodes(settings: Settings) -> int:
 async def api_latency(settings: Settings, args: argparse.Namespace, figures: Figures) -> None:
     import httpx
 
-    figures.open_episodes = await open_episodes(settings)
+    figures.open_episodes, team = await open_episodes(settings)
     with tempfile.TemporaryDirectory() as keys:
         port = http_port()
         api = settings.model_copy(
@@ -487,7 +503,7 @@ async def api_latency(settings: Settings, args: argparse.Namespace, figures: Fig
                 )
                 client.headers["Authorization"] = f"Bearer {token}"
                 worklist = await _timed(client, ["/api/v1/worklist"] * args.requests)
-                patients = [f"p-{n * STRIDE % figures.patients:07d}" for n in range(args.requests)]
+                patients = [team[n * STRIDE % len(team)] for n in range(args.requests)]
                 patient = await _timed(
                     client,
                     [f"/api/v1/patients/{p}" for p in patients],
@@ -496,7 +512,7 @@ async def api_latency(settings: Settings, args: argparse.Namespace, figures: Fig
     figures.worklist_p50_ms, figures.worklist_p99_ms = _percentiles(worklist)
     figures.patient_p50_ms, figures.patient_p99_ms = _percentiles(patient)
     print(
-        f"  API with {figures.open_episodes} open episodes: worklist p50 "
+        f"  API with {figures.open_episodes} open episodes, teams of {TEAM_PATIENTS}: worklist p50 "
         f"{figures.worklist_p50_ms:.0f} ms p99 {figures.worklist_p99_ms:.0f} ms; patient view "
         f"p50 {figures.patient_p50_ms:.0f} ms p99 {figures.patient_p99_ms:.0f} ms",
         flush=True,
