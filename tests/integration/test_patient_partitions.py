@@ -34,14 +34,17 @@ async def conn(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def kafka_partition(patient_id: str, partitions: int) -> int:
-    return (murmur2(patient_id.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(patient_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def test_each_patient_knows_the_hash_of_kafkas_default_partitioner(
     conn: asyncpg.Connection,
 ) -> None:
     await enroll(conn, [_oximeter(p) for p in PATIENT_IDS])
-    stored = dict(await conn.fetch("SELECT patient_id, key_hash FROM patients"))
+    stored = {
+        r["patient_id"]: r["key_hash"]
+        for r in await conn.fetch("SELECT patient_id, key_hash FROM patients")
+    }
     assert stored == {p: murmur2(p.encode()) & 0x7FFFFFFF for p in PATIENT_IDS}
 
 
@@ -53,7 +56,10 @@ async def test_a_member_loads_the_active_patients_of_its_partitions_only(
     engine = Engine(load_config(None))
     loaded = await load_partitions(conn, engine, [0, 4], 12, 1_795_000_000_000_000)
     expected = {p for p in PATIENT_IDS if kafka_partition(p, 12) in (0, 4) and p != "p-0"}
-    keys = dict(await conn.fetch("SELECT patient_key, patient_id FROM patients"))
+    keys = {
+        r["patient_key"]: r["patient_id"]
+        for r in await conn.fetch("SELECT patient_key, patient_id FROM patients")
+    }
     assert {keys[k] for k in engine.history.slot_of} == expected
     assert loaded == len(expected)
     slots = engine.history.slots(list(engine.history.slot_of))
