@@ -267,7 +267,7 @@ async def reimbursement(
             if p.start_day < month_after and (p.last_day is None or p.last_day >= month_first):
                 rows.append((p, month))
                 windows.append(Window(p.key, month_first, month_after, until_us))
-    month_data = await expected_data(conn, config, follow_ups, windows)
+    month_data = _as_lists(await expected_data(conn, config, follow_ups, windows))
 
     # Months of follow-up that ended in the period.
     ended: list[tuple[_Patient, int]] = []
@@ -284,7 +284,7 @@ async def reimbursement(
                 ended.append((p, number))
                 follow_windows.append(Window(p.key, first, after, until_us))
             number += 1
-    follow_data = await expected_data(conn, config, follow_ups, follow_windows)
+    follow_data = _as_lists(await expected_data(conn, config, follow_ups, follow_windows))
 
     checks = await _checks(conn, config, days, patients, until_us)
     checks_of: dict[int, list[tuple[int, MonthCheck]]] = defaultdict(list)
@@ -454,14 +454,24 @@ def _check_day(days: _Days, patient: _Patient, month: int) -> int:
     return int(days.add_months(patient.start_day, month))
 
 
+def _as_lists(
+    data: Mapping[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+) -> dict[str, tuple[list[int], list[int]]]:
+    """Per measure, expected and received per window as lists: read a million times one
+    element at a time, numpy's element access costs more than the rest of the row."""
+    return {
+        name: (expected.tolist(), received.tolist()) for name, (expected, received) in data.items()
+    }
+
+
 def _data(
     config: AlertConfig,
     patient: _Patient,
-    data: Mapping[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+    data: Mapping[str, tuple[list[int], list[int]]],
     window: int,
 ) -> dict[str, tuple[int, int]]:
     return {
-        measure: (int(data[measure][0][window]), int(data[measure][1][window]))
+        measure: (data[measure][0][window], data[measure][1][window])
         for measure in config.programmes[patient.follow_up.programme].measures
     }
 
