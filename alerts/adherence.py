@@ -219,13 +219,18 @@ def _matrix(
     matrix = np.zeros((len(patient_key), WIDTH), np.int64)
     mine = counts["measure"] == measure
     key, day, n = counts["patient_key"][mine], counts["day"][mine], counts["n"][mine]
-    order = np.argsort(key, kind="stable")
-    key, day, n = key[order], day[order], n[order]
-    for w, k in enumerate(patient_key):
-        lo, hi = np.searchsorted(key, [k, k + 1])
-        column = day[lo:hi] - first_day[w] + MAX_EVERY_DAYS
-        inside = (column >= 0) & (column < WIDTH)
-        np.add.at(matrix[w], column[inside], n[lo:hi][inside])
+    # Each count goes to every window of its patient: the windows sorted by patient, the
+    # run of each count's patient found by bisection, and the runs expanded.
+    keys = np.asarray(patient_key, np.int64)
+    order = np.argsort(keys, kind="stable")
+    lo = np.searchsorted(keys[order], key, side="left")
+    runs = np.searchsorted(keys[order], key, side="right") - lo
+    count = np.repeat(np.arange(len(key)), runs)
+    within = np.arange(len(count)) - np.repeat(np.cumsum(runs) - runs, runs)
+    window = order[np.repeat(lo, runs) + within]
+    column = day[count] - first_day[window] + MAX_EVERY_DAYS
+    inside = (column >= 0) & (column < WIDTH)
+    np.add.at(matrix, (window[inside], column[inside]), n[count][inside])
     return matrix
 
 

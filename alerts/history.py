@@ -18,7 +18,6 @@ rows (`array[slots]`) is several times slower for the same copy.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -137,26 +136,42 @@ CGM_DAYS = 16
 CGM_LOW_MG_DL = 70.0  # the consensus "below range" bound the CGM rule counts against
 
 
-@dataclass
 class Ring:
-    """The last `size` readings inserted, per slot (arrival order; windows filter by time)."""
+    """The last `size` readings inserted, per slot (arrival order; windows filter by time).
 
-    values: npt.NDArray[np.float64]
-    times: npt.NDArray[np.int64]
-    head: npt.NDArray[np.int64]
-    newest: npt.NDArray[np.int64]  # the latest time ever inserted, per slot
+    A slot gets its row at its first reading of the ring's kind: most patients never
+    measure most kinds (a diabetes patient no SpO2), and a row for every patient and kind
+    was 2.7 kB a patient (issue 22). Row 0 is empty and never written: the row of every
+    slot without readings, so that reads need no special case.
+    """
 
-    @classmethod
-    def empty(cls, capacity: int, size: int) -> Ring:
-        return cls(
-            np.zeros((capacity, size)),
-            np.full((capacity, size), NO_TIME),
-            np.zeros(capacity, np.int64),
-            np.full(capacity, NO_TIME),
-        )
+    def __init__(self, capacity: int, size: int) -> None:
+        self.row = np.zeros(capacity, np.int32)  # per slot; 0: no reading yet
+        self.values = np.zeros((1, size))
+        self.times = np.full((1, size), NO_TIME)
+        self.head = np.zeros(1, np.int64)
+        self.newest = np.full(1, NO_TIME)  # the latest time ever inserted, per row
+        self._rows = 1  # rows in use, the empty one included
 
     def grow(self, capacity: int) -> None:
-        extra = capacity - len(self.head)
+        """Room for `capacity` slots."""
+        self.row = np.concatenate([self.row, np.zeros(capacity - len(self.row), np.int32)])
+
+    def _rows_of(self, slot: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """The slots' rows, made for those that have none yet."""
+        row = self.row[slot]
+        new = np.unique(slot[row == 0])
+        if len(new):
+            rows = self._rows + np.arange(len(new), dtype=np.int32)
+            self._rows += len(new)
+            if self._rows > len(self.head):
+                self._reserve(max(2 * len(self.head), self._rows))
+            self.row[new] = rows
+            row = self.row[slot]
+        return row
+
+    def _reserve(self, rows: int) -> None:
+        extra = rows - len(self.head)
         size = self.values.shape[1]
         self.values = np.vstack([self.values, np.zeros((extra, size))])
         self.times = np.vstack([self.times, np.full((extra, size), NO_TIME)])
@@ -172,37 +187,46 @@ class Ring:
         """Append readings (in arrival order); a reading whose time is there already is not."""
         if not len(slot):
             return
-        order = stable_order(slot)  # by slot, arrival order within
-        slot, value, time = slot[order], value[order], time[order]
-        fresh = np.ones(len(slot), np.bool_)
-        fresh[1:] = (slot[1:] != slot[:-1]) | (time[1:] != time[:-1])  # repeats in batch
-        # Only a reading not newer than its slot's newest can be in the ring already.
-        maybe = np.flatnonzero(time <= self.newest[slot])
+        row = self._rows_of(slot)
+        order = stable_order(row)  # by row, arrival order within
+        row, value, time = row[order], value[order], time[order]
+        fresh = np.ones(len(row), np.bool_)
+        fresh[1:] = (row[1:] != row[:-1]) | (time[1:] != time[:-1])  # repeats in batch
+        # Only a reading not newer than its row's newest can be in the ring already.
+        maybe = np.flatnonzero(time <= self.newest[row])
         if len(maybe):
-            fresh[maybe] &= ~(self.times.take(slot[maybe], axis=0) == time[maybe, None]).any(axis=1)
-        slot, value, time = slot[fresh], value[fresh], time[fresh]
-        if not len(slot):
+            fresh[maybe] &= ~(self.times.take(row[maybe], axis=0) == time[maybe, None]).any(axis=1)
+        row, value, time = row[fresh], value[fresh], time[fresh]
+        if not len(row):
             return
-        first = first_of_runs(slot)
+        first = first_of_runs(row)
         starts = np.flatnonzero(first)
-        counts = np.append(starts[1:], len(slot)) - starts
-        rank = np.arange(len(slot)) - np.repeat(starts, counts)  # 0, 1, ... within a slot
+        counts = np.append(starts[1:], len(row)) - starts
+        rank = np.arange(len(row)) - np.repeat(starts, counts)  # 0, 1, ... within a row
         size = self.values.shape[1]
-        position = (self.head[slot] + rank) % size
-        cell = slot.astype(np.int64) * size + position  # later readings overwrite: last n
+        position = (self.head[row] + rank) % size
+        cell = row.astype(np.int64) * size + position  # later readings overwrite: last n
         np.reshape(self.values, -1, copy=False)[cell] = value
         np.reshape(self.times, -1, copy=False)[cell] = time
-        touched = slot[starts]
+        touched = row[starts]
         self.head[touched] = (self.head[touched] + counts) % size
-        np.maximum.at(self.newest, slot, time)
+        np.maximum.at(self.newest, row, time)
+
+    def of(
+        self, slot: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Per row: the slot's ring values and their times (NO_TIME where none)."""
+        row = self.row.take(slot)
+        return self.values.take(row, axis=0), self.times.take(row, axis=0)
 
     def window(
         self, slot: npt.NDArray[np.int32], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """Per row: the slot's ring values, and which of them lie in [start, end)."""
-        times = self.times.take(slot, axis=0)
+        row = self.row.take(slot)
+        times = self.times.take(row, axis=0)
         inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
-        return self.values.take(slot, axis=0), inside
+        return self.values.take(row, axis=0), inside
 
     def windows(
         self,
@@ -211,24 +235,26 @@ class Ring:
     ) -> tuple[npt.NDArray[np.float64], list[npt.NDArray[np.bool_]]]:
         """Per row: the slot's ring values, and which lie in each [start, end) of `bounds`
         (one gather of the ring for several windows)."""
-        times = self.times.take(slot, axis=0)
+        row = self.row.take(slot)
+        times = self.times.take(row, axis=0)
         known = times != NO_TIME
         inside = [
             (times >= start[:, None]) & (times < end[:, None]) & known for start, end in bounds
         ]
-        return self.values.take(slot, axis=0), inside
+        return self.values.take(row, axis=0), inside
 
     def latest_before(
         self, slot: npt.NDArray[np.int32], before: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
         """Per row: the value of the slot's latest ring reading measured before `before`, and
         whether there is one."""
-        times = self.times.take(slot, axis=0)
+        row = self.row.take(slot)
+        times = self.times.take(row, axis=0)
         earlier = np.where(times < before[:, None], times, NO_TIME)
         latest = earlier.argmax(axis=1)
-        row = np.arange(len(slot))
-        found = earlier[row, latest] != NO_TIME
-        value = np.where(found, self.values.take(slot, axis=0)[row, latest], np.nan)
+        each = np.arange(len(slot))
+        found = earlier[each, latest] != NO_TIME
+        value = np.where(found, self.values.take(row, axis=0)[each, latest], np.nan)
         return value, found
 
 
@@ -250,16 +276,19 @@ class KeyIndex:
         self.row_of: dict[int, int] = {}
         self._table = np.full(0, -1, np.int32)  # key -> row, -1 for none
 
-    def add(self, key: int) -> int:
-        row = self.row_of.get(key)
-        if row is None:
-            row = self.row_of[key] = len(self.row_of)
-            if key >= len(self._table):
-                grown = np.full(max(2 * len(self._table), key + 1, 1024), -1, np.int32)
+    def add(self, keys: Sequence[int]) -> npt.NDArray[np.int32]:
+        """Each key's row, made for the keys that have none yet."""
+        new = [key for key in dict.fromkeys(keys) if key not in self.row_of]
+        if new:
+            first = len(self.row_of)
+            self.row_of.update(zip(new, range(first, first + len(new)), strict=True))
+            largest = max(new)
+            if largest >= len(self._table):
+                grown = np.full(max(2 * len(self._table), largest + 1, 1024), -1, np.int32)
                 grown[: len(self._table)] = self._table
                 self._table = grown
-            self._table[key] = row
-        return row
+            self._table[new] = np.arange(first, first + len(new), dtype=np.int32)
+        return self.rows(keys)
 
     def rows(self, keys: Sequence[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
         """Each key's row; -1 for unknown keys."""
@@ -285,7 +314,7 @@ class History:
         self.active = np.zeros(capacity, np.bool_)  # followed (not discharged)
         self.last_value = np.zeros((capacity, KINDS))
         self.last_time = np.full((capacity, KINDS), NO_TIME)
-        self.rings = {kind_index(k): Ring.empty(capacity, n) for k, n in RING_SIZES.items()}
+        self.rings = {kind_index(k): Ring(capacity, n) for k, n in RING_SIZES.items()}
         # Each ring's kind as a [start, stop) range of kind indexes, for searchsorted.
         self._ring_bounds = np.array([(k, k + 1) for k in self.rings], np.int16).reshape(-1)
         self.cgm_day = np.full((capacity, CGM_DAYS), -1, np.int64)
@@ -311,34 +340,42 @@ class History:
     # -- patients and devices -------------------------------------------------------------
 
     def add(
-        self, patient_key: int, programme: int, enrolled_us: int, start_day: int, partition: int
-    ) -> int:
-        """The patient's slot, created empty if it is new."""
-        slot = self._patients.add(patient_key)
-        if slot == self._capacity:
-            self._grow(self._capacity * 2)
-        self.patient_key[slot] = patient_key
-        self.programme[slot] = programme
-        self.enrolled_us[slot] = enrolled_us
-        self.start_day[slot] = start_day
-        self.partition[slot] = partition
-        self.active[slot] = True
-        return slot
+        self,
+        patient_keys: npt.NDArray[np.int32],
+        programmes: npt.NDArray[np.int8],
+        enrolled_us: npt.NDArray[np.int64],
+        start_days: npt.NDArray[np.int64],
+        partitions: npt.NDArray[np.int32],
+    ) -> npt.NDArray[np.int32]:
+        """The patients' slots, created empty for those who are new; their profile set."""
+        slots = self._patients.add(patient_keys.tolist())
+        if len(self) > self._capacity:
+            capacity = self._capacity
+            while capacity < len(self):
+                capacity *= 2
+            self._grow(capacity)
+        self.patient_key[slots] = patient_keys
+        self.programme[slots] = programmes
+        self.enrolled_us[slots] = enrolled_us
+        self.start_day[slots] = start_days
+        self.partition[slots] = partitions
+        self.active[slots] = True
+        return slots
 
     def add_devices(
         self,
-        device_keys: Sequence[int],
-        slots: Sequence[int],
-        types: Sequence[int],
-        since_us: Sequence[int],
+        device_keys: npt.NDArray[np.int32],
+        slots: npt.NDArray[np.int32],
+        types: npt.NDArray[np.int8],
+        since_us: npt.NDArray[np.int64],
     ) -> None:
         """Devices (with their patient's slot, type and enrolment); known ones are kept."""
-        new = [i for i, key in enumerate(device_keys) if key not in self.device_of]
-        for i in new:
-            self._devices.add(device_keys[i])
-        self.device_slot = np.concatenate([self.device_slot, np.array(slots, np.int32)[new]])
-        self.device_type = np.concatenate([self.device_type, np.array(types, np.int8)[new]])
-        self.device_last = np.concatenate([self.device_last, np.array(since_us, np.int64)[new]])
+        _, first = np.unique(device_keys, return_index=True)
+        new = np.sort(first[self._devices.rows(device_keys[first]) < 0])
+        self._devices.add(device_keys[new].tolist())
+        self.device_slot = np.concatenate([self.device_slot, slots[new].astype(np.int32)])
+        self.device_type = np.concatenate([self.device_type, types[new].astype(np.int8)])
+        self.device_last = np.concatenate([self.device_last, since_us[new].astype(np.int64)])
 
     def slots(self, patient_keys: Sequence[int] | npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
         """Slots of the given patients; -1 for those not loaded."""

@@ -3,7 +3,8 @@
 On assignment the engine needs every followed patient of the assigned
 partitions (a silent patient must still raise missing-data alerts), so the
 roster is all active patients whose id the readings topic's partitioner maps
-to an assigned partition (Kafka's default murmur2, as gateways must use). A
+to an assigned partition (Kafka's default murmur2, as gateways must use; the
+patients table keeps each id's hash, `key_hash`, since migration 0011). A
 patient enrolled later is loaded when their first reading arrives.
 
 History comes from stored readings: the latest value of each kind, the
@@ -18,37 +19,30 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from aiokafka.partitioner import murmur2
 
-from alerts.engine import Engine, PatientProfile
+from alerts.engine import DEVICE_TYPES, PROGRAMMES, Engine, Roster
 from alerts.history import CGM_DAYS, CGM_LOW_MG_DL, DAY_US, RING_SIZES
 from devices.catalogue import BY_KIND
 from devices.catalogue import VitalKind as K
-from devices.registry import DeviceType, Programme
 from ingest.platform import Connection
 
-__all__ = ["kafka_partition", "load_partitions", "load_patients", "load_profiles"]
+__all__ = ["load_partitions", "load_patients", "load_profiles"]
 
 HISTORY_DAYS = 30  # how far back the latest value of a kind is looked for
-
-
-def kafka_partition(patient_id: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives this key."""
-    return int(murmur2(patient_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def load_partitions(
     conn: Connection, engine: Engine, assigned: Iterable[int], partitions: int, now_us: int
 ) -> int:
     """Load every active patient of the assigned partitions; returns how many."""
-    wanted = set(assigned)
-    roster = await conn.fetch(
-        "SELECT patient_key, patient_id FROM patients WHERE discharged_at IS NULL"
+    keys = await _profiles(
+        conn,
+        engine,
+        "discharged_at IS NULL AND key_hash % $1 = ANY($2::int[])",
+        partitions,
+        list(assigned),
     )
-    keys = [
-        r["patient_key"] for r in roster if kafka_partition(r["patient_id"], partitions) in wanted
-    ]
-    await load_patients(conn, engine, keys, partitions, now_us)
+    await _history(conn, engine, keys, now_us)
     return len(keys)
 
 
@@ -66,40 +60,65 @@ async def load_profiles(
     conn: Connection, engine: Engine, patient_keys: Sequence[int], partitions: int
 ) -> None:
     """Programme, enrolment, devices and overrides of these patients; no history."""
-    keys = list(patient_keys)
-    patients = await conn.fetch(
-        """
-        SELECT p.patient_key, p.patient_id, p.programme, p.discharged_at IS NOT NULL AS gone,
-               (extract(epoch FROM p.enrolled_at) * 1e6)::bigint AS enrolled_us,
-               coalesce(array_agg(d.device_key) FILTER (WHERE d.device_key IS NOT NULL), '{}')
-                   AS device_keys,
-               coalesce(array_agg(d.device_type) FILTER (WHERE d.device_key IS NOT NULL), '{}')
-                   AS device_types
-        FROM patients p LEFT JOIN devices d USING (patient_key)
-        WHERE p.patient_key = ANY($1::int[])
-        GROUP BY p.patient_key
+    await _profiles(conn, engine, "patient_key = ANY($2::int[])", partitions, list(patient_keys))
+
+
+async def _profiles(
+    conn: Connection, engine: Engine, which: str, partitions: int, argument: list[int]
+) -> list[int]:
+    """The profiles of the patients `which` selects ($1: the partition count, $2:
+    `argument`) into the engine, read as columns (one row of arrays per query: a million
+    records would cost seconds to decode); returns their keys."""
+    patients = await conn.fetchrow(
+        f"""
+        SELECT coalesce(array_agg(patient_key), '{{}}') AS keys,
+               coalesce(array_agg(array_position($3::text[], programme) - 1), '{{}}')
+                   AS programmes,
+               coalesce(array_agg((extract(epoch FROM enrolled_at) * 1e6)::bigint), '{{}}')
+                   AS enrolled_us,
+               coalesce(array_agg(key_hash % $1), '{{}}') AS partitions,
+               coalesce(array_agg(patient_key) FILTER (WHERE discharged_at IS NOT NULL), '{{}}')
+                   AS gone
+        FROM patients WHERE {which}
         """,
-        keys,
+        partitions,
+        argument,
+        [p.value for p in PROGRAMMES],
     )
+    assert patients is not None  # an aggregate: one row
+    devices = await conn.fetchrow(
+        """
+        SELECT coalesce(array_agg(d.device_key), '{}') AS keys,
+               coalesce(array_agg(d.patient_key), '{}') AS owners,
+               coalesce(array_agg(array_position($2::text[], d.device_type) - 1), '{}') AS types
+        FROM devices d JOIN unnest($1::int[]) AS k(patient_key) USING (patient_key)
+        """,
+        patients["keys"],
+        [t.value for t in DEVICE_TYPES],
+    )
+    assert devices is not None
     overrides: dict[int, dict[str, float]] = defaultdict(dict)
     for r in await conn.fetch(
         "SELECT patient_key, parameter, value FROM threshold_overrides "
-        "WHERE patient_key = ANY($1::int[])",
-        keys,
+        "JOIN unnest($1::int[]) AS k(patient_key) USING (patient_key)",
+        patients["keys"],
     ):
         overrides[r["patient_key"]][r["parameter"]] = r["value"]
-    engine.add_patients(
-        PatientProfile(
-            r["patient_key"],
-            Programme(r["programme"]),
-            r["enrolled_us"],
-            kafka_partition(r["patient_id"], partitions),
-            [(k, DeviceType(t)) for k, t in zip(r["device_keys"], r["device_types"], strict=True)],
-            overrides[r["patient_key"]],
+    engine.add_roster(
+        Roster(
+            np.array(patients["keys"], np.int32),
+            np.array(patients["programmes"], np.int8),
+            np.array(patients["enrolled_us"], np.int64),
+            np.array(patients["partitions"], np.int32),
+            np.array(devices["keys"], np.int32),
+            np.array(devices["owners"], np.int32),
+            np.array(devices["types"], np.int8),
+            overrides,
         )
-        for r in patients
     )
-    engine.set_discharged(r["patient_key"] for r in patients if r["gone"])
+    engine.set_discharged(patients["gone"])
+    keys: list[int] = patients["keys"]
+    return keys
 
 
 async def _history(conn: Connection, engine: Engine, keys: list[int], now_us: int) -> None:

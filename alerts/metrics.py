@@ -70,6 +70,12 @@ class AlertMetrics:
             "Patients whose history this member holds.",
             registry=registry,
         )
+        self.rebuild_seconds = Gauge(
+            "telemon_alerts_rebuild_seconds",
+            "How long the latest assignment took to rebuild the state of its partitions' "
+            "patients from PostgreSQL.",
+            registry=registry,
+        )
         self.events_published = Counter(
             "telemon_alerts_events_published_total",
             "Episode events relayed to the alerts topic.",

@@ -117,8 +117,20 @@ def count_expected(
     every = np.ones((windows, width), np.int64)
     times = np.zeros((windows, width), np.int64)
     hour = np.zeros((windows, width))
+    # The first frequency of every window at once (most have no other), then the others.
+    first = [(w, timeline[0]) for w, timeline in enumerate(prescriptions) if timeline]
+    if first:
+        rows = np.array([w for w, _ in first], np.int64)
+        later = index[rows] >= np.array([p.from_day for _, p in first], np.int64)[:, None]
+        for target, values in (
+            (every, [p.every_days for _, p in first]),
+            (times, [p.times for _, p in first]),
+            (hour, [p.due_hour for _, p in first]),
+        ):
+            column_values = np.array(values, target.dtype)[:, None]
+            target[rows] = np.where(later, column_values, target[rows])
     for w, timeline in enumerate(prescriptions):
-        for prescribed in timeline:
+        for prescribed in timeline[1:]:
             later = index[w] >= prescribed.from_day
             every[w, later] = prescribed.every_days
             times[w, later] = prescribed.times

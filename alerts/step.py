@@ -13,6 +13,7 @@ PostgreSQL (alerts.adherence), a bounded number at a time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +32,8 @@ from ingest.pipeline import ReadingRows, Written
 from ingest.platform import Clock, Connection
 
 __all__ = ["OVERRIDE_POLL_S", "AlertStep", "AlertWork"]
+
+log = logging.getLogger(__name__)
 
 OVERRIDE_POLL_S = 5.0
 # A month of follow-up is checked a day after it ends (data sent late still counts) [U],
@@ -91,6 +94,7 @@ class AlertStep:
         self._loaded = False  # no sweep of a half-rebuilt state: it would miss their data
 
     async def assigned(self, partitions: Sequence[int], partition_count: int) -> None:
+        started = self.clock.monotonic()
         self._loaded = False
         self.engine.reset()
         self._partitions = partition_count
@@ -107,6 +111,12 @@ class AlertStep:
             await self._load_awaited(conn)
         self._loaded = True
         self.metrics.patients.set(loaded)
+        self.metrics.rebuild_seconds.set(self.clock.monotonic() - started)
+        log.info(
+            "alert state of %d patients rebuilt in %.1f s",
+            loaded,
+            self.clock.monotonic() - started,
+        )
 
     async def _load_awaited(self, conn: Connection) -> None:
         """The unresolved missing-data findings of the patients followed here."""

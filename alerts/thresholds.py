@@ -335,12 +335,8 @@ def symptom_grade(ctx: RuleContext) -> Firings:
         if not len(of_kind):
             continue
         ring = ctx.history.rings[index_of_code(kind)]
-        slot = rows.slot[of_kind]
-        times = ring.times.take(slot, axis=0)
-        before = np.where(times < rows.measured_at[of_kind, None], times, NO_TIME)
-        latest = before.argmax(axis=1)  # the answer just before this one
-        found = before[np.arange(len(of_kind)), latest] != NO_TIME
-        previous[of_kind] = np.where(found, ring.values[slot, latest], np.nan)
+        # The answer just before this one.
+        previous[of_kind], _ = ring.latest_before(rows.slot[of_kind], rows.measured_at[of_kind])
     v = rows.value
     high = v >= _param(ctx, "orange_at_or_above")
     rise = (previous == 0) & (v >= _param(ctx, "rise_from_0_to"))

@@ -108,8 +108,9 @@ def ventilator_leak_days(ctx: RuleContext) -> Firings:
     p = ctx.params.of(slot)
     ring = ctx.history.rings[kind_index(K.VENTILATOR_LEAK)]
     today = ctx.rows.measured_at[rows] // DAY_US
-    day = ring.times.take(slot, axis=0) // DAY_US
-    over = ring.values.take(slot, axis=0) > p["threshold_l_min"][:, None]
+    values, times = ring.of(slot)
+    day = times // DAY_US
+    over = values > p["threshold_l_min"][:, None]
     consecutive = np.zeros(len(rows))
     fired = np.ones(len(rows), np.bool_)
     for back in range(int(p["days"].max(initial=0))):

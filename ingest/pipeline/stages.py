@@ -504,6 +504,15 @@ class IngestPipeline:
 
     async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         mine = [tp for tp in assigned if tp.topic == self._topic]
+        # The steps' state first: the intake takes no record of these partitions before
+        # their positions are set below (records fetched meanwhile are read again from
+        # there), so no batch is prepared against a half-rebuilt state.
+        count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
+        for step in self._steps:
+            await self._database(
+                partial(step.assigned, [tp.partition for tp in mine], count),
+                f"rebuilding the state of {step.name}",
+            )
         stored = await self._stored_offsets([tp.partition for tp in mine])
         unknown = [tp for tp in mine if tp.partition not in stored]
         starts = await self._consumer.beginning_offsets(unknown) if unknown else {}
@@ -520,12 +529,6 @@ class IngestPipeline:
                 position = starts[tp]
             self._consumer.seek(tp, position)
             self._cursor.start(tp, position)
-        count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
-        for step in self._steps:
-            await self._database(
-                partial(step.assigned, [tp.partition for tp in mine], count),
-                f"rebuilding the state of {step.name}",
-            )
         self._health.joined_group = True
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
         log.info(

@@ -1,4 +1,5 @@
-"""The history's array helpers: keys to rows, ordering and runs, whatever the keys."""
+"""The history's array helpers: keys to rows, ordering and runs, whatever the keys; rings
+with rows for the patients who measure their kind only."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy.typing as npt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.history import KeyIndex, first_of_runs, last_of_runs, stable_order
+from alerts.history import KeyIndex, Ring, first_of_runs, last_of_runs, stable_order
 
 slots = st.lists(st.integers(0, 2**31 - 1) | st.integers(0, 40), max_size=300).map(
     lambda keys: np.array(keys, np.int32)
@@ -32,8 +33,28 @@ def test_runs_of_sorted_keys(keys: npt.NDArray[np.int32]) -> None:
 def test_unknown_keys_have_no_row_even_before_any_key_is_added() -> None:
     index = KeyIndex()
     assert index.rows(np.array([7, 0, -1])).tolist() == [-1, -1, -1]
-    assert index.add(42) == 0
-    assert index.add(5) == 1
-    assert index.add(42) == 0
+    assert index.add([42]).tolist() == [0]
+    assert index.add([5, 42, 5]).tolist() == [1, 0, 1]
     assert index.rows(np.array([5, 42, 43, 5_000_000, -3])).tolist() == [1, 0, -1, -1, -1]
     assert index.rows(np.array([42, 5])).tolist() == [0, 1]
+
+
+def test_a_ring_has_rows_only_for_the_slots_that_had_its_readings() -> None:
+    ring = Ring(capacity=1000, size=4)
+    ring.insert(
+        np.array([7, 3, 7], np.int32), np.array([1.0, 2.0, 3.0]), np.array([10, 20, 30], np.int64)
+    )
+    ring.insert(np.array([7], np.int32), np.array([9.0]), np.array([10], np.int64))  # a re-send
+    assert np.count_nonzero(ring.row) == 2
+    assert len(ring.head) < 1000
+    values, inside = ring.window(
+        np.array([7, 3, 5], np.int32), np.zeros(3, np.int64), np.full(3, 100, np.int64)
+    )
+    assert [sorted(v[i].tolist()) for v, i in zip(values, inside, strict=True)] == [
+        [1.0, 3.0],
+        [2.0],
+        [],
+    ]
+    previous, found = ring.latest_before(np.array([7, 5], np.int32), np.array([30, 30], np.int64))
+    assert previous[0] == 1.0
+    assert found.tolist() == [True, False]
