@@ -203,7 +203,8 @@ class Ring:
         alone gathered: cheaper than a window when few rows have enough)."""
         times = self.times.take(slot, axis=0)
         inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
-        return np.count_nonzero(inside, axis=1)
+        counts: npt.NDArray[np.intp] = np.count_nonzero(inside, axis=1)
+        return counts
 
     def window(
         self, slot: npt.NDArray[np.int32], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
