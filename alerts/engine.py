@@ -267,18 +267,21 @@ class Engine:
 
     def _count(self, rule: Rule, scores: Scores) -> None:
         history = self.history
-        keys = np.stack(
-            [
-                history.partition[scores.slot].astype(np.int64),
-                scores.at // DAY_US,
-                history.programme[scores.slot].astype(np.int64),
-                scores.score.astype(np.int64),
-            ],
-            axis=1,
+        columns = (
+            history.partition[scores.slot].astype(np.int64),
+            scores.at // DAY_US,
+            history.programme[scores.slot].astype(np.int64),
+            scores.score.astype(np.int64),
         )
-        unique, counts = np.unique(keys, axis=0, return_counts=True)
+        # Equal keys side by side (a lexsort: np.unique(axis=0) compares rows as bytes,
+        # ten times slower), then one count per run of them.
+        keys = np.stack(columns, axis=1)[np.lexsort(columns[::-1])]
+        first = np.ones(len(keys), np.bool_)
+        first[1:] = (keys[1:] != keys[:-1]).any(axis=1)
+        starts = np.flatnonzero(first)
+        counts = np.diff(np.append(starts, len(keys)))
         for (partition, day, programme, score), n in zip(
-            unique.tolist(), counts.tolist(), strict=True
+            keys[starts].tolist(), counts.tolist(), strict=True
         ):
             key = ScoreKey(rule.id, partition, day, PROGRAMMES[programme].value, score)
             self._scores[key] += n

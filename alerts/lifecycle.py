@@ -31,9 +31,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import asyncpg
+
 from alerts.catalogue import RESOLVED_BY_DATA, RULES
 from alerts.engine import Candidate
 from alerts.model import Disposition, Job, Severity
+from alerts.scores import ScoreRow, score_arrays, scores_cte
 from ingest.platform import Connection
 
 __all__ = ["Applied", "Arrivals", "apply_alerts", "record_events"]
@@ -83,13 +86,20 @@ async def apply_alerts(
     *,
     cooldown_us: Mapping[Severity, int],
     now_us: int,
+    scores: Sequence[ScoreRow] = (),
 ) -> Applied:
+    """At most four round trips, in the benchmark's batches two: findings resolved by data
+    (two, only for data awaited), findings and episodes locked (one, only with
+    candidates), and everything written in one statement (only with something to
+    write): episodes opened and updated, findings inserted and absorbed, events, score
+    counts."""
     applied = Applied()
-    events: list[Event] = []
-    await _resolve_by_data(conn, arrivals, now_us, applied, events)
+    writes = _Writes(now_us)
+    await _resolve_by_data(conn, arrivals, now_us, applied, writes.events)
     if candidates:
-        await _apply_candidates(conn, candidates, cooldown_us, now_us, applied, events)
-    await record_events(conn, events, now_us)
+        await _apply_candidates(conn, candidates, cooldown_us, now_us, applied, writes)
+    writes.scores = list(scores)
+    await writes.execute(conn)
     return applied
 
 
@@ -211,43 +221,28 @@ async def _apply_candidates(
     cooldown_us: Mapping[Severity, int],
     now_us: int,
     applied: Applied,
-    events: list[Event],
+    writes: _Writes,
 ) -> None:
     patients = sorted({c.patient_key for c in candidates})
-    episodes: dict[tuple[int, Job], _Episode] = {
-        (r["patient_key"], Job(r["job"])): _Episode(
-            r["patient_key"],
-            Job(r["job"]),
-            r["severity"],
-            r["status"],
-            r["episode_id"],
-            r["severity"],
-        )
-        for r in await conn.fetch(
-            """
-            SELECT episode_id, patient_key, job, severity, status FROM episodes
-            WHERE patient_key = ANY($1::int[]) AND status <> 'resolved'
-            ORDER BY episode_id FOR UPDATE
-            """,
-            patients,
-        )
-    }
-    latest = {
-        (r["patient_key"], r["rule_id"]): r
-        for r in await conn.fetch(
-            """
-            SELECT f.finding_id, f.episode_id, f.patient_key, f.rule_id, f.severity, f.status,
-                   (extract(epoch FROM f.last_fired_at) * 1e6)::bigint AS last_fired_us
-            FROM unnest($1::int[], $2::text[]) AS c(p, r)
-            CROSS JOIN LATERAL (
-                SELECT * FROM findings WHERE patient_key = c.p AND rule_id = c.r
-                ORDER BY finding_id DESC LIMIT 1 FOR UPDATE
-            ) f
-            """,
-            [c.patient_key for c in candidates],
-            [c.rule_id for c in candidates],
-        )
-    }
+    episodes: dict[tuple[int, Job], _Episode] = {}
+    latest: dict[tuple[int, str], asyncpg.Record] = {}
+    # The patients' unresolved episodes locked first (in the order of their ids), then the
+    # latest finding of each candidate's rule: one round trip.
+    for r in await conn.fetch(
+        _LOCK, patients, [c.patient_key for c in candidates], [c.rule_id for c in candidates]
+    ):
+        if r["finding_id"] is None:
+            key = (r["patient_key"], Job(r["job"]))
+            episodes[key] = _Episode(
+                r["patient_key"],
+                key[1],
+                r["severity"],
+                r["status"],
+                r["episode_id"],
+                r["severity"],
+            )
+        else:
+            latest[(r["patient_key"], r["rule_id"])] = r
     new: list[tuple[_Episode, Candidate]] = []
     absorbed: list[tuple[int, Candidate, bool]] = []  # (finding_id, firing, more severe)
     for c in sorted(candidates, key=lambda c: (c.fired_at_us, -c.severity)):
@@ -275,12 +270,17 @@ async def _apply_candidates(
         episode.first_us = min(episode.first_us or c.fired_at_us, c.fired_at_us)
         episode.last_us = max(episode.last_us, c.fired_at_us)
         episode.severity = max(episode.severity, int(c.severity))
-    await _open(conn, [e for e in episodes.values() if e.episode_id is None], now_us, applied)
-    await _insert_findings(conn, new, now_us, applied)
-    await _absorb(conn, absorbed, applied)
-    await _update(conn, [e for e in episodes.values() if e.was_severity], now_us, applied)
+    writes.opened = [e for e in episodes.values() if e.episode_id is None]
+    writes.new = new
+    writes.absorbed = absorbed
+    writes.kept = [e for e in episodes.values() if e.was_severity]
+    for e in writes.opened:
+        applied.opened[(e.job.value, e.severity)] += 1
+    for _, c in new:
+        applied.findings[(c.rule_id, int(c.severity))] += 1
+    applied.absorbed += sum(not up for _, _, up in absorbed)
+    applied.escalated += sum(e.severity > e.was_severity for e in writes.kept)
     for e in episodes.values():
-        assert e.episode_id is not None
         if not e.was_severity:
             kind = "raised"
         elif e.severity > e.was_severity:
@@ -290,111 +290,159 @@ async def _apply_candidates(
         else:
             continue
         status = "open" if kind != "updated" else e.status
-        events.append(
-            (e.episode_id, e.patient_key, kind, e.severity, status, {"rules": e.new_rules})
+        # An episode opened now has its id from the write statement: (patient, job) tells it.
+        writes.events.append(
+            (e.episode_id or 0, e.patient_key, kind, e.severity, status, {"rules": e.new_rules})
         )
+        writes.event_jobs.append(e.job.value)
     applied.raise_latency_s.extend((now_us - c.fired_at_us) / 1e6 for _, c in new)
     applied.raise_latency_s.extend((now_us - c.fired_at_us) / 1e6 for _, c, up in absorbed if up)
 
 
-async def _open(conn: Connection, opened: list[_Episode], now_us: int, applied: Applied) -> None:
-    if not opened:
-        return
-    ids = await conn.fetch(
-        """
-        INSERT INTO episodes (patient_key, job, severity, severity_since, status,
-                              first_fired_at, last_fired_at, opened_at)
-        SELECT p, j, s, to_timestamp($6 / 1e6), 'open', to_timestamp(f / 1e6),
-               to_timestamp(l / 1e6), to_timestamp($6 / 1e6)
-        FROM unnest($1::int[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[])
-             WITH ORDINALITY AS x(p, j, s, f, l, n)
-        ORDER BY n
-        RETURNING episode_id
-        """,
-        [e.patient_key for e in opened],
-        [e.job.value for e in opened],
-        [e.severity for e in opened],
-        [e.first_us for e in opened],
-        [e.last_us for e in opened],
-        now_us,
-    )
-    for episode, row in zip(opened, ids, strict=True):
-        episode.episode_id = row["episode_id"]
-        applied.opened[(episode.job.value, episode.severity)] += 1
+_LOCK = """
+WITH e AS (
+    SELECT episode_id, patient_key, job, severity, status FROM episodes
+    WHERE patient_key = ANY($1::int[]) AND status <> 'resolved'
+    ORDER BY episode_id FOR UPDATE
+), f AS (
+    SELECT f.finding_id, f.episode_id, f.patient_key, f.rule_id, f.severity, f.status,
+           (extract(epoch FROM f.last_fired_at) * 1e6)::bigint AS last_fired_us
+    FROM unnest($2::int[], $3::text[]) AS c(p, r)
+    CROSS JOIN LATERAL (
+        SELECT * FROM findings WHERE patient_key = c.p AND rule_id = c.r
+        ORDER BY finding_id DESC LIMIT 1 FOR UPDATE
+    ) f
+)
+SELECT episode_id, patient_key, job, severity, status,
+       NULL::bigint AS finding_id, NULL::text AS rule_id, NULL::bigint AS last_fired_us
+FROM e
+UNION ALL
+SELECT episode_id, patient_key, NULL, severity, status, finding_id, rule_id, last_fired_us
+FROM f
+"""
+
+# Everything a transaction writes about alerts, in one statement. Its parts touch
+# different rows (episodes opened / kept, findings inserted / absorbed), so that none
+# needs to see another's change, but for the ids of the episodes opened, which the
+# findings and events of those episodes take from `opened` by (patient, job): at most
+# one unresolved episode per patient and job. Ids are drawn in the order of the arrays,
+# as by the separate statements before.
+_WRITE = """
+WITH opened AS (
+    INSERT INTO episodes (patient_key, job, severity, severity_since, status,
+                          first_fired_at, last_fired_at, opened_at)
+    SELECT p, j, s, to_timestamp($1 / 1e6), 'open', to_timestamp(f / 1e6),
+           to_timestamp(l / 1e6), to_timestamp($1 / 1e6)
+    FROM unnest($2::int[], $3::text[], $4::smallint[], $5::bigint[], $6::bigint[])
+         WITH ORDINALITY AS x(p, j, s, f, l, n)
+    ORDER BY n
+    RETURNING episode_id, patient_key, job
+), new_findings AS (
+    INSERT INTO findings (episode_id, patient_key, rule_id, rule_version, severity, status,
+        first_fired_at, last_fired_at, raised_at, explanation)
+    SELECT coalesce(nullif(c.e, 0), o.episode_id), c.p, c.r, c.v, c.s, 'open',
+           to_timestamp(c.f / 1e6), to_timestamp(c.f / 1e6), to_timestamp($1 / 1e6), c.x::jsonb
+    FROM unnest($7::bigint[], $8::int[], $9::text[], $10::int[], $11::smallint[],
+                $12::bigint[], $13::text[], $14::text[])
+         WITH ORDINALITY AS c(e, p, r, v, s, f, x, j, n)
+    LEFT JOIN opened o ON c.e = 0 AND o.patient_key = c.p AND o.job = c.j
+    ORDER BY c.n
+    RETURNING 1
+), absorbed AS (
+    UPDATE findings f SET fire_count = f.fire_count + 1,
+        last_fired_at = greatest(f.last_fired_at, to_timestamp(c.t / 1e6)),
+        severity = CASE WHEN c.up THEN c.s ELSE f.severity END,
+        explanation = CASE WHEN c.up THEN c.x::jsonb ELSE f.explanation END
+    FROM unnest($15::bigint[], $16::bigint[], $17::bool[], $18::smallint[], $19::text[])
+         AS c(id, t, up, s, x)
+    WHERE f.finding_id = c.id
+    RETURNING 1
+), kept AS (
+    UPDATE episodes e SET
+        last_fired_at = greatest(e.last_fired_at, to_timestamp(c.l / 1e6)),
+        severity = c.s,
+        severity_since = CASE WHEN c.up THEN to_timestamp($1 / 1e6) ELSE e.severity_since END,
+        status = CASE WHEN c.up THEN 'open' ELSE e.status END,
+        snoozed_until = CASE WHEN c.up THEN NULL ELSE e.snoozed_until END
+    FROM unnest($20::bigint[], $21::bigint[], $22::smallint[], $23::bool[]) AS c(id, l, s, up)
+    WHERE e.episode_id = c.id
+    RETURNING 1
+), events AS (
+    INSERT INTO episode_events (episode_id, patient_key, type, severity, status, at,
+                                actor, detail)
+    SELECT coalesce(nullif(x.e, 0), o.episode_id), x.p, x.t, x.s, x.st, to_timestamp($1 / 1e6),
+           'telemon', x.d::jsonb
+    FROM unnest($24::bigint[], $25::int[], $26::text[], $27::smallint[], $28::text[],
+                $29::text[], $30::text[]) WITH ORDINALITY AS x(e, p, t, s, st, d, j, n)
+    LEFT JOIN opened o ON x.e = 0 AND o.patient_key = x.p AND o.job = x.j
+    ORDER BY x.n
+    RETURNING 1
+), scores AS (
+"""
 
 
-async def _insert_findings(
-    conn: Connection, new: list[tuple[_Episode, Candidate]], now_us: int, applied: Applied
-) -> None:
-    if not new:
-        return
-    await conn.execute(
-        """
-        INSERT INTO findings (episode_id, patient_key, rule_id, rule_version, severity, status,
-            first_fired_at, last_fired_at, raised_at, explanation)
-        SELECT e, p, r, v, s, 'open', to_timestamp(f / 1e6), to_timestamp(f / 1e6),
-               to_timestamp($7 / 1e6), x::jsonb
-        FROM unnest($1::bigint[], $2::int[], $3::text[], $4::int[], $5::smallint[],
-                    $6::bigint[], $8::text[]) AS c(e, p, r, v, s, f, x)
-        """,
-        [e.episode_id for e, _ in new],
-        [c.patient_key for _, c in new],
-        [c.rule_id for _, c in new],
-        [c.rule_version for _, c in new],
-        [int(c.severity) for _, c in new],
-        [c.fired_at_us for _, c in new],
-        now_us,
-        [json.dumps(c.explanation) for _, c in new],
-    )
-    for _, c in new:
-        applied.findings[(c.rule_id, int(c.severity))] += 1
+class _Writes:
+    """What the alert step writes in its transaction, gathered for one statement."""
+
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+        self.opened: list[_Episode] = []
+        self.new: list[tuple[_Episode, Candidate]] = []
+        self.absorbed: list[tuple[int, Candidate, bool]] = []
+        self.kept: list[_Episode] = []
+        self.events: list[Event] = []  # episode id 0: opened now (its job in event_jobs)
+        self.event_jobs: list[str] = []  # "" for events of episodes that existed
+        self.scores: list[ScoreRow] = []
+
+    async def execute(self, conn: Connection) -> None:
+        if not (
+            self.opened or self.new or self.absorbed or self.kept or self.events or self.scores
+        ):
+            return
+        jobs = [""] * (len(self.events) - len(self.event_jobs)) + self.event_jobs
+        opened, new, absorbed, kept, events = (
+            self.opened,
+            self.new,
+            self.absorbed,
+            self.kept,
+            self.events,
+        )
+        await conn.execute(
+            _WRITE + scores_cte(30) + _NOTIFY,
+            self.now_us,
+            [e.patient_key for e in opened],
+            [e.job.value for e in opened],
+            [e.severity for e in opened],
+            [e.first_us for e in opened],
+            [e.last_us for e in opened],
+            [e.episode_id or 0 for e, _ in new],
+            [c.patient_key for _, c in new],
+            [c.rule_id for _, c in new],
+            [c.rule_version for _, c in new],
+            [int(c.severity) for _, c in new],
+            [c.fired_at_us for _, c in new],
+            [json.dumps(c.explanation) for _, c in new],
+            [e.job.value for e, _ in new],
+            [finding_id for finding_id, _, _ in absorbed],
+            [c.fired_at_us for _, c, _ in absorbed],
+            [up for _, _, up in absorbed],
+            [int(c.severity) for _, c, _ in absorbed],
+            [json.dumps(c.explanation) if up else "" for _, c, up in absorbed],
+            [e.episode_id for e in kept],
+            [e.last_us for e in kept],
+            [e.severity for e in kept],
+            [e.severity > e.was_severity for e in kept],
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [e[2] for e in events],
+            [e[3] for e in events],
+            [e[4] for e in events],
+            [json.dumps(e[5]) for e in events],
+            jobs,
+            *score_arrays(self.scores),
+        )
 
 
-async def _absorb(
-    conn: Connection, absorbed: list[tuple[int, Candidate, bool]], applied: Applied
-) -> None:
-    """Firings of a rule whose finding is open: counted into it; a more severe one raises
-    its severity and explanation."""
-    if not absorbed:
-        return
-    await conn.execute(
-        """
-        UPDATE findings f SET fire_count = f.fire_count + 1,
-            last_fired_at = greatest(f.last_fired_at, to_timestamp(c.t / 1e6)),
-            severity = CASE WHEN c.up THEN c.s ELSE f.severity END,
-            explanation = CASE WHEN c.up THEN c.x::jsonb ELSE f.explanation END
-        FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::smallint[], $5::text[])
-             AS c(id, t, up, s, x)
-        WHERE f.finding_id = c.id
-        """,
-        [finding_id for finding_id, _, _ in absorbed],
-        [c.fired_at_us for _, c, _ in absorbed],
-        [up for _, _, up in absorbed],
-        [int(c.severity) for _, c, _ in absorbed],
-        [json.dumps(c.explanation) if up else "" for _, c, up in absorbed],
-    )
-    applied.absorbed += sum(not up for _, _, up in absorbed)
-
-
-async def _update(conn: Connection, kept: list[_Episode], now_us: int, applied: Applied) -> None:
-    """Episodes that were open before: a rise of severity escalates them."""
-    if not kept:
-        return
-    await conn.execute(
-        """
-        UPDATE episodes e SET
-            last_fired_at = greatest(e.last_fired_at, to_timestamp(c.l / 1e6)),
-            severity = c.s,
-            severity_since = CASE WHEN c.up THEN to_timestamp($5 / 1e6) ELSE e.severity_since END,
-            status = CASE WHEN c.up THEN 'open' ELSE e.status END,
-            snoozed_until = CASE WHEN c.up THEN NULL ELSE e.snoozed_until END
-        FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::bool[]) AS c(id, l, s, up)
-        WHERE e.episode_id = c.id
-        """,
-        [e.episode_id for e in kept],
-        [e.last_us for e in kept],
-        [e.severity for e in kept],
-        [e.severity > e.was_severity for e in kept],
-        now_us,
-    )
-    applied.escalated += sum(e.severity > e.was_severity for e in kept)
+_NOTIFY = """
+) SELECT pg_notify('telemon_outbox', 'episode_events') FROM events LIMIT 1
+"""

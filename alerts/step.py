@@ -27,7 +27,7 @@ from alerts.engine import Candidate, Engine
 from alerts.lifecycle import Applied, Arrivals, apply_alerts
 from alerts.loader import load_partitions, load_patients
 from alerts.metrics import AlertMetrics
-from alerts.scores import ScoreKey, count_scores
+from alerts.scores import ScoreKey, to_count
 from ingest.pipeline import ReadingRows, Written
 from ingest.platform import Clock, Connection
 
@@ -68,8 +68,8 @@ class AlertWork:
             self.arrivals,
             cooldown_us=step.engine.config.cooldown_us,
             now_us=step.clock.now_ms() * 1000,
+            scores=to_count(self.scores, {p for p, n in written.stored.items() if n}),
         )
-        await count_scores(conn, self.scores, {p for p, n in written.stored.items() if n})
 
     def committed(self) -> None:
         self._step.metrics.observe(self.applied)

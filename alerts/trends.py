@@ -71,21 +71,27 @@ def spo2_drop_baseline(ctx: RuleContext) -> Firings:
     ring = ctx.history.rings[kind_index(K.SPO2)]
     recent_start = at - (p["recent_hours"] * HOUR_US).astype(np.int64)
     start = recent_start - (p["baseline_days"] * 24 * HOUR_US).astype(np.int64)
-    values, (recent, inside) = ring.windows(slot, (recent_start, at + 1), (start, recent_start))
-    recent_values = values
-    drop = p["drop_points"]
-    # Medians are costly: only rows whose lowest recent value is that far below the
-    # baseline's highest can fire, and only they need them.
-    highest = np.where(inside, values, -np.inf).max(axis=1, initial=-np.inf)
-    lowest = np.where(recent, recent_values, np.inf).min(axis=1, initial=np.inf)
-    possible = (inside.sum(axis=1) >= p["min_readings"]) & (highest - lowest >= drop)
     median = np.full(len(rows), np.nan)
     recent_median = np.full(len(rows), np.nan)
-    if possible.any():
-        median[possible] = row_medians(values[possible], inside[possible])
-        recent_median[possible] = row_medians(recent_values[possible], recent[possible])
-    with np.errstate(invalid="ignore"):
-        fired = possible & (median - recent_median >= drop)
+    fired = np.zeros(len(rows), np.bool_)
+    # Only rows with a baseline (enough readings before the recent hours) can fire: the
+    # times alone are read first, the values only for them.
+    based = np.flatnonzero(ring.count(slot, start, recent_start) >= p["min_readings"])
+    if len(based):
+        values, (recent, inside) = ring.windows(
+            slot[based], (recent_start[based], at[based] + 1), (start[based], recent_start[based])
+        )
+        drop = p["drop_points"][based]
+        # Medians are costly: only rows whose lowest recent value is that far below the
+        # baseline's highest can fire, and only they need them.
+        highest = np.where(inside, values, -np.inf).max(axis=1, initial=-np.inf)
+        lowest = np.where(recent, values, np.inf).min(axis=1, initial=np.inf)
+        possible = highest - lowest >= drop
+        if possible.any():
+            median[based[possible]] = row_medians(values[possible], inside[possible])
+            recent_median[based[possible]] = row_medians(values[possible], recent[possible])
+        with np.errstate(invalid="ignore"):
+            fired[based] = possible & (median[based] - recent_median[based] >= drop)
     mask = np.zeros(len(ctx.rows), np.bool_)
     mask[rows[fired]] = True
     baseline = np.full(len(ctx.rows), np.nan)
@@ -187,22 +193,24 @@ def baseline_deviation(ctx: RuleContext) -> Firings:
     windows = []
     for kind, step_name, worse in _DEVIATIONS:
         ring = ctx.history.rings[kind_index(kind)]
-        mine = slot[alive]
+        # Without a reading of the vital in the session it gives no point: its ring is
+        # gathered only for the patients with one (most are not measured for every vital).
+        held = alive[ring.newest[slot[alive]] >= session_start[alive]]
         values, (now_in, inside) = ring.windows(
-            mine,
-            (session_start[alive], at[alive] + 1),
-            (baseline_start[alive], baseline_end[alive]),
+            slot[held],
+            (session_start[held], at[held] + 1),
+            (baseline_start[held], baseline_end[held]),
         )
         # In "worse" units (higher is worse): the session's best reading, and the
         # baseline's best, which bounds the deviation from its median.
         best = np.where(now_in, worse * values, np.inf).min(axis=1)
         lowest = np.where(inside, worse * values, np.inf).min(axis=1)
-        enough = now_in.any(axis=1) & (inside.sum(axis=1) >= p["min_readings"][alive])
-        step = p[step_name][alive]
+        enough = now_in.any(axis=1) & (inside.sum(axis=1) >= p["min_readings"][held])
+        step = p[step_name][held]
         with np.errstate(invalid="ignore"):
             most = np.where(enough, best - lowest, -np.inf)
-        bound[alive] += (most >= step).astype(np.float64) + (most >= 2 * step)
-        windows.append((alive, values, inside, best, enough, step, worse))
+        bound[held] += (most >= step).astype(np.float64) + (most >= 2 * step)
+        windows.append((held, values, inside, best, enough, step, worse))
         left -= 2
         alive = alive[bound[alive] + left >= orange[alive]]
     possible = np.zeros(len(slot), np.bool_)

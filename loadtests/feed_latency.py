@@ -83,7 +83,11 @@ async def run(base: Settings, rate: float, seconds: float) -> list[tuple[float, 
     with tempfile.TemporaryDirectory() as keys:
         api_port = free_port()
         api_settings = settings.model_copy(
-            update={"api_port": api_port, "dev_issuer_key_file": Path(keys) / "dev.pem"}
+            update={
+                "api_port": api_port,
+                "api_metrics_port": free_port(),  # not 8001: another API may be running
+                "dev_issuer_key_file": Path(keys) / "dev.pem",
+            }
         )
         assert api_settings.token_issuer is not None
         token = DevIssuer(api_settings.token_issuer, Path(keys) / "dev.pem").token(

@@ -64,6 +64,32 @@ def test_the_fast_path_takes_the_common_case() -> None:
     assert decode_fast(raw).readings[0].value == 93.0
 
 
+def test_identifiers_remembered_are_only_those_the_pattern_accepts() -> None:
+    """Identifiers are matched once and remembered: a near one is matched for itself."""
+
+    def message(patient_id: str) -> bytes:
+        return json.dumps(
+            {
+                "device_id": "oxi-1",
+                "patient_id": patient_id,
+                "readings": [
+                    {
+                        "kind": "spo2",
+                        "value": 93,
+                        "unit": "%",
+                        "measured_at": "2026-11-23T08:00:00Z",
+                    }
+                ],
+            }
+        ).encode()
+
+    for _ in range(2):
+        assert decode_fast(message("p-remembered")).patient_id == "p-remembered"
+        for refused in ("p-remembered\n", "-p-remembered", "p" * 65):
+            with pytest.raises(msgspec.ValidationError):
+                decode_fast(message(refused))
+
+
 timestamps = st.sampled_from(
     [
         "2026-11-23T08:00:00Z",
