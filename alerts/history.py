@@ -224,7 +224,7 @@ class Ring:
     ) -> npt.NDArray[np.intp]:
         """Per row: how many of the slot's ring readings lie in [start, end) (the times
         alone gathered: cheaper than a window when few rows have enough)."""
-        times = self.times.take(slot, axis=0)
+        times = self.times.take(self.row.take(slot), axis=0)
         inside = (times >= start[:, None]) & (times < end[:, None]) & (times != NO_TIME)
         counts: npt.NDArray[np.intp] = np.count_nonzero(inside, axis=1)
         return counts
