@@ -219,6 +219,11 @@ class Ring:
         row = self.row.take(slot)
         return self.values.take(row, axis=0), self.times.take(row, axis=0)
 
+    def newest_of(self, slot: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:
+        """Per row: the time of the slot's latest ring reading (NO_TIME where none)."""
+        newest: npt.NDArray[np.int64] = self.newest.take(self.row.take(slot))
+        return newest
+
     def count(
         self, slot: npt.NDArray[np.int32], start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.intp]:

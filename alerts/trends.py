@@ -195,7 +195,7 @@ def baseline_deviation(ctx: RuleContext) -> Firings:
         ring = ctx.history.rings[kind_index(kind)]
         # Without a reading of the vital in the session it gives no point: its ring is
         # gathered only for the patients with one (most are not measured for every vital).
-        held = alive[ring.newest[slot[alive]] >= session_start[alive]]
+        held = alive[ring.newest_of(slot[alive]) >= session_start[alive]]
         values, (now_in, inside) = ring.windows(
             slot[held],
             (session_start[held], at[held] + 1),
