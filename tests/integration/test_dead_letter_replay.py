@@ -277,6 +277,9 @@ async def test_kill_minus_9_during_a_replay(stack: Stack, tmp_path: Path) -> Non
 
         last = IngestProcess(stack, tmp_path / "last.log", batch_max_messages=500)
         try:
+            # Ready first: the second member may have replayed everything before it died,
+            # and a SIGTERM while Python is still starting ends a process with -15.
+            await last.wait_ready()
             await eventually(lambda: _more(db, replayed, 2_999), 120, "every replay")
             await stack.wait_drained(120)
         finally:
