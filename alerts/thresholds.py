@@ -91,15 +91,18 @@ def _param(ctx: RuleContext, name: str) -> npt.NDArray[np.float64]:
     return ctx.params.value(name, ctx.rows.slot)
 
 
-def _banded(ctx: RuleContext, kind: VitalKind) -> Firings:
+def _band_severity(ctx: RuleContext) -> npt.NDArray[np.int8]:
     """Red at or beyond the outer bounds, orange at or beyond the inner ones (NaN: none)."""
-    rows = ctx.rows
-    v = rows.value
+    v = ctx.rows.value
     with np.errstate(invalid="ignore"):
         red = (v <= _param(ctx, "red_at_or_below")) | (v >= _param(ctx, "red_at_or_above"))
         orange = (v <= _param(ctx, "orange_at_or_below")) | (v >= _param(ctx, "orange_at_or_above"))
-    severity = np.where(red, RED, np.where(orange, ORANGE, NONE)).astype(np.int8)
-    return fire(ctx, rows.current & (rows.kind == code(kind)), severity)
+    return np.where(red, RED, np.where(orange, ORANGE, NONE)).astype(np.int8)
+
+
+def _banded(ctx: RuleContext, kind: VitalKind) -> Firings:
+    rows = ctx.rows
+    return fire(ctx, rows.current & (rows.kind == code(kind)), _band_severity(ctx))
 
 
 def respiratory_rate(ctx: RuleContext) -> Firings:
@@ -109,11 +112,7 @@ def respiratory_rate(ctx: RuleContext) -> Firings:
 def heart_rate(ctx: RuleContext) -> Firings:
     """NEWS2's pulse bands; an isolated high or low pulse (a moving hand) is confirmed first."""
     rows = ctx.rows
-    v = rows.value
-    with np.errstate(invalid="ignore"):
-        red = (v <= _param(ctx, "red_at_or_below")) | (v >= _param(ctx, "red_at_or_above"))
-        orange = (v <= _param(ctx, "orange_at_or_below")) | (v >= _param(ctx, "orange_at_or_above"))
-    severity = np.where(red, RED, np.where(orange, ORANGE, NONE)).astype(np.int8)
+    severity = _band_severity(ctx)
     mine = rows.current & (rows.kind == code(VitalKind.HEART_RATE))
     previous, found = previous_reading(ctx, VitalKind.HEART_RATE, mine & (severity > 0))
     with np.errstate(invalid="ignore"):
