@@ -166,7 +166,6 @@ class Engine:
         history.add_devices(
             roster.device_key, owners, roster.device_type, history.enrolled_us[owners]
         )
-        self._reserve(len(history))
         plain = ~np.isin(roster.patient_key, list(roster.overrides))
         for number, programme in enumerate(PROGRAMMES):
             alike = slots[plain & (roster.programme == number)]
@@ -190,20 +189,14 @@ class Engine:
 
     def override(self, patient_key: int, overrides: Mapping[str, float]) -> None:
         """A clinician changed a patient's thresholds: apply them to the patient's slot."""
-        slot = self.history.slot_of.get(patient_key)
+        slot = self.history.slot(patient_key)
         if slot is not None:
             programme = PROGRAMMES[int(self.history.programme[slot])]
             self._parameters.assign(slot, programme, overrides)
 
-    def _reserve(self, slots: int) -> None:
-        """Room for `slots` patients in every per-slot array."""
-        for emitted in self._emitted.values():
-            for name, times in emitted.items():
-                emitted[name] = with_room(times, slots, NO_TIME)
-
     def set_discharged(self, patient_keys: Iterable[int]) -> None:
         for key in patient_keys:
-            slot = self.history.slot_of.get(key)
+            slot = self.history.slot(key)
             if slot is not None:
                 self.history.active[slot] = False
 
@@ -334,7 +327,7 @@ class Engine:
     ) -> None:
         """A month's check: its worst measure ("" if none was prescribed), the data expected
         and received of it; the adherence rules read it at the next sweep."""
-        slot = self.history.slot_of.get(patient_key)
+        slot = self.history.slot(patient_key)
         if slot is not None:
             self.history.month_measure[slot, month - 1] = (
                 list(MEASURES).index(measure) if measure else -1
@@ -352,18 +345,19 @@ class Engine:
         if not window:
             return chosen
         emitted = self._emitted[rule.id]
+        emitted.reserve(len(self.history))
         slot = firings.slot[chosen]
-        severity = firings.severity[chosen].astype(np.int64)
+        severity = firings.severity[chosen]
         at = firings.at[chosen]
         repeat = (
-            (emitted["at"][slot] != NO_TIME)
-            & (severity <= emitted["severity"][slot])
-            & (at <= emitted["at"][slot] + window)
+            (emitted.at[slot] != NO_TIME)
+            & (severity <= emitted.severity[slot])
+            & (at <= emitted.at[slot] + window)
         )
         kept: npt.NDArray[np.intp] = chosen[~repeat]
         slot = slot[~repeat]
-        emitted["severity"][slot] = severity[~repeat]
-        emitted["at"][slot] = np.maximum(emitted["at"][slot], at[~repeat])
+        emitted.severity[slot] = severity[~repeat]
+        emitted.at[slot] = np.maximum(emitted.at[slot], at[~repeat])
         return kept
 
     def _candidates(self, rule: Rule, firings: Firings) -> list[Candidate]:
@@ -400,12 +394,23 @@ class Engine:
         ]
 
 
-def _no_emissions() -> dict[str, dict[str, npt.NDArray[np.int64]]]:
-    """Per rule: the severity and event time of the last candidate emitted, per slot."""
-    return {
-        rule.id: {"severity": np.zeros(0, np.int64), "at": np.zeros(0, np.int64)}
-        for rule in RULES.values()
-    }
+class _Emitted:
+    """A rule's last candidate emitted, per slot: its severity and event time. Grown when
+    the rule first emits (a rule of a programme no one here follows never does)."""
+
+    __slots__ = ("at", "severity")
+
+    def __init__(self) -> None:
+        self.severity = np.zeros(0, np.int8)
+        self.at = np.zeros(0, np.int64)
+
+    def reserve(self, slots: int) -> None:
+        self.severity = with_room(self.severity, slots, 0)
+        self.at = with_room(self.at, slots, NO_TIME)
+
+
+def _no_emissions() -> dict[str, _Emitted]:
+    return {rule.id: _Emitted() for rule in RULES.values()}
 
 
 def _number(value: np.floating[Any]) -> float | None:

@@ -1,7 +1,7 @@
 """What the rules remember of each patient: numpy arrays indexed by a patient slot.
 
-Per patient: the latest value of every kind (NEWS2, last transmission times),
-small rings of recent readings for the trend rules and graded answers, CGM
+Per patient: the latest value of each kind measured (NEWS2, last transmission
+times), small rings of recent readings for the trend rules and graded answers, CGM
 counts per day, the last reading of each device, and the adherence checks of months 1
 and 2 (expected and received data of the worst measure, filled by alerts.adherence).
 Inserting a batch is vectorised and idempotent: a reading already in a ring (same
@@ -46,23 +46,11 @@ NO_TIME = np.iinfo(np.int64).min
 HOUR_US = 3_600_000_000
 DAY_US = 24 * HOUR_US
 
-# Catalogue codes are sparse; state uses a dense kind index. The kinds NEWS2 reads
-# together come first, side by side in each patient's row of latest values.
-NEWS2_KINDS = (
-    VitalKind.RESPIRATORY_RATE,
-    VitalKind.SPO2,
-    VitalKind.ON_OXYGEN,
-    VitalKind.OXYGEN_FLOW,
-    VitalKind.SYSTOLIC_BP,
-    VitalKind.HEART_RATE,
-    VitalKind.NEW_CONFUSION,
-    VitalKind.BODY_TEMPERATURE,
-)
-_ORDER = [*NEWS2_KINDS, *(v.kind for v in CATALOGUE if v.kind not in NEWS2_KINDS)]
+# Catalogue codes are sparse; state uses a dense kind index (the catalogue's order).
 _MAX_CODE = max(v.code for v in CATALOGUE) + 1
 _KIND_INDEX = np.full(_MAX_CODE, -1, dtype=np.int16)
-for _i, _kind in enumerate(_ORDER):
-    _KIND_INDEX[BY_KIND[_kind].code] = _i
+for _i, _vital in enumerate(CATALOGUE):
+    _KIND_INDEX[_vital.code] = _i
 KINDS = len(CATALOGUE)
 
 
@@ -136,47 +124,65 @@ CGM_DAYS = 16
 CGM_LOW_MG_DL = 70.0  # the consensus "below range" bound the CGM rule counts against
 
 
-class Ring:
-    """The last `size` readings inserted, per slot (arrival order; windows filter by time).
+class SparseRows:
+    """Per-slot state with a row for the slots that need one only, made at the slot's first
+    reading of its kind: most patients never measure most kinds (a diabetes patient no
+    SpO2), and a row for every patient and kind was 2.7 kB a patient (issue 22). Row 0 is
+    empty and never written: the row of every slot without readings, so that reads need
+    no special case. Subclasses keep their arrays by row and say how they grow."""
 
-    A slot gets its row at its first reading of the ring's kind: most patients never
-    measure most kinds (a diabetes patient no SpO2), and a row for every patient and kind
-    was 2.7 kB a patient (issue 22). Row 0 is empty and never written: the row of every
-    slot without readings, so that reads need no special case.
-    """
-
-    def __init__(self, capacity: int, size: int) -> None:
+    def __init__(self, capacity: int) -> None:
         self.row = np.zeros(capacity, np.int32)  # per slot; 0: no reading yet
-        self.values = np.zeros((1, size))
-        self.times = np.full((1, size), NO_TIME)
-        self.head = np.zeros(1, np.int64)
-        self.newest = np.full(1, NO_TIME)  # the latest time ever inserted, per row
         self._rows = 1  # rows in use, the empty one included
+        self._room = 1  # rows allocated
 
     def grow(self, capacity: int) -> None:
         """Room for `capacity` slots."""
         self.row = np.concatenate([self.row, np.zeros(capacity - len(self.row), np.int32)])
 
-    def _rows_of(self, slot: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    def rows_of(self, slot: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
         """The slots' rows, made for those that have none yet."""
         row = self.row[slot]
         new = np.unique(slot[row == 0])
         if len(new):
             rows = self._rows + np.arange(len(new), dtype=np.int32)
             self._rows += len(new)
-            if self._rows > len(self.head):
-                self._reserve(max(2 * len(self.head), self._rows))
+            if self._rows > self._room:
+                self._room = max(2 * self._room, self._rows)
+                self._reserve(self._room)
             self.row[new] = rows
             row = self.row[slot]
         return row
 
     def _reserve(self, rows: int) -> None:
-        extra = rows - len(self.head)
-        size = self.values.shape[1]
-        self.values = np.vstack([self.values, np.zeros((extra, size))])
-        self.times = np.vstack([self.times, np.full((extra, size), NO_TIME)])
-        self.head = np.concatenate([self.head, np.zeros(extra, np.int64)])
-        self.newest = np.concatenate([self.newest, np.full(extra, NO_TIME)])
+        raise NotImplementedError
+
+
+def extended(array: npt.NDArray[A], rows: int, fill: float | int) -> npt.NDArray[A]:
+    """`array` with `rows` rows, the new ones `fill`: resized in place, so that a large
+    array's pages are moved (realloc, mremap) rather than copied. Nothing may hold a view
+    of `array`: the state's arrays are read by `take`, which copies."""
+    before = len(array)
+    array.resize((rows, *array.shape[1:]), refcheck=False)
+    array[before:] = fill
+    return array
+
+
+class Ring(SparseRows):
+    """The last `size` readings inserted, per slot (arrival order; windows filter by time)."""
+
+    def __init__(self, capacity: int, size: int) -> None:
+        super().__init__(capacity)
+        self.values = np.zeros((1, size))
+        self.times = np.full((1, size), NO_TIME)
+        self.head = np.zeros(1, np.int64)
+        self.newest = np.full(1, NO_TIME)  # the latest time ever inserted, per row
+
+    def _reserve(self, rows: int) -> None:
+        self.values = extended(self.values, rows, 0.0)
+        self.times = extended(self.times, rows, NO_TIME)
+        self.head = extended(self.head, rows, 0)
+        self.newest = extended(self.newest, rows, NO_TIME)
 
     def insert(
         self,
@@ -187,7 +193,7 @@ class Ring:
         """Append readings (in arrival order); a reading whose time is there already is not."""
         if not len(slot):
             return
-        row = self._rows_of(slot)
+        row = self.rows_of(slot)
         order = stable_order(row)  # by row, arrival order within
         row, value, time = row[order], value[order], time[order]
         fresh = np.ones(len(row), np.bool_)
@@ -273,6 +279,110 @@ class Ring:
         return value, found
 
 
+class Latest(SparseRows):
+    """Per slot, the value and time of its newest reading of one kind; of equal times, the
+    last to arrive."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.value = np.zeros(1)
+        self.time = np.full(1, NO_TIME)
+
+    def _reserve(self, rows: int) -> None:
+        self.value = extended(self.value, rows, 0.0)
+        self.time = extended(self.time, rows, NO_TIME)
+
+    def insert(
+        self,
+        slot: npt.NDArray[np.int32],
+        value: npt.NDArray[np.float64],
+        time: npt.NDArray[np.int64],
+    ) -> None:
+        row = self.rows_of(slot)
+        newer = time > self.time[row]
+        row, value, time = row[newer], value[newer], time[newer]
+        np.maximum.at(self.time, row, time)
+        newest = time == self.time[row]
+        self.value[row[newest]] = value[newest]
+
+    def of(
+        self, slot: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Per slot: the latest value and its time (NO_TIME where none)."""
+        row = self.row.take(slot)
+        return self.value.take(row), self.time.take(row)
+
+
+class CgmDays(SparseRows):
+    """Per slot with CGM readings: how many, and how many below range, on each of the last
+    CGM_DAYS days (a ring of days), and the newest reading counted. Each reading counts
+    once and in time order: one not newer than the newest counted (a re-send, a back-fill)
+    is not counted."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.day = np.full((1, CGM_DAYS), -1, np.int64)
+        self.below = np.zeros((1, CGM_DAYS), np.int32)
+        self.total = np.zeros((1, CGM_DAYS), np.int32)
+        self.last = np.full(1, NO_TIME)
+
+    def _reserve(self, rows: int) -> None:
+        self.day = extended(self.day, rows, -1)
+        self.below = extended(self.below, rows, 0)
+        self.total = extended(self.total, rows, 0)
+        self.last = extended(self.last, rows, NO_TIME)
+
+    def count(
+        self,
+        slot: npt.NDArray[np.int32],
+        value: npt.NDArray[np.float64],
+        time: npt.NDArray[np.int64],
+    ) -> None:
+        order = np.lexsort((time, slot))
+        row, value, time = self.rows_of(slot[order]), value[order], time[order]
+        fresh = time > self.last[row]
+        fresh[1:] &= ~((row[1:] == row[:-1]) & (time[1:] == time[:-1]))
+        row, value, time = row[fresh], value[fresh], time[fresh]
+        if not len(row):
+            return
+        day = time // DAY_US
+        bucket = day % CGM_DAYS
+        stale = self.day[row, bucket] < day
+        self.below[row[stale], bucket[stale]] = 0
+        self.total[row[stale], bucket[stale]] = 0
+        self.day[row[stale], bucket[stale]] = day[stale]
+        np.add.at(self.below, (row, bucket), (value < CGM_LOW_MG_DL).astype(np.int32))
+        np.add.at(self.total, (row, bucket), 1)
+        np.maximum.at(self.last, row, time)
+
+    def restore(
+        self,
+        slot: npt.NDArray[np.int32],
+        day: npt.NDArray[np.int64],
+        below: npt.NDArray[np.int32],
+        total: npt.NDArray[np.int32],
+        last: npt.NDArray[np.int64],
+    ) -> None:
+        """Set the counts of (slot, day) pairs as PostgreSQL summed them (a rebuild)."""
+        row = self.rows_of(slot)
+        bucket = day % CGM_DAYS
+        self.day[row, bucket] = day
+        self.below[row, bucket] = below
+        self.total[row, bucket] = total
+        np.maximum.at(self.last, row, last)
+
+    def of(
+        self, slot: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """Per slot: the days of its buckets (-1: none), and their readings below and all."""
+        row = self.row.take(slot)
+        return (
+            self.day.take(row, axis=0),
+            self.below.take(row, axis=0),
+            self.total.take(row, axis=0),
+        )
+
+
 def row_medians(
     values: npt.NDArray[np.float64], inside: npt.NDArray[np.bool_]
 ) -> npt.NDArray[np.float64]:
@@ -285,24 +395,32 @@ def row_medians(
 
 class KeyIndex:
     """Integer keys (serial patient or device keys) to dense rows, looked up an array at a
-    time through a table indexed by key."""
+    time through a table indexed by key (a dict of a million keys took 100 MB, of three
+    million devices 300 MB: issue 22)."""
 
     def __init__(self) -> None:
-        self.row_of: dict[int, int] = {}
+        self.keys = np.zeros(0, np.int64)  # by row: the keys in the order they were added
         self._table = np.full(0, -1, np.int32)  # key -> row, -1 for none
 
-    def add(self, keys: Sequence[int]) -> npt.NDArray[np.int32]:
-        """Each key's row, made for the keys that have none yet."""
-        new = [key for key in dict.fromkeys(keys) if key not in self.row_of]
-        if new:
-            first = len(self.row_of)
-            self.row_of.update(zip(new, range(first, first + len(new)), strict=True))
-            largest = max(new)
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, keys: Sequence[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
+        """Each key's row, made for the keys that have none yet (rows in order of first
+        appearance)."""
+        keys = np.asarray(keys, np.int64)
+        distinct, first = np.unique(keys, return_index=True)
+        unknown = self.rows(distinct) < 0
+        if unknown.any():
+            new = keys[np.sort(first[unknown])]  # in order of appearance
+            start = len(self.keys)
+            largest = int(new.max())
             if largest >= len(self._table):
                 grown = np.full(max(2 * len(self._table), largest + 1, 1024), -1, np.int32)
                 grown[: len(self._table)] = self._table
                 self._table = grown
-            self._table[new] = np.arange(first, first + len(new), dtype=np.int32)
+            self._table[new] = np.arange(start, start + len(new), dtype=np.int32)
+            self.keys = np.concatenate([self.keys, new])
         return self.rows(keys)
 
     def rows(self, keys: Sequence[int] | npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
@@ -316,26 +434,24 @@ class KeyIndex:
         rows[inside] = self._table[keys[inside]]  # none inside when the table is empty
         return rows
 
+    def row(self, key: int) -> int | None:
+        """The key's row, None if unknown."""
+        row = int(self.rows([key])[0])
+        return None if row < 0 else row
+
 
 class History:
     def __init__(self, capacity: int = 1024) -> None:
         self._capacity = capacity
         self._patients = KeyIndex()
-        self.slot_of = self._patients.row_of  # patient key -> slot
         self.patient_key = np.zeros(capacity, np.int32)
         self.programme = np.zeros(capacity, np.int8)
         self.enrolled_us = np.zeros(capacity, np.int64)
         self.partition = np.zeros(capacity, np.int32)
         self.active = np.zeros(capacity, np.bool_)  # followed (not discharged)
-        self.last_value = np.zeros((capacity, KINDS))
-        self.last_time = np.full((capacity, KINDS), NO_TIME)
+        self.latest = [Latest(capacity) for _ in range(KINDS)]  # by kind index
         self.rings = {kind_index(k): Ring(capacity, n) for k, n in RING_SIZES.items()}
-        # Each ring's kind as a [start, stop) range of kind indexes, for searchsorted.
-        self._ring_bounds = np.array([(k, k + 1) for k in self.rings], np.int16).reshape(-1)
-        self.cgm_day = np.full((capacity, CGM_DAYS), -1, np.int64)
-        self.cgm_below = np.zeros((capacity, CGM_DAYS), np.int32)
-        self.cgm_total = np.zeros((capacity, CGM_DAYS), np.int32)
-        self.cgm_last = np.full(capacity, NO_TIME)
+        self.cgm = CgmDays(capacity)
         self.start_day = np.zeros(capacity, np.int32)  # local day the follow-up started
         # The adherence checks of months 1 and 2: the worst measure's index in
         # alerts.protocol.MEASURES, its expected (-1: not checked yet) and received data.
@@ -344,13 +460,12 @@ class History:
         self.month_received = np.zeros((capacity, 2), np.int32)
         # Devices: each a row, with its patient's slot.
         self._devices = KeyIndex()
-        self.device_of = self._devices.row_of  # device key -> row
         self.device_slot = np.zeros(0, np.int32)
         self.device_type = np.zeros(0, np.int8)
         self.device_last = np.zeros(0, np.int64)
 
     def __len__(self) -> int:
-        return len(self.slot_of)
+        return len(self._patients)
 
     # -- patients and devices -------------------------------------------------------------
 
@@ -363,7 +478,7 @@ class History:
         partitions: npt.NDArray[np.int32],
     ) -> npt.NDArray[np.int32]:
         """The patients' slots, created empty for those who are new; their profile set."""
-        slots = self._patients.add(patient_keys.tolist())
+        slots = self._patients.add(patient_keys)
         if len(self) > self._capacity:
             capacity = self._capacity
             while capacity < len(self):
@@ -387,35 +502,37 @@ class History:
         """Devices (with their patient's slot, type and enrolment); known ones are kept."""
         _, first = np.unique(device_keys, return_index=True)
         new = np.sort(first[self._devices.rows(device_keys[first]) < 0])
-        self._devices.add(device_keys[new].tolist())
+        self._devices.add(device_keys[new])
         self.device_slot = np.concatenate([self.device_slot, slots[new].astype(np.int32)])
         self.device_type = np.concatenate([self.device_type, types[new].astype(np.int8)])
         self.device_last = np.concatenate([self.device_last, since_us[new].astype(np.int64)])
+
+    @property
+    def device_keys(self) -> npt.NDArray[np.int64]:
+        """The devices' keys, by row."""
+        return self._devices.keys
+
+    def slot(self, patient_key: int) -> int | None:
+        """The patient's slot; None if not loaded."""
+        return self._patients.row(patient_key)
 
     def slots(self, patient_keys: Sequence[int] | npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
         """Slots of the given patients; -1 for those not loaded."""
         return self._patients.rows(patient_keys)
 
+    def latest_of(
+        self, slot: npt.NDArray[np.int32], kinds: Sequence[int]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Per slot, a column per kind index: the latest value and its time (NO_TIME: none)."""
+        values, times = zip(*(self.latest[k].of(slot) for k in kinds), strict=True)
+        return np.column_stack(values), np.column_stack(times)
+
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
-        for name in (
-            "patient_key",
-            "programme",
-            "enrolled_us",
-            "partition",
-            "active",
-            "cgm_last",
-            "start_day",
-        ):
+        for name in ("patient_key", "programme", "enrolled_us", "partition", "active", "start_day"):
             array = getattr(self, name)
-            pad = NO_TIME if name == "cgm_last" else 0
-            setattr(self, name, np.concatenate([array, np.full(extra, pad, array.dtype)]))
+            setattr(self, name, np.concatenate([array, np.zeros(extra, array.dtype)]))
         fills: tuple[tuple[str, float | int], ...] = (
-            ("last_value", 0.0),
-            ("last_time", NO_TIME),
-            ("cgm_day", -1),
-            ("cgm_below", 0),
-            ("cgm_total", 0),
             ("month_measure", 0),
             ("month_expected", -1),
             ("month_received", 0),
@@ -424,8 +541,8 @@ class History:
             array = getattr(self, name)
             block = np.full((extra, array.shape[1]), fill, array.dtype)
             setattr(self, name, np.vstack([array, block]))
-        for ring in self.rings.values():
-            ring.grow(capacity)
+        for sparse in (*self.latest, *self.rings.values(), self.cgm):
+            sparse.grow(capacity)
         self._capacity = capacity
 
     # -- readings ---------------------------------------------------------------------------
@@ -442,58 +559,19 @@ class History:
         if not len(slot):
             return
         k = _KIND_INDEX[kind]
-        self._latest(slot, k, value, time)
         by_kind = np.argsort(k, kind="stable")  # arrival order within each kind
-        bounds = np.searchsorted(k[by_kind], self._ring_bounds)
-        for ring, start, stop in zip(self.rings.values(), bounds[0::2], bounds[1::2], strict=True):
-            if stop > start:
-                mine = by_kind[start:stop]
-                ring.insert(slot[mine], value[mine], time[mine])
-        cgm = kind == BY_KIND[VitalKind.GLUCOSE_CGM].code
-        if cgm.any():
-            self._count_cgm(slot[cgm], value[cgm], time[cgm])
-        if device is not None and self.device_of:
+        present, starts = np.unique(k[by_kind], return_index=True)
+        for index, mine in zip(present.tolist(), np.split(by_kind, starts[1:]), strict=True):
+            s, v, t = slot[mine], value[mine], time[mine]
+            self.latest[index].insert(s, v, t)
+            if index in self.rings:
+                self.rings[index].insert(s, v, t)
+            if index == _CGM:
+                self.cgm.count(s, v, t)
+        if device is not None and len(self._devices):
             rows = self._devices.rows(device)
             seen = rows >= 0
             np.maximum.at(self.device_last, rows[seen], time[seen])
 
-    def _latest(
-        self,
-        slot: npt.NDArray[np.int32],
-        k: npt.NDArray[np.int16],
-        value: npt.NDArray[np.float64],
-        time: npt.NDArray[np.int64],
-    ) -> None:
-        cell = slot.astype(np.int64) * KINDS + k  # into the flattened (slot, kind) arrays
-        last_time = np.reshape(self.last_time, -1, copy=False)  # views: writes go through
-        last_value = np.reshape(self.last_value, -1, copy=False)
-        newer = time > last_time[cell]
-        cell, value, time = cell[newer], value[newer], time[newer]
-        np.maximum.at(last_time, cell, time)
-        newest = time == last_time[cell]
-        last_value[cell[newest]] = value[newest]  # of equal times, the last to arrive
 
-    def _count_cgm(
-        self,
-        slot: npt.NDArray[np.int32],
-        value: npt.NDArray[np.float64],
-        time: npt.NDArray[np.int64],
-    ) -> None:
-        """Count each CGM reading once, in time order: one not newer than the patient's
-        latest counted reading (a re-send, a back-fill) is not counted."""
-        order = np.lexsort((time, slot))
-        slot, value, time = slot[order], value[order], time[order]
-        fresh = time > self.cgm_last[slot]
-        fresh[1:] &= ~((slot[1:] == slot[:-1]) & (time[1:] == time[:-1]))
-        slot, value, time = slot[fresh], value[fresh], time[fresh]
-        if not len(slot):
-            return
-        day = time // DAY_US
-        bucket = day % CGM_DAYS
-        stale = self.cgm_day[slot, bucket] < day
-        self.cgm_below[slot[stale], bucket[stale]] = 0
-        self.cgm_total[slot[stale], bucket[stale]] = 0
-        self.cgm_day[slot[stale], bucket[stale]] = day[stale]
-        np.add.at(self.cgm_below, (slot, bucket), (value < CGM_LOW_MG_DL).astype(np.int32))
-        np.add.at(self.cgm_total, (slot, bucket), 1)
-        np.maximum.at(self.cgm_last, slot, time)
+_CGM = kind_index(VitalKind.GLUCOSE_CGM)

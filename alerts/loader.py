@@ -178,11 +178,14 @@ async def _cgm(conn: Connection, engine: Engine, keys: list[int], now_us: int) -
         now_us - CGM_DAYS * DAY_US,
         CGM_LOW_MG_DL,
     )
+    if not rows:
+        return
     history = engine.history
-    for r in rows:
-        slot = history.slot_of[r["patient_key"]]
-        bucket = r["day"] % CGM_DAYS
-        history.cgm_day[slot, bucket] = r["day"]
-        history.cgm_below[slot, bucket] = r["below"]
-        history.cgm_total[slot, bucket] = r["total"]
-        history.cgm_last[slot] = max(history.cgm_last[slot], r["last_us"])
+    patient_key, day, below, total, last_us = zip(*rows, strict=True)
+    history.cgm.restore(
+        history.slots(patient_key),
+        np.array(day, np.int64),
+        np.array(below, np.int32),
+        np.array(total, np.int32),
+        np.array(last_us, np.int64),
+    )

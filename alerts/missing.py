@@ -60,7 +60,7 @@ def _everyone(ctx: RuleContext) -> tuple[npt.NDArray[np.int32], dict[str, F], I6
 
 
 def _last(ctx: RuleContext, slot: npt.NDArray[np.int32], measure: str) -> I64:
-    times = ctx.history.last_time.take(slot, axis=0)[:, _MEASURE_KINDS[measure]]
+    _, times = ctx.history.latest_of(slot, _MEASURE_KINDS[measure])
     return np.asarray(times.max(axis=1), dtype=np.int64)
 
 
@@ -140,7 +140,7 @@ def device_silent(ctx: RuleContext) -> Firings:
     if not silent.any():
         return Firings.none()
     rows = np.flatnonzero(silent)
-    keys = np.array(list(history.device_of), np.int64)  # device rows in insertion order
+    keys = history.device_keys
     order = rows[np.lexsort((keys[rows], silent_since[rows]))]  # earliest deadline first
     slot, first = np.unique(device_slot[order], return_index=True)
     chosen = order[first]

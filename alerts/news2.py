@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from alerts.history import HOUR_US, NEWS2_KINDS, NO_TIME, code_mask, kind_index
+from alerts.history import HOUR_US, NO_TIME, code_mask, kind_index
 from alerts.model import Firings, RuleContext, Scores, Severity
 from alerts.thresholds import code
 from devices.catalogue import VitalKind
@@ -44,10 +44,19 @@ __all__ = [
 F = npt.NDArray[np.float64]
 B = npt.NDArray[np.bool_]
 
+NEWS2_KINDS = (
+    VitalKind.RESPIRATORY_RATE,
+    VitalKind.SPO2,
+    VitalKind.ON_OXYGEN,
+    VitalKind.OXYGEN_FLOW,
+    VitalKind.SYSTOLIC_BP,
+    VitalKind.HEART_RATE,
+    VitalKind.NEW_CONFUSION,
+    VitalKind.BODY_TEMPERATURE,
+)
 INPUTS = frozenset(code(k) for k in NEWS2_KINDS)
 _IS_INPUT = code_mask(INPUTS)
-_COLUMNS = slice(0, len(NEWS2_KINDS))  # History puts them first in last_value and last_time
-assert [kind_index(k) for k in NEWS2_KINDS] == list(range(len(NEWS2_KINDS)))
+_INDEXES = [kind_index(k) for k in NEWS2_KINDS]
 COMPONENTS = (
     "respiration",
     "spo2",
@@ -90,11 +99,9 @@ def score_components(
     """Each component's score for the given patients at the given times (NaN: no value)."""
     history = ctx.history
     since = at - (ctx.params.value("window_hours", slot) * 3.6e9).astype(np.int64)
-    times = history.last_time.take(slot, axis=0)[:, _COLUMNS]
+    values, times = history.latest_of(slot, _INDEXES)
     present = (times != NO_TIME) & (times > since[:, None])
-    rr, spo2, answer, flow, sbp, hr, confused, temp = history.last_value.take(slot, axis=0)[
-        :, _COLUMNS
-    ].T
+    rr, spo2, answer, flow, sbp, hr, confused, temp = values.T
     rr_ok, spo2_ok, answer_ok, flow_ok, sbp_ok, hr_ok, confused_ok, temp_ok = present.T
 
     def scored(present: B, score: F) -> F:
@@ -152,7 +159,7 @@ def confirmed_components(
             continue
         k = kind_index(kind)
         mine = slot[rows]
-        previous, found = history.rings[k].latest_before(mine, history.last_time[mine, k])
+        previous, found = history.rings[k].latest_before(mine, history.latest[k].of(mine)[1])
         if name == "spo2":
             before = _spo2_scorer(ctx, mine, components["_oxygen"][rows])(previous)
         else:

@@ -130,7 +130,7 @@ class AlertStep:
             """,
             list(RESOLVED_BY_DATA),
         ):
-            if r["patient_key"] in self.engine.history.slot_of:
+            if self.engine.history.slot(r["patient_key"]) is not None:
                 self._awaited.expect(r["patient_key"], r["rule_id"], r["since_us"])
 
     def revoked(self) -> None:
@@ -219,7 +219,8 @@ class AlertStep:
             )
             if not changes:
                 return
-            keys = list({r["patient_key"] for r in changes} & self.engine.history.slot_of.keys())
+            history = self.engine.history
+            keys = [k for k in {r["patient_key"] for r in changes} if history.slot(k) is not None]
             current = await conn.fetch(
                 "SELECT patient_key, parameter, value FROM threshold_overrides "
                 "WHERE patient_key = ANY($1::int[])",

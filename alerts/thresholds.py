@@ -221,12 +221,10 @@ def spo2_scale1(ctx: RuleContext) -> Firings:
 def on_oxygen(ctx: RuleContext) -> npt.NDArray[np.bool_]:
     """Per row: is the patient on oxygen (their latest answer, or an oxygen flow above 0)?"""
     history, slot = ctx.history, ctx.rows.slot
-    answer = kind_index(VitalKind.ON_OXYGEN)
-    flow = kind_index(VitalKind.OXYGEN_FLOW)
-    said_yes = (history.last_time[slot, answer] != NO_TIME) & (
-        history.last_value[slot, answer] == 1
-    )
-    flowing = (history.last_time[slot, flow] != NO_TIME) & (history.last_value[slot, flow] > 0)
+    answer, answered_at = history.latest[kind_index(VitalKind.ON_OXYGEN)].of(slot)
+    flow, flow_at = history.latest[kind_index(VitalKind.OXYGEN_FLOW)].of(slot)
+    said_yes = (answered_at != NO_TIME) & (answer == 1)
+    flowing = (flow_at != NO_TIME) & (flow > 0)
     return np.asarray(said_yes | flowing, dtype=np.bool_)
 
 
@@ -273,8 +271,7 @@ def spo2_unconfirmed(ctx: RuleContext) -> Firings:
     history = ctx.history
     slot = np.flatnonzero(history.active[: len(history)]).astype(np.int32)
     spo2 = kind_index(VitalKind.SPO2)
-    at = history.last_time[slot, spo2]
-    value = history.last_value[slot, spo2]
+    value, at = history.latest[spo2].of(slot)
     p = ctx.params.of(slot)
     deadline = at + (p["within_minutes"] * 60e6).astype(np.int64)
     day = (at - history.enrolled_us[slot]) / DAY_US

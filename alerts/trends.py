@@ -138,10 +138,10 @@ def cgm_time_below_range(ctx: RuleContext) -> Firings:
     p = ctx.params.of(slot)
     history = ctx.history
     today = ctx.rows.measured_at[rows] // DAY_US
-    days = history.cgm_day.take(slot, axis=0)
+    days, below_by_day, total_by_day = history.cgm.of(slot)
     recent = (days > (today - np.minimum(p["days"], CGM_DAYS))[:, None]) & (days <= today[:, None])
-    below = (history.cgm_below.take(slot, axis=0) * recent).sum(axis=1)
-    total = (history.cgm_total.take(slot, axis=0) * recent).sum(axis=1)
+    below = (below_by_day * recent).sum(axis=1)
+    total = (total_by_day * recent).sum(axis=1)
     share = np.where(total > 0, below / np.maximum(total, 1), 0.0)
     fired = (total >= p["min_readings"]) & (share * 100 > p["below_percent"])
     mask = np.zeros(len(ctx.rows), np.bool_)

@@ -7,12 +7,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import numpy as np
 import pytest
 from aiokafka.partitioner import murmur2
 
 from alerts.engine import Engine
+from alerts.history import kind_index
 from alerts.loader import load_partitions
 from alerts.programmes import load_config
+from devices.catalogue import BY_KIND, VitalKind
 from devices.registry import DeviceType, Enrollment, Programme, enroll, sync_reference_data
 from ingest.platform import connect, migrate
 
@@ -60,13 +63,14 @@ async def test_a_member_loads_the_active_patients_of_its_partitions_only(
         r["patient_key"]: r["patient_id"]
         for r in await conn.fetch("SELECT patient_key, patient_id FROM patients")
     }
-    assert {keys[k] for k in engine.history.slot_of} == expected
+    loaded_keys = engine.history.patient_key[: len(engine.history)].tolist()
+    assert {keys[k] for k in loaded_keys} == expected
     assert loaded == len(expected)
-    slots = engine.history.slots(list(engine.history.slot_of))
+    slots = engine.history.slots(loaded_keys)
     assert sorted(engine.history.partition[slots].tolist()) == sorted(
         kafka_partition(p, 12) for p in expected
     )
-    assert len(engine.history.device_of) == len(expected)  # each patient's oximeter
+    assert len(engine.history.device_keys) == len(expected)  # each patient's oximeter
 
 
 def _oximeter(patient_id: str) -> Enrollment:
@@ -76,3 +80,74 @@ def _oximeter(patient_id: str) -> Enrollment:
         device_id=f"oxi-{uuid.uuid4().hex[:8]}",
         device_type=DeviceType.PULSE_OXIMETER,
     )
+
+
+async def test_the_state_rebuilt_from_postgresql_is_the_state_its_readings_built(
+    conn: asyncpg.Connection,
+) -> None:
+    """Latest values, rings and CGM day counts: a member that rebuilds them from the stored
+    readings holds what a member that took the same readings live holds."""
+    patients = ["cgm-1", "cgm-2", "oxi-1"]
+    await enroll(
+        conn,
+        [
+            Enrollment(
+                patient_id=p,
+                programme=Programme.DIABETES,
+                device_id=f"d-{p}",
+                device_type=DeviceType.CGM,
+            )
+            for p in patients[:2]
+        ]
+        + [_oximeter(patients[2])],
+    )
+    now_us = 1_795_000_000_000_000
+    day_us = 86_400_000_000
+    rows = await conn.fetch(
+        "SELECT p.patient_key, d.device_key FROM patients p JOIN devices d USING (patient_key) "
+        "ORDER BY p.patient_id"
+    )
+    cgm, spo2 = BY_KIND[VitalKind.GLUCOSE_CGM].code, BY_KIND[VitalKind.SPO2].code
+    readings = (
+        [  # (patient, device, kind, value, at): CGM over three days, SpO2
+            (r["patient_key"], r["device_key"], cgm, 55.0 + 10 * (i % 4), now_us - i * day_us // 7)
+            for r in rows[:2]
+            for i in range(20)
+        ]
+        + [
+            (rows[2]["patient_key"], rows[2]["device_key"], spo2, 90.0 + i, now_us - i)
+            for i in range(3)
+        ]
+    )
+    days = {at // day_us for *_, at in readings}
+    for day in days:
+        await conn.execute("SELECT create_reading_day(to_timestamp($1 * 86400)::date)", day)
+    await conn.executemany(
+        "INSERT INTO readings VALUES ($1, $2, $3, $4, to_timestamp($5 / 1e6), now(), 0, 0)",
+        readings,
+    )
+    live, rebuilt = Engine(load_config(None)), Engine(load_config(None))
+    await load_partitions(conn, live, range(12), 12, now_us - 30 * day_us)  # before them all
+    key, device, kind, value, at = (np.array(c) for c in zip(*reversed(readings), strict=True))
+    live.history.insert(
+        live.history.slots(key), kind.astype(np.int16), value, at, device.astype(np.int32)
+    )
+    await load_partitions(conn, rebuilt, range(12), 12, now_us)
+
+    def state(engine: Engine) -> list[list[float]]:
+        slots = engine.history.slots(np.unique(key))
+        of = kind_index(VitalKind.GLUCOSE_CGM), kind_index(VitalKind.SPO2)
+        values, times = engine.history.latest_of(slots, of)
+        spo2_ring = engine.history.rings[of[1]].of(slots)
+        return [
+            *values.tolist(),
+            *times.tolist(),
+            *(np.sort(a, axis=1).tolist() for a in spo2_ring),
+            *(np.sort(a, axis=1).tolist() for a in engine.history.cgm.of(slots)),
+            engine.history.cgm.last.take(engine.history.cgm.row.take(slots)).tolist(),
+        ]
+
+    assert state(rebuilt) == state(live)
+    _, below, total = rebuilt.history.cgm.of(rebuilt.history.slots([rows[0]["patient_key"]]))
+    assert total.sum() == 20
+    assert below.sum() == 10  # 55 and 65 mg/dL, two readings in four
