@@ -295,7 +295,9 @@ class Engine:
 
     def _now(self, now_by_partition: Mapping[int, int]) -> npt.NDArray[np.int64]:
         partition = self.history.partition[: len(self.history)]
-        return np.array([now_by_partition.get(int(p), 0) for p in partition], np.int64)
+        now = np.zeros(max(int(partition.max(initial=0)), *now_by_partition, 0) + 1, np.int64)
+        now[list(now_by_partition)] = list(now_by_partition.values())  # 0 for the others
+        return now[partition]
 
     # -- adherence at months 1 and 2 ------------------------------------------------------
 
