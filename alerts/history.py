@@ -143,7 +143,8 @@ class SparseRows:
     def rows_of(self, slot: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
         """The slots' rows, made for those that have none yet."""
         row = self.row[slot]
-        new = np.unique(slot[row == 0])
+        new = np.sort(slot[row == 0])  # np.unique hashes: 0.7 s for a million slots
+        new = new[first_of_runs(new)]
         if len(new):
             rows = self._rows + np.arange(len(new), dtype=np.int32)
             self._rows += len(new)
