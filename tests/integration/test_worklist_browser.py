@@ -118,6 +118,10 @@ async def test_one_row_one_banner_one_sound_then_resolved(stack: Stack, tmp_path
             assert "Rouge" in row
             assert "FC 125/min (≥ 111/min)" in row
             assert "FR 26/min (≥ 25/min)" in row
+            assert "COVID-19 · J" in row  # the programme by its name, not its code
+            assert await js(browser, "document.querySelector('#programme').options[1].text") == (
+                "COVID-19"
+            )
             banner = await js(browser, f"{BANNERS}[0].textContent")
             assert "Nouvelle alerte rouge" in banner
             assert PATIENT_A in banner
