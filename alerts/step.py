@@ -1,13 +1,14 @@
 """The alert engine as a step of the ingest pipeline (ingest.pipeline.steps).
 
-Rebuilt from PostgreSQL when partitions are assigned, reset when they are
-revoked; run over every batch before its transaction, which then applies the
-lifecycle (alerts.lifecycle) and counts the aggregate scores (alerts.scores);
-ticked between batches: threshold overrides changed by clinicians and discharges are
-applied within `OVERRIDE_POLL_S`, and the missing-data and adherence rules are swept
-every `sweep_interval_seconds`, each sweep's alerts in a transaction of its own. Before
-a sweep, the months 1 and 2 of follow-up that ended a day ago are checked from
-PostgreSQL (alerts.adherence), a bounded number at a time.
+Loaded from PostgreSQL when partitions are assigned (those held throughout a rebalance
+keep their state), forgotten when a revoked member's drain did not finish; run over
+every batch before its transaction, which then applies the lifecycle (alerts.lifecycle)
+and counts the aggregate scores (alerts.scores); ticked between batches: threshold
+overrides changed by clinicians and discharges are applied within `OVERRIDE_POLL_S`, and
+the missing-data and adherence rules are swept every `sweep_interval_seconds`, each
+sweep's alerts in a transaction of its own. Before a sweep, the months 1 and 2 of
+follow-up that ended a day ago are checked from PostgreSQL (alerts.adherence), a bounded
+number at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import asyncpg
 
@@ -91,31 +92,51 @@ class AlertStep:
         self._override_seen = 0  # id in threshold_override_history
         self._discharge_seen = 0  # id in discharges
         self._awaited = AwaitedData()
+        self._owned: set[int] = set()  # the partitions whose patients the engine holds
         self._loaded = False  # no sweep of a half-rebuilt state: it would miss their data
 
-    async def assigned(self, partitions: Sequence[int], partition_count: int) -> None:
+    async def assigned(
+        self, partitions: Sequence[int], partition_count: int, continuous: Collection[int]
+    ) -> None:
+        """Load the patients of the partitions this member did not hold, keeping the state
+        of those it held throughout (a takeover moves only the partitions it moves). A
+        member that lost partitions (their patients cannot be taken out of the state),
+        held one that another member wrote to meanwhile, or sees partitions renumbered,
+        rebuilds all of it."""
         started = self.clock.monotonic()
         self._loaded = False
-        self.engine.reset()
+        kept = self._owned
+        if not kept <= set(continuous) & set(partitions) or partition_count != self._partitions:
+            self._forget()
+            kept = set()
+        new = sorted(set(partitions) - kept)
         self._partitions = partition_count
         async with self._pool.acquire() as conn:
-            self._override_seen = await conn.fetchval(
-                "SELECT coalesce(max(id), 0) FROM threshold_override_history"
-            )
-            self._discharge_seen = await conn.fetchval(
-                "SELECT coalesce(max(id), 0) FROM discharges"
-            )
-            loaded = await load_partitions(
-                conn, self.engine, partitions, partition_count, self.clock.now_ms() * 1000
+            if not kept:  # from here on, the changes since the state was read
+                self._override_seen = await conn.fetchval(
+                    "SELECT coalesce(max(id), 0) FROM threshold_override_history"
+                )
+                self._discharge_seen = await conn.fetchval(
+                    "SELECT coalesce(max(id), 0) FROM discharges"
+                )
+            loaded = (
+                await load_partitions(
+                    conn, self.engine, new, partition_count, self.clock.now_ms() * 1000
+                )
+                if new
+                else 0
             )
             await self._load_awaited(conn)
+        self._owned = set(partitions)
         self._loaded = True
-        self.metrics.patients.set(loaded)
+        self.metrics.patients.set(len(self.engine.history))
         self.metrics.rebuild_seconds.set(self.clock.monotonic() - started)
         log.info(
-            "alert state of %d patients rebuilt in %.1f s",
+            "alert state of %d patients (partitions %s) loaded in %.1f s, %d kept",
             loaded,
+            new,
             self.clock.monotonic() - started,
+            len(self.engine.history) - loaded,
         )
 
     async def _load_awaited(self, conn: Connection) -> None:
@@ -133,9 +154,14 @@ class AlertStep:
             if self.engine.history.slot(r["patient_key"]) is not None:
                 self._awaited.expect(r["patient_key"], r["rule_id"], r["since_us"])
 
-    def revoked(self) -> None:
+    def revoked(self, drained: bool) -> None:
         self._loaded = False
+        if not drained:  # a batch evaluated against this state may never commit
+            self._forget()
+
+    def _forget(self) -> None:
         self.engine.reset()
+        self._owned = set()
         self._awaited.clear()
         self.metrics.patients.set(0)
 

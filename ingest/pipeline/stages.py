@@ -152,6 +152,7 @@ class IngestPipeline:
         self._room = asyncio.Event()  # set when the prepare stage takes a batch
         self._stall_pause_s = 5.0
         self._durable: dict[int, int] = {}  # partition -> next offset made durable
+        self._left_at: dict[int, int] = {}  # _durable when the last rebalance began, drained
         self._committer = KafkaCommitter(consumer, self._topic, metrics.kafka_commit_failures)
         self._guard = RejectGuard(settings.reject_ratio_limit, settings.reject_ratio_min_messages)
         self._workers: list[asyncio.Task[None]] = []
@@ -494,9 +495,10 @@ class IngestPipeline:
         # member still has records of its partitions in flight: always drain, and take
         # nothing more until the next assignment has set every position.
         self._cursor.stop_all()
-        await self._drain(self._settings.drain_timeout_s)
+        drained = await self._drain(self._settings.drain_timeout_s)
+        self._left_at = dict(self._durable) if drained else {}
         for step in self._steps:
-            step.revoked()
+            step.revoked(drained)
         for tp in revoked:
             self._durable.pop(tp.partition, None)
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
@@ -508,12 +510,14 @@ class IngestPipeline:
         # their positions are set below (records fetched meanwhile are read again from
         # there), so no batch is prepared against a half-rebuilt state.
         count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
+        stored = await self._stored_offsets([tp.partition for tp in mine])
+        # Held until this rebalance, and nothing written by another member since.
+        continuous = [p for p, at in self._left_at.items() if p in stored and stored[p] == at]
         for step in self._steps:
             await self._database(
-                partial(step.assigned, [tp.partition for tp in mine], count),
+                partial(step.assigned, [tp.partition for tp in mine], count, continuous),
                 f"rebuilding the state of {step.name}",
             )
-        stored = await self._stored_offsets([tp.partition for tp in mine])
         unknown = [tp for tp in mine if tp.partition not in stored]
         starts = await self._consumer.beginning_offsets(unknown) if unknown else {}
         # Every position is set explicitly, and the intake takes records from there on:

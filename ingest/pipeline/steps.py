@@ -18,7 +18,7 @@ previous batch is being written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,24 +65,27 @@ class BatchWork(Protocol):
 class PipelineStep(Protocol):
     name: str  # for logs: "alerts"
 
-    async def assigned(self, partitions: Sequence[int], partition_count: int) -> None:
+    async def assigned(
+        self, partitions: Sequence[int], partition_count: int, continuous: Collection[int]
+    ) -> None:
         """This member now owns `partitions` of the readings topic (of
-        `partition_count`).
+        `partition_count`); `continuous`: the partitions it held until this rebalance
+        with nothing written by another member since, whose state is still whole.
 
-        Called in the rebalance callback, after the pipeline has set each
-        partition's position and before any of their records is taken: rebuild
-        the state they need from PostgreSQL. May take as long as that takes (the
-        group waits for it). Runs under the pipeline's retry policy: a transient
-        database error is retried, any other stops the service.
+        Called in the rebalance callback, before the pipeline sets each partition's
+        position, so before any of their records is taken: load the state they need
+        from PostgreSQL (that of continuous partitions may be kept). May take as long as
+        that takes (the group waits for it). Runs under the pipeline's retry policy: a
+        transient database error is retried, any other stops the service.
         """
         ...
 
-    def revoked(self) -> None:
+    def revoked(self, drained: bool) -> None:
         """The member's partitions are being taken away (a rebalance has begun).
 
-        Called after the pipeline has drained (every batch taken is durable), so
-        no `prepare`, `tick` or `apply` is under way. Forget their state: the
-        next `assigned` rebuilds it.
+        Called after the pipeline has drained, so no `prepare`, `tick` or `apply` is
+        under way. `drained`: every batch taken is durable. If not (the drain timed
+        out), a batch prepared against the state may never commit: forget it all.
         """
         ...
 

@@ -10,22 +10,30 @@ import asyncpg
 import numpy as np
 import pytest
 from aiokafka.partitioner import murmur2
+from prometheus_client import CollectorRegistry
 
 from alerts.engine import Engine
 from alerts.history import kind_index
 from alerts.loader import load_partitions
+from alerts.metrics import AlertMetrics
 from alerts.programmes import load_config
+from alerts.step import AlertStep
 from devices.catalogue import BY_KIND, VitalKind
 from devices.registry import DeviceType, Enrollment, Programme, enroll, sync_reference_data
-from ingest.platform import connect, migrate
+from ingest.platform import SystemClock, connect, create_pool, migrate
 
 # Every length modulo 4 (murmur2 hashes 4-byte blocks, then the tail).
 PATIENT_IDS = [f"p-{n}" for n in range(40)] + ["a", "ab", "abc", "abcd", "P-0123456789.ab:c_d"]
 
 
 @pytest.fixture
-async def conn(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    name = f"k_{uuid.uuid4().hex[:12]}"
+def schema() -> str:
+    return f"k_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def conn(postgres_dsn: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
+    name = schema
     connection = await connect(postgres_dsn, name)
     try:
         await migrate(connection, name)
@@ -151,3 +159,63 @@ async def test_the_state_rebuilt_from_postgresql_is_the_state_its_readings_built
     _, below, total = rebuilt.history.cgm.of(rebuilt.history.slots([rows[0]["patient_key"]]))
     assert total.sum() == 20
     assert below.sum() == 10  # 55 and 65 mg/dL, two readings in four
+
+
+async def test_a_member_keeps_the_state_of_the_partitions_it_held_throughout(
+    conn: asyncpg.Connection, postgres_dsn: str, schema: str
+) -> None:
+    """A takeover loads the partitions that moved only. A member that lost a partition,
+    held one another member wrote to meanwhile, or did not finish its drain, rebuilds."""
+    await enroll(conn, [_oximeter(p) for p in PATIENT_IDS])
+    keys = {r["patient_id"]: r["patient_key"] for r in await conn.fetch("SELECT * FROM patients")}
+    held = next(p for p in PATIENT_IDS if kafka_partition(p, 12) < 6)
+    async with await create_pool(postgres_dsn, schema, 2) as pool:
+        step = AlertStep(
+            Engine(load_config(None)), pool, SystemClock(), AlertMetrics(CollectorRegistry())
+        )
+
+        async def remembers_a_reading_never_stored() -> bool:
+            slots = step.engine.history.slots([keys[held]])
+            if slots[0] < 0:
+                return False
+            return bool(step.engine.history.latest[kind_index(VitalKind.SPO2)].of(slots)[1][0] == 7)
+
+        def loaded() -> set[str]:
+            history = step.engine.history
+            return {p for p, k in keys.items() if history.slot(k) is not None}
+
+        half, everything = list(range(6)), list(range(12))
+        await step.assigned(half, 12, [])
+        assert loaded() == {p for p in PATIENT_IDS if kafka_partition(p, 12) < 6}
+        slot = step.engine.history.slots([keys[held]])
+        step.engine.history.insert(
+            slot,
+            np.array([BY_KIND[VitalKind.SPO2].code], np.int16),
+            np.array([97.0]),
+            np.array([7], np.int64),
+        )  # a mark of the state kept: a reading PostgreSQL does not have
+
+        step.revoked(drained=True)
+        await step.assigned(everything, 12, half)  # the other member's partitions come
+        assert loaded() == set(PATIENT_IDS)
+        assert await remembers_a_reading_never_stored()
+
+        step.revoked(drained=True)
+        await step.assigned(everything, 12, everything[:-1])  # 11 was written to meanwhile
+        assert loaded() == set(PATIENT_IDS)
+        assert not await remembers_a_reading_never_stored()
+
+        for drained, partitions, continuous in (
+            (False, everything, everything),
+            (True, half, everything),
+        ):
+            step.engine.history.insert(
+                step.engine.history.slots([keys[held]]),
+                np.array([BY_KIND[VitalKind.SPO2].code], np.int16),
+                np.array([97.0]),
+                np.array([7], np.int64),
+            )
+            step.revoked(drained=drained)
+            await step.assigned(partitions, 12, continuous)
+            assert not await remembers_a_reading_never_stored(), (drained, partitions)
+        assert loaded() == {p for p in PATIENT_IDS if kafka_partition(p, 12) < 6}
