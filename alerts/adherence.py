@@ -264,13 +264,24 @@ async def _prescriptions(
         list(names),
     ):
         changes[r["patient_key"]].append((r["at_us"], r["parameter"], r["value"]))
+    protocols = {
+        (name, measure): {
+            n: programme.parameters[f"{measure_rule(measure).id}.{n}"] for n in FREQUENCY
+        }
+        for name, programme in config.programmes.items()
+        for measure in programme.measures
+    }
+    # The protocol from day 0, one list for all who kept it (most: a million at a time).
+    kept = {of: [_prescription(0, protocol)] for of, protocol in protocols.items()}
     timelines = {}
     for key, patient in patients.items():
-        programme = config.programmes[patient.programme]
+        if key not in changes:
+            for measure in config.programmes[patient.programme].measures:
+                timelines[key, measure] = kept[patient.programme, measure]
+            continue
         start = int(days.day_of(patient.enrolled_us))
-        for measure in programme.measures:
-            rule = measure_rule(measure).id
-            protocol = {n: programme.parameters[f"{rule}.{n}"] for n in FREQUENCY}
+        for measure in config.programmes[patient.programme].measures:
+            protocol = protocols[patient.programme, measure]
             current = dict(protocol)
             timeline = [_prescription(0, current)]
             for at_us, parameter, value in changes.get(key, []):
