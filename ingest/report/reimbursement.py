@@ -30,7 +30,6 @@ from alerts.adherence import (
     FollowUp,
     MonthCheck,
     Window,
-    check_months,
     expected_data,
     stored_checks,
 )
@@ -257,6 +256,12 @@ async def reimbursement(
     follow_ups = {p.key: p.follow_up for p in patients}
     months = _whole_months(days, start_us, end_us)
 
+    # Months 1 and 2 of follow-up that ended by `until_us`: as ingest checked them, else
+    # computed here with the rest.
+    due = _due_checks(days, patients, until_us)
+    checks = await _stored_checks(conn, patients, due)
+    unchecked = [(p, n) for p, n in due if (p.key, n) not in checks]
+
     # Calendar months: the extract's rows.
     rows: list[tuple[_Patient, date]] = []
     windows = []
@@ -267,11 +272,11 @@ async def reimbursement(
             if p.start_day < month_after and (p.last_day is None or p.last_day >= month_first):
                 rows.append((p, month))
                 windows.append(Window(p.key, month_first, month_after, until_us))
-    month_data = _as_lists(await expected_data(conn, config, follow_ups, windows))
 
-    # Months of follow-up that ended in the period.
-    ended: list[tuple[_Patient, int]] = []
-    follow_windows = []
+    # Months of follow-up that ended in the period (those of months 1 and 2 checked are the
+    # checks' windows: no window of their own).
+    checked = {(p.key, n) for p, n in due}
+    ended: list[tuple[_Patient, int, int | None]] = []  # and their window
     for p in patients:
         number = 1
         while True:
@@ -281,12 +286,25 @@ async def reimbursement(
             if ends_us > until_us or (p.last_day is not None and first > p.last_day):
                 break
             if ends_us > start_us:
-                ended.append((p, number))
-                follow_windows.append(Window(p.key, first, after, until_us))
+                if (p.key, number) in checked:
+                    ended.append((p, number, None))
+                else:
+                    ended.append((p, number, len(windows)))
+                    windows.append(Window(p.key, first, after, until_us))
             number += 1
-    follow_data = _as_lists(await expected_data(conn, config, follow_ups, follow_windows))
 
-    checks = await _checks(conn, config, days, patients, until_us)
+    # One count of the data for every window: the months, the follow-up, the checks.
+    first_check = len(windows)
+    for p, n in unchecked:
+        first = int(days.add_months(p.start_day, n - 1))
+        windows.append(Window(p.key, first, int(days.add_months(p.start_day, n)), until_us))
+    data = _as_lists(await expected_data(conn, config, follow_ups, windows))
+    checks.update(
+        {
+            (p.key, n): MonthCheck(p.key, n, _data(config, p, data, first_check + w))
+            for w, (p, n) in enumerate(unchecked)
+        }
+    )
     checks_of: dict[int, list[tuple[int, MonthCheck]]] = defaultdict(list)
     for (key, n), c in checks.items():
         checks_of[key].append((n, c))
@@ -297,7 +315,7 @@ async def reimbursement(
             month,
             max(days.date_of(p.start_day), month),
             _last_followed(days, p, month),
-            _data(config, p, month_data, w),
+            _data(config, p, data, w),
             {
                 n: c
                 for n, c in checks_of.get(p.key, ())
@@ -322,12 +340,10 @@ async def reimbursement(
             number,
             days.date_of(int(days.add_months(p.start_day, number - 1))),
             days.date_of(int(days.add_months(p.start_day, number)) - 1),
-            checks[p.key, number].data
-            if number <= 2 and (p.key, number) in checks
-            else _data(config, p, follow_data, w),
+            checks[p.key, number].data if w is None else _data(config, p, data, w),
             checks.get((p.key, number)),
         )
-        for w, (p, number) in enumerate(ended)
+        for p, number, w in ended
     ]
     return Reimbursement(
         months,
@@ -422,31 +438,29 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
-async def _checks(
-    conn: Connection,
-    config: AlertConfig,
-    days: _Days,
-    patients: Sequence[_Patient],
-    until_us: int,
-) -> dict[tuple[int, int], MonthCheck]:
-    """Months 1 and 2 of every patient's follow-up that ended by `until_us`: as ingest
-    checked them, else computed now."""
-    due = [
-        (p.key, n)
+def _due_checks(
+    days: _Days, patients: Sequence[_Patient], until_us: int
+) -> list[tuple[_Patient, int]]:
+    """Months 1 and 2 of every patient's follow-up that ended by `until_us`."""
+    return [
+        (p, n)
         for p in patients
         for n in (1, 2)
         if int(days.start_of(_check_day(days, p, n))) <= until_us
         and (p.last_day is None or p.last_day >= _check_day(days, p, n))
     ]
-    wanted = set(due)
-    found = {
+
+
+async def _stored_checks(
+    conn: Connection, patients: Sequence[_Patient], due: Sequence[tuple[_Patient, int]]
+) -> dict[tuple[int, int], MonthCheck]:
+    """The checks of `due` that ingest made and stored."""
+    wanted = {(p.key, n) for p, n in due}
+    return {
         (c.patient_key, c.month): c
         for c in await stored_checks(conn, [p.key for p in patients])
         if (c.patient_key, c.month) in wanted
     }
-    computed = await check_months(conn, config, [d for d in due if d not in found], until_us)
-    found.update({(c.patient_key, c.month): c for c in computed})
-    return found
 
 
 def _check_day(days: _Days, patient: _Patient, month: int) -> int:

@@ -179,3 +179,26 @@ def test_the_programmes_protocols_are_their_missing_data_rules() -> None:
     assert diabetes.measures == ("glucose",)
     assert "glucose_missing" in diabetes.rules
     assert diabetes.parameters["glucose_missing.every_days"] == 7
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(windows(), min_size=0, max_size=12), st.integers(1, 5))
+def test_windows_counted_in_blocks_count_as_all_at_once(cases: list[Case], block: int) -> None:
+    counts = np.zeros((len(cases), WIDTH), np.int64)
+    for w, case in enumerate(cases):
+        for day, n in case.points.items():
+            counts[w, (day - case.first).days + MAX_EVERY_DAYS] = n
+    args = (
+        DAYS,
+        np.array([DAYS.day_of_date(c.start) for c in cases], np.int64),
+        np.array([DAYS.day_of_date(c.first) for c in cases], np.int64),
+        np.array([DAYS.day_of_date(c.end) for c in cases], np.int64),
+        np.array([us(c.enrolled) for c in cases], np.int64),
+        np.array([us(c.due_by) for c in cases], np.int64),
+        [c.timeline for c in cases],
+        counts,
+    )
+    whole = count_expected(*args, block=max(1, len(cases)))
+    blocks = count_expected(*args, block=block)
+    assert [a.tolist() for a in blocks] == [a.tolist() for a in whole]
+    assert [a.dtype for a in blocks] == [np.dtype(np.int64)] * 2
