@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.catalogue import CATALOGUE
@@ -247,18 +248,33 @@ async def enroll_rows(
             """,
             at,
         )
-        devices = await conn.execute(
-            """
-            INSERT INTO devices (device_id, patient_key, device_type, enrolled_at)
-            SELECT t.device_id, p.patient_key, t.device_type, coalesce($1, now())
-            FROM enrolment_rows t JOIN patients p USING (patient_id)
-            ON CONFLICT (patient_key, device_id) DO NOTHING
-            """,
-            at,
-        )
+        devices = await _insert_devices(conn, at)
         await conn.execute("DROP TABLE enrolment_rows, enrolment_patients")
         await conn.execute("SELECT set_config('work_mem', $1, true)", work_mem)
     return EnrollResult(_row_count(patients), _row_count(devices))
+
+
+_DEVICES = """
+    INSERT INTO devices (device_id, patient_key, device_type, enrolled_at)
+    SELECT t.device_id, p.patient_key, t.device_type, coalesce($1, now())
+    FROM enrolment_rows t JOIN patients p USING (patient_id)
+"""
+
+
+async def _insert_devices(conn: Connection, at: datetime | None) -> str:
+    """The devices not enrolled yet: by a plain INSERT, which costs less than ON CONFLICT's
+    speculative insertion (2.9M devices: 22.5 s against 26 s), unless a device comes
+    twice (in the file, or enrolled meanwhile by another transaction): then, after its
+    unique violation, with ON CONFLICT DO NOTHING."""
+    try:
+        async with conn.transaction():
+            return await conn.execute(
+                _DEVICES + "WHERE NOT EXISTS (SELECT FROM devices d "
+                "WHERE d.patient_key = p.patient_key AND d.device_id = t.device_id)",
+                at,
+            )
+    except asyncpg.UniqueViolationError:
+        return await conn.execute(_DEVICES + "ON CONFLICT (patient_key, device_id) DO NOTHING", at)
 
 
 def _row_count(status: str) -> int:
