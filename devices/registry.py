@@ -222,7 +222,7 @@ async def enroll_rows(
     its last row.
 
     Each chunk is copied (binary COPY) into a temporary table as it comes; the patients
-    (their last programme each) then the devices are inserted from it, by two statements.
+    (their last programme each), then the devices, are inserted from it set by set.
     """
     async with conn.transaction():
         # The devices' join to their patients is hashed in one batch, in the rows' order,
