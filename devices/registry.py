@@ -9,13 +9,15 @@ simulator, which enrolls its own cohort. The registry's reference tables
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Sequence
+import gc
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.catalogue import CATALOGUE
@@ -27,8 +29,10 @@ __all__ = [
     "EnrollResult",
     "Enrollment",
     "EnrollmentFileError",
+    "EnrollmentRow",
     "Programme",
     "enroll",
+    "enroll_rows",
     "read_enrollment_csv",
     "renew_prescription",
     "sync_reference_data",
@@ -74,35 +78,99 @@ class EnrollResult:
     devices: int  # devices newly enrolled
 
 
-class EnrollmentFileError(ValueError):
+class EnrollmentFileError(TelemonError):
     """A CSV enrollment file has bad rows; nothing of it was enrolled."""
+
+    exit_code = 2
 
 
 CSV_COLUMNS = ("patient_id", "programme", "device_id", "device_type")
 
+EnrollmentRow = Sequence[str]
+"""patient_id, programme, device_id, device_type: a CSV row, checked."""
 
-def read_enrollment_csv(text: str) -> list[Enrollment]:
-    """Parse an enrollment CSV (header: patient_id,programme,device_id,device_type).
+_T = TypeVar("_T")
 
-    Every row is checked before anything is enrolled; the error lists each bad
-    line with what is wrong.
+CHUNK_ROWS = 50_000  # rows read and checked, then sent to PostgreSQL, at a time
+
+_valid_id = re.compile(ID_PATTERN).fullmatch
+_PROGRAMMES = frozenset(p.value for p in Programme)
+_DEVICE_TYPES = frozenset(t.value for t in DeviceType)
+
+
+def read_enrollment_csv(
+    lines: Iterable[str], chunk_rows: int = CHUNK_ROWS
+) -> Iterator[list[EnrollmentRow]]:
+    """Parse an enrollment CSV (header: patient_id,programme,device_id,device_type) into
+    chunks of checked rows.
+
+    The header is checked at once. The rows are checked as they are read; once one is
+    bad, none are yielded any more, and the end of the file raises EnrollmentFileError
+    listing each bad line with what is wrong (a caller that enrolled nothing yet, or only
+    staged what it got, then enrols nothing of the file).
     """
-    reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-        raise EnrollmentFileError(
-            f"header must be {','.join(CSV_COLUMNS)}, got {','.join(reader.fieldnames or [])}"
-        )
-    rows: list[Enrollment] = []
+    reader = csv.reader(lines)
+    header = _unreadable_as_file_error(reader, lambda: next(reader, []))
+    if tuple(header) != CSV_COLUMNS:
+        raise EnrollmentFileError(f"header must be {','.join(CSV_COLUMNS)}, got {','.join(header)}")
+    return _checked_chunks(reader, chunk_rows)
+
+
+def _checked_chunks(reader: Any, chunk_rows: int) -> Iterator[list[EnrollmentRow]]:
     problems: list[str] = []
-    for row in reader:
-        try:
-            rows.append(Enrollment.model_validate(row))
-        except ValidationError as error:
-            what = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
-            problems.append(f"line {reader.line_num}: {what}")
-    if problems:
-        raise EnrollmentFileError("\n".join(problems))
-    return rows
+    while True:
+        chunk = _unreadable_as_file_error(reader, lambda: _read_chunk(reader, chunk_rows, problems))
+        if problems:
+            if not chunk:
+                raise EnrollmentFileError("\n".join(problems))
+        elif chunk:
+            yield chunk
+        else:
+            return
+
+
+def _read_chunk(reader: Any, chunk_rows: int, problems: list[str]) -> list[EnrollmentRow]:
+    """Up to `chunk_rows` good rows; each bad one adds to `problems` (blank lines skipped)."""
+    chunk: list[EnrollmentRow] = []
+    # Rows are lists of strings, with no cycle to collect: a collection every few
+    # thousand of them would walk every one alive (3M rows read in 9 s, 2.2 s without).
+    gc.disable()
+    try:
+        for row in reader:
+            if (
+                len(row) == 4
+                and _valid_id(row[0])
+                and row[1] in _PROGRAMMES
+                and _valid_id(row[2])
+                and row[3] in _DEVICE_TYPES
+            ):
+                chunk.append(row)
+                if len(chunk) == chunk_rows:
+                    break
+            elif row:
+                problems.append(f"line {reader.line_num}: {_what_is_wrong(row)}")
+    finally:
+        gc.enable()
+    return chunk
+
+
+def _unreadable_as_file_error(reader: Any, read: Callable[[], _T]) -> _T:
+    try:
+        return read()
+    except UnicodeDecodeError as error:
+        raise EnrollmentFileError(f"not UTF-8 text: {error}") from None
+    except csv.Error as error:
+        raise EnrollmentFileError(f"after line {reader.line_num}: {error}") from None
+
+
+def _what_is_wrong(row: list[str]) -> str:
+    if len(row) != len(CSV_COLUMNS):
+        return f"{len(row)} fields, expected {len(CSV_COLUMNS)} ({','.join(CSV_COLUMNS)})"
+    try:
+        Enrollment.model_validate(dict(zip(CSV_COLUMNS, row, strict=True)))
+    except ValidationError as error:
+        return "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in error.errors())
+    raise AssertionError(f"{row!r} is valid but failed the quick check")
 
 
 PRESCRIPTION_AT_MOST = timedelta(days=366)  # a prescription lasts at most a year
@@ -140,41 +208,78 @@ async def enroll(
     conn: Connection, enrollments: Sequence[Enrollment], at: datetime | None = None
 ) -> EnrollResult:
     """Enroll patients and devices; idempotent. A patient's programme follows the last row."""
-    if not enrollments:
-        return EnrollResult(0, 0)
-    programmes = {e.patient_id: e.programme.value for e in enrollments}
+    rows = [
+        (e.patient_id, e.programme.value, e.device_id, e.device_type.value) for e in enrollments
+    ]
+    return await enroll_rows(conn, [rows], at)
+
+
+async def enroll_rows(
+    conn: Connection, chunks: Iterable[Sequence[EnrollmentRow]], at: datetime | None = None
+) -> EnrollResult:
+    """Enroll checked rows, read chunk by chunk (`read_enrollment_csv`), in one transaction:
+    all of them or, if reading fails, nothing. Idempotent; a patient's programme follows
+    its last row.
+
+    Each chunk is copied (binary COPY) into a temporary table as it comes; the patients
+    (their last programme each), then the devices, are inserted from it set by set.
+    """
     async with conn.transaction():
-        patients = await conn.fetchval(
+        # The devices' join to their patients is hashed in one batch, in the rows' order,
+        # so that the devices' index is appended to in patient order.
+        work_mem = await conn.fetchval("SELECT current_setting('work_mem')")
+        await conn.execute("SELECT set_config('work_mem', '256MB', true)")
+        await conn.execute(
+            "CREATE TEMP TABLE enrolment_rows (patient_id text, programme text, "
+            "device_id text, device_type text); "
+            "CREATE TEMP TABLE enrolment_patients (patient_id text, programme text)"
+        )
+        programmes: dict[str, str] = {}
+        for chunk in chunks:
+            await conn.copy_records_to_table("enrolment_rows", records=chunk)
+            programmes.update((r[0], r[1]) for r in chunk)
+        await conn.copy_records_to_table("enrolment_patients", records=programmes.items())
+        patients = await conn.execute(
             """
-            WITH upserted AS (
-                INSERT INTO patients (patient_id, programme, enrolled_at)
-                SELECT p, g, coalesce($3, now()) FROM unnest($1::text[], $2::text[]) AS t(p, g)
-                ON CONFLICT (patient_id) DO UPDATE SET programme = EXCLUDED.programme
-                WHERE patients.programme IS DISTINCT FROM EXCLUDED.programme
-                RETURNING 1
-            ) SELECT count(*) FROM upserted
+            INSERT INTO patients (patient_id, programme, enrolled_at)
+            SELECT patient_id, programme, coalesce($1, now()) FROM enrolment_patients
+            ON CONFLICT (patient_id) DO UPDATE SET programme = EXCLUDED.programme
+            WHERE patients.programme IS DISTINCT FROM EXCLUDED.programme
             """,
-            list(programmes),
-            list(programmes.values()),
             at,
         )
-        devices = await conn.fetchval(
-            """
-            WITH added AS (
-                INSERT INTO devices (device_id, patient_key, device_type, enrolled_at)
-                SELECT t.d, p.patient_key, t.k, coalesce($4, now())
-                FROM unnest($1::text[], $2::text[], $3::text[]) AS t(pid, d, k)
-                JOIN patients p ON p.patient_id = t.pid
-                ON CONFLICT (device_id, patient_key) DO NOTHING
-                RETURNING 1
-            ) SELECT count(*) FROM added
-            """,
-            [e.patient_id for e in enrollments],
-            [e.device_id for e in enrollments],
-            [e.device_type.value for e in enrollments],
-            at,
-        )
-    return EnrollResult(int(patients), int(devices))
+        devices = await _insert_devices(conn, at)
+        await conn.execute("DROP TABLE enrolment_rows, enrolment_patients")
+        await conn.execute("SELECT set_config('work_mem', $1, true)", work_mem)
+    return EnrollResult(_row_count(patients), _row_count(devices))
+
+
+_DEVICES = """
+    INSERT INTO devices (device_id, patient_key, device_type, enrolled_at)
+    SELECT t.device_id, p.patient_key, t.device_type, coalesce($1, now())
+    FROM enrolment_rows t JOIN patients p USING (patient_id)
+"""
+
+
+async def _insert_devices(conn: Connection, at: datetime | None) -> str:
+    """The devices not enrolled yet: by a plain INSERT, which costs less than ON CONFLICT's
+    speculative insertion (2.9M devices: 22.5 s against 26 s), unless a device comes
+    twice (in the file, or enrolled meanwhile by another transaction): then, after its
+    unique violation, with ON CONFLICT DO NOTHING."""
+    try:
+        async with conn.transaction():
+            return await conn.execute(
+                _DEVICES + "WHERE NOT EXISTS (SELECT FROM devices d "
+                "WHERE d.patient_key = p.patient_key AND d.device_id = t.device_id)",
+                at,
+            )
+    except asyncpg.UniqueViolationError:
+        return await conn.execute(_DEVICES + "ON CONFLICT (patient_key, device_id) DO NOTHING", at)
+
+
+def _row_count(status: str) -> int:
+    """The rows an INSERT inserted or updated, from its status ("INSERT 0 <rows>")."""
+    return int(status.rsplit(" ", 1)[1])
 
 
 async def sync_reference_data(conn: Connection) -> None:

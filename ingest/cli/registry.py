@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -84,33 +86,47 @@ def add_commands(commands: Commands) -> None:
 
 
 def _enroll(args: argparse.Namespace, settings: Settings) -> int:
-    from devices.registry import Enrollment, EnrollmentFileError, enroll, read_enrollment_csv
+    from devices.registry import (
+        Enrollment,
+        EnrollmentFileError,
+        EnrollmentRow,
+        enroll_rows,
+        read_enrollment_csv,
+    )
 
-    try:
-        if args.csv:
-            rows = read_enrollment_csv(args.csv.read_text(encoding="utf-8"))
-        else:
-            rows = [
-                Enrollment(
+    with ExitStack() as files:
+        chunks: Iterable[Sequence[EnrollmentRow]]
+        try:
+            if args.csv:
+                # Read as it is enrolled: a bad row on the way rolls the whole file back.
+                file = files.enter_context(args.csv.open(encoding="utf-8", newline=""))
+                chunks = read_enrollment_csv(file)
+            else:
+                one = Enrollment(
                     patient_id=args.patient,
                     programme=args.programme,
                     device_id=args.device,
                     device_type=args.device_type,
                 )
-            ]
-    except (EnrollmentFileError, ValidationError, OSError) as error:
-        print(f"telemon enroll: {error}", file=sys.stderr)
-        return 2
+                row = (one.patient_id, one.programme.value, one.device_id, one.device_type.value)
+                chunks = [[row]]
+        except (EnrollmentFileError, ValidationError, OSError) as error:
+            print(f"telemon enroll: {error}", file=sys.stderr)
+            return 2
 
-    async def work(conn: Connection) -> None:
-        result = await enroll(conn, rows)
-        log.info(
-            "enrolled: %d patients created or updated, %d devices added",
-            result.patients,
-            result.devices,
-        )
+        async def work(conn: Connection) -> None:
+            result = await enroll_rows(conn, chunks)
+            log.info(
+                "enrolled: %d patients created or updated, %d devices added",
+                result.patients,
+                result.devices,
+            )
 
-    return with_connection(settings, work)
+        try:
+            return with_connection(settings, work)
+        except EnrollmentFileError as error:
+            print(f"telemon enroll: {error}", file=sys.stderr)
+            return 2
 
 
 def _prescribe(args: argparse.Namespace, settings: Settings) -> int:
