@@ -506,18 +506,27 @@ class IngestPipeline:
 
     async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         mine = [tp for tp in assigned if tp.topic == self._topic]
-        # The steps' state first: the intake takes no record of these partitions before
-        # their positions are set below (records fetched meanwhile are read again from
-        # there), so no batch is prepared against a half-rebuilt state.
+        partitions = [tp.partition for tp in mine]
+        # The steps' state first, and the registry's pairs of these partitions: the intake
+        # takes no record of these partitions before their positions are set below
+        # (records fetched meanwhile are read again from there), so no batch is prepared
+        # against a half-rebuilt state.
         count = len(self._consumer.partitions_for_topic(self._topic) or ()) or 1
-        stored = await self._stored_offsets([tp.partition for tp in mine])
+        stored = await self._stored_offsets(partitions)
         # Held until this rebalance, and nothing written by another member since.
         continuous = [p for p, at in self._left_at.items() if p in stored and stored[p] == at]
-        for step in self._steps:
-            await self._database(
-                partial(step.assigned, [tp.partition for tp in mine], count, continuous),
-                f"rebuilding the state of {step.name}",
+        async with asyncio.TaskGroup() as both:  # PostgreSQL answers them side by side
+            both.create_task(
+                self._database(
+                    partial(self._resolver.own, partitions, count),
+                    "reading the registry of the assigned partitions",
+                )
             )
+            for step in self._steps:
+                await self._database(
+                    partial(step.assigned, partitions, count, continuous),
+                    f"rebuilding the state of {step.name}",
+                )
         unknown = [tp for tp in mine if tp.partition not in stored]
         starts = await self._consumer.beginning_offsets(unknown) if unknown else {}
         # Every position is set explicitly, and the intake takes records from there on:
@@ -536,9 +545,10 @@ class IngestPipeline:
         self._health.joined_group = True
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
         log.info(
-            "assigned partitions %s, from stored offsets %s",
-            sorted(tp.partition for tp in mine),
+            "assigned partitions %s, from stored offsets %s; %d registry pairs held",
+            sorted(partitions),
             dict(sorted(stored.items())),
+            self._resolver.owned,
         )
 
     async def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
