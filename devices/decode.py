@@ -36,6 +36,7 @@ from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
 from devices.fast_contract import FastReading, decode_fast
 from devices.fhir_codes import is_fhir
 from devices.fhir_input import FhirReading, FhirRejectedError, read_fhir
+from devices.registry import pair_digests
 
 __all__ = ["Accepted", "DecodedBatch", "Decoder", "RawRecord", "Rejection", "reference_times_us"]
 
@@ -135,6 +136,9 @@ class Accepted:
     device_id: list[str]
     message_id: list[str | None]
     reading_count: npt.NDArray[np.int32]
+    # The pairs' digests (devices.registry.pair_digests), by which the registry cache finds
+    # them: computed where decoding runs, in a worker process beside the event loop.
+    pair_digest: npt.NDArray[np.uint64]
 
     def __len__(self) -> int:
         return len(self.record_index)
@@ -299,6 +303,7 @@ class Decoder:
             device_ids,
             message_ids,
             np.array(counts, np.int32),
+            pair_digests(patient_ids, device_ids),
         )
         table = np.array(rows, dtype=_ROW)
         return self._check_domain(

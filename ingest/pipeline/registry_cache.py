@@ -1,15 +1,15 @@
 """Map each message's (patient_id, device_id) to registry keys.
 
-Three places are asked, in this order:
-1. the recent pairs: a dictionary of the pairs the database answered (its oldest
-   entries evicted when full), the hot path of a patient who sends again;
-2. the owned pairs: every pair of the followed patients of the partitions this member
-   owns, read at each assignment (`own`) and kept as digests in sorted arrays. A stream
-   spread over a million patients misses any cache of recent pairs, and a database
-   lookup costs some 12 µs a pair (issue 22);
-3. the database, in one query for a slice's remaining misses: a device enrolled after
-   the assignment, a discharged patient, a patient whose records come on a partition
-   that is not theirs.
+Two places are asked, in this order:
+1. the owned pairs: every pair of the followed patients of the partitions this member
+   owns, read at each assignment (`own`) and kept as digests in sorted arrays, searched
+   a batch at a time by the digests the decoder computed (devices.registry.pair_digests).
+   A stream spread over a million patients misses any cache of recent pairs, and a
+   database lookup costs some 12 µs a pair (issue 22);
+2. the database, in one query for a slice's remaining pairs, its answers remembered in
+   a dictionary (its oldest entries evicted when full): a device enrolled after the
+   assignment, a discharged patient, a patient whose records come on a partition that
+   is not theirs.
 A pair the registry does not know is remembered as unknown for a short while (a poison
 storm of unknown devices must not become a query storm), then asked again, so a device
 enrolled a minute ago is accepted. Registry pairs never change once enrolled, so no
@@ -18,7 +18,6 @@ place holds a stale one.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 from collections.abc import Collection, Sequence
@@ -31,7 +30,7 @@ import numpy.typing as npt
 
 from ingest.platform import Clock
 
-__all__ = ["OwnedPairs", "Registration", "RegistryCache", "Resolved", "pair_digests"]
+__all__ = ["OwnedPairs", "Registration", "RegistryCache", "Resolved"]
 
 
 class Registration(NamedTuple):
@@ -49,23 +48,13 @@ class Resolved:
     patient_key: npt.NDArray[np.int32]
     device_key: npt.NDArray[np.int32]
 
+    @classmethod
+    def unknown(cls, n: int) -> Resolved:
+        return cls(np.full(n, -1, np.int32), np.full(n, -1, np.int32))
+
 
 _Pair = tuple[str, str]
-_Digests = npt.NDArray[np.uint64]  # a row per pair: the MD5 digest's two 64-bit halves
-
-
-def pair_digests(pairs: Sequence[_Pair]) -> _Digests:
-    """Each pair's MD5 digest, of the patient id's length, ':', the patient id and the
-    device id (the length keeps "a" and "b:c" apart from "a:b" and "c"). The query that
-    reads the owned pairs computes the same digest in PostgreSQL."""
-    md5 = hashlib.md5
-    digests = b"".join(
-        [
-            md5(f"{len(p)}:{p}{d}".encode(errors="surrogatepass"), usedforsecurity=False).digest()
-            for p, d in pairs
-        ]
-    )
-    return np.frombuffer(digests, np.uint64).reshape(-1, 2)
+_Digests = npt.NDArray[np.uint64]  # a row per pair: its digest's two 64-bit halves
 
 
 # The owned pairs of the given partitions, read by a binary COPY: each row four
@@ -177,19 +166,19 @@ class OwnedPairs:
             self.partition[mine],
         )
 
-    def find(self, pairs: Sequence[_Pair]) -> list[Registration | None]:
-        """Each pair's keys, None for the pairs not here."""
+    def find(self, digests: _Digests) -> Resolved:
+        """The keys of the pairs of these digests, -1 for those not here."""
         if not len(self):
-            return [None] * len(pairs)
-        digests = pair_digests(pairs)
-        at = np.minimum(np.searchsorted(self.high, digests[:, 0]), len(self) - 1)
+            return Resolved.unknown(len(digests))
+        order = np.argsort(digests[:, 0])  # searched in order: 2.3 times faster
+        at = np.empty(len(digests), np.intp)
+        at[order] = np.searchsorted(self.high, digests[order, 0])
+        np.minimum(at, len(self) - 1, out=at)
         hit = (self.high[at] == digests[:, 0]) & (self.low[at] == digests[:, 1])
-        patient_keys = np.where(hit, self.patient_key[at], -1).tolist()
-        device_keys = self.device_key[at].tolist()
-        return [
-            Registration(p, d) if p >= 0 else None
-            for p, d in zip(patient_keys, device_keys, strict=True)
-        ]
+        return Resolved(
+            np.where(hit, self.patient_key[at], -1).astype(np.int32),
+            np.where(hit, self.device_key[at], -1).astype(np.int32),
+        )
 
 
 class RegistryCache:
@@ -229,14 +218,16 @@ class RegistryCache:
         self._owned_partitions = frozenset(partitions)
         self._partition_count = count
 
-    async def resolve(self, patient_ids: Sequence[str], device_ids: Sequence[str]) -> Resolved:
-        """Keys for each (patient_ids[i], device_ids[i])."""
-        pairs = list(zip(patient_ids, device_ids, strict=True))
-        found: list[Registration | None] = list(map(self._known.get, pairs))  # the hot path
-        if None in found:
-            missed = [i for i, hit in enumerate(found) if hit is None]
-            for i, hit in zip(missed, self._owned.find([pairs[i] for i in missed]), strict=True):
-                found[i] = hit
+    async def resolve(
+        self, patient_ids: Sequence[str], device_ids: Sequence[str], digests: _Digests
+    ) -> Resolved:
+        """Keys for each (patient_ids[i], device_ids[i]), whose digest is digests[i]."""
+        resolved = self._owned.find(digests)
+        elsewhere = np.flatnonzero(resolved.patient_key < 0).tolist()
+        if not elsewhere:
+            return resolved
+        pairs = [(patient_ids[i], device_ids[i]) for i in elsewhere]
+        found = list(map(self._known.get, pairs))
         if None in found:
             now = self._clock.monotonic()
             unknown_until = self._unknown_until
@@ -251,10 +242,10 @@ class RegistryCache:
             found = [
                 hit or known.get(pair, _UNKNOWN) for pair, hit in zip(pairs, found, strict=True)
             ]
-        if not found:
-            return Resolved(np.empty(0, np.int32), np.empty(0, np.int32))
         patient_keys, device_keys = zip(*found, strict=True)
-        return Resolved(np.array(patient_keys, np.int32), np.array(device_keys, np.int32))
+        resolved.patient_key[elsewhere] = patient_keys
+        resolved.device_key[elsewhere] = device_keys
+        return resolved
 
     def forget_unknown(self, pairs: Sequence[_Pair]) -> None:
         """Ask the registry again for these pairs next time, however recently it said no:

@@ -359,7 +359,9 @@ class IngestPipeline:
         if replays is not None:
             self._resolver.forget_unknown(replays.pairs)
         resolved = await self._database(
-            lambda: self._resolver.resolve(accepted.patient_id, accepted.device_id),
+            lambda: self._resolver.resolve(
+                accepted.patient_id, accepted.device_id, accepted.pair_digest
+            ),
             "registry lookup",
         )
         rejections = list(decoded.rejections)

@@ -10,7 +10,14 @@ import asyncpg
 import pytest
 from aiokafka.partitioner import murmur2
 
-from devices.registry import DeviceType, Enrollment, Programme, enroll, sync_reference_data
+from devices.registry import (
+    DeviceType,
+    Enrollment,
+    Programme,
+    enroll,
+    pair_digests,
+    sync_reference_data,
+)
 from ingest.pipeline.registry_cache import RegistryCache
 from ingest.platform import SystemClock, connect, create_pool, migrate
 
@@ -64,7 +71,8 @@ def new_cache(pool: asyncpg.Pool) -> RegistryCache:
 
 
 async def keys_of(cache: RegistryCache, pairs: list[tuple[str, str]]) -> list[tuple[int, int]]:
-    resolved = await cache.resolve([p for p, _ in pairs], [d for _, d in pairs])
+    patient_ids, device_ids = [p for p, _ in pairs], [d for _, d in pairs]
+    resolved = await cache.resolve(patient_ids, device_ids, pair_digests(patient_ids, device_ids))
     return list(zip(resolved.patient_key.tolist(), resolved.device_key.tolist(), strict=True))
 
 
