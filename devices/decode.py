@@ -36,7 +36,7 @@ from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
 from devices.fast_contract import FastReading, decode_fast
 from devices.fhir_codes import is_fhir
 from devices.fhir_input import FhirReading, FhirRejectedError, read_fhir
-from devices.registry import pair_digests
+from devices.pairs import pair_digests
 
 __all__ = ["Accepted", "DecodedBatch", "Decoder", "RawRecord", "Rejection", "reference_times_us"]
 
@@ -136,7 +136,7 @@ class Accepted:
     device_id: list[str]
     message_id: list[str | None]
     reading_count: npt.NDArray[np.int32]
-    # The pairs' digests (devices.registry.pair_digests), by which the registry cache finds
+    # The pairs' digests (devices.pairs.pair_digests), by which the registry cache finds
     # them: computed where decoding runs, in a worker process beside the event loop.
     pair_digest: npt.NDArray[np.uint64]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
-import numpy as np
-import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from devices.catalogue import CATALOGUE
@@ -36,26 +33,10 @@ __all__ = [
     "Programme",
     "enroll",
     "enroll_rows",
-    "pair_digests",
     "read_enrollment_csv",
     "renew_prescription",
     "sync_reference_data",
 ]
-
-
-def pair_digests(patient_ids: Sequence[str], device_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
-    """Each (patient, device) pair's MD5 digest, a row of two 64-bit halves per pair: of
-    the patient id's length, ':', the patient id, then the device id (the length keeps
-    "a" and "b:c" apart from "a:b" and "c"). How an ingest member holds the pairs of its
-    partitions (ingest.pipeline.registry_cache, which has PostgreSQL compute the same)."""
-    md5 = hashlib.md5
-    digests = b"".join(
-        [
-            md5(f"{len(p)}:{p}{d}".encode(errors="surrogatepass"), usedforsecurity=False).digest()
-            for p, d in zip(patient_ids, device_ids, strict=True)
-        ]
-    )
-    return np.frombuffer(digests, np.uint64).reshape(-1, 2)
 
 
 class Programme(StrEnum):

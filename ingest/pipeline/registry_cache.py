@@ -3,7 +3,7 @@
 Two places are asked, in this order:
 1. the owned pairs: every pair of the followed patients of the partitions this member
    owns, read at each assignment (`own`) and kept as digests in sorted arrays, searched
-   a batch at a time by the digests the decoder computed (devices.registry.pair_digests).
+   a batch at a time by the digests the decoder computed (devices.pairs.pair_digests).
    A stream spread over a million patients misses any cache of recent pairs, and a
    database lookup costs some 12 µs a pair (issue 22);
 2. the database, in one query for a slice's remaining pairs, its answers remembered in

@@ -10,14 +10,8 @@ import asyncpg
 import pytest
 from aiokafka.partitioner import murmur2
 
-from devices.registry import (
-    DeviceType,
-    Enrollment,
-    Programme,
-    enroll,
-    pair_digests,
-    sync_reference_data,
-)
+from devices.pairs import pair_digests
+from devices.registry import DeviceType, Enrollment, Programme, enroll, sync_reference_data
 from ingest.pipeline.registry_cache import RegistryCache
 from ingest.platform import SystemClock, connect, create_pool, migrate
 

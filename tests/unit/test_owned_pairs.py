@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.registry import pair_digests
+from devices.pairs import pair_digests
 from ingest.pipeline.registry_cache import OwnedPairs
 
 # Pairs whose plain concatenations collide ("a" + "b:c" and "a:b" + "c"), and lengths

@@ -1,0 +1,28 @@
+"""The digest of a (patient, device) pair: how an ingest member holds the enrolled
+pairs of its partitions and finds a batch's pairs among them (ingest.pipeline.
+registry_cache, whose query has PostgreSQL compute the same digest). Computed by the
+decoder, in its worker process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["pair_digests"]
+
+
+def pair_digests(patient_ids: Sequence[str], device_ids: Sequence[str]) -> npt.NDArray[np.uint64]:
+    """Each (patient, device) pair's MD5 digest, a row of two 64-bit halves per pair: of
+    the patient id's length, ':', the patient id, then the device id (the length keeps
+    "a" and "b:c" apart from "a:b" and "c")."""
+    md5 = hashlib.md5
+    digests = b"".join(
+        [
+            md5(f"{len(p)}:{p}{d}".encode(errors="surrogatepass"), usedforsecurity=False).digest()
+            for p, d in zip(patient_ids, device_ids, strict=True)
+        ]
+    )
+    return np.frombuffer(digests, np.uint64).reshape(-1, 2)
