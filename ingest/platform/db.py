@@ -43,7 +43,9 @@ def advisory_lock_key(name: str) -> int:
 
 
 def _server_settings(schema: str, role: str | None = None) -> dict[str, str]:
-    settings = {"search_path": schema, "application_name": "telemon"}
+    # No JIT compilation: telemon's statements are short, and where the planner's estimate
+    # is high (row-level security makes it so) compiling them cost a second a query.
+    settings = {"search_path": schema, "application_name": "telemon", "jit": "off"}
     if role is not None:
         settings["role"] = role  # as SET ROLE; RESET ALL on release keeps it
     return settings

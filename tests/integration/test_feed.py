@@ -72,6 +72,16 @@ async def test_api_care_teams_errors_and_audit(stack: Stack, tmp_path: Path) -> 
                 1,
             )
             FeedPosition.parse(page["feed_position"])
+            filtered = {
+                programme: [
+                    r["patient"]["patient_id"]
+                    for r in (await dr_a.get(f"/api/v1/worklist?programme={programme}")).json()[
+                        "rows"
+                    ]
+                ]
+                for programme in ("covid", "diabetes")
+            }
+            assert filtered == {"covid": [PATIENT_A], "diabetes": []}
             french = (await dr_a.get(f"/api/v1/episodes/{episode[PATIENT_A]}")).json()
             assert french["findings"][0]["summary"] == "FC 140/min (≥ 131/min)"
             assert french["findings"][0]["title"] == "Fréquence cardiaque"

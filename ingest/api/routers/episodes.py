@@ -49,6 +49,24 @@ _EPISODES = f"""
     SELECT ep.patient_key, {EPISODE_COLUMNS}
     FROM episodes ep JOIN patients p ON p.patient_key = ep.patient_key
 """
+# The page of episodes first, then its patients. Row-level security hides from the planner
+# how few patients a clinician follows (a team of 5,000 among a million is estimated at half
+# the table): joined before the limit, every patient row was read (145 ms at 1M patients;
+# 40 ms so). The programme, when asked, is looked up for the team's episodes only.
+_WORKLIST = f"""
+    WITH page AS MATERIALIZED (
+        SELECT ep.episode_id, ep.patient_key FROM episodes ep
+        WHERE ep.status <> 'resolved' AND ep.severity = ANY($1::int[])
+          AND ($2::text IS NULL
+               OR (SELECT p.programme FROM patients p WHERE p.patient_key = ep.patient_key) = $2)
+          AND ($3::text IS NULL OR ep.job = $3) AND (NOT $4 OR ep.status = 'open')
+        ORDER BY ep.severity DESC, ep.severity_since, ep.episode_id LIMIT $5 OFFSET $6
+    )
+    {_EPISODES}
+    WHERE ep.episode_id = ANY(ARRAY(SELECT episode_id FROM page))
+      AND p.patient_key = ANY(ARRAY(SELECT patient_key FROM page))
+    ORDER BY ep.severity DESC, ep.severity_since, ep.episode_id
+"""
 # The vitals a worklist row shows: measurements, not questionnaire answers.
 _SHOWN_KINDS = [v.code for v in BY_KIND.values() if v.value_type is ValueType.MEASUREMENT]
 
@@ -73,10 +91,7 @@ async def worklist(
     severities = [SEVERITIES[s] for s in severity or SEVERITIES]
     async with audited(request, who, "R", "episode.search", None) as s:
         fetched = await s.conn.fetch(
-            f"""{_EPISODES} WHERE ep.status <> 'resolved' AND ep.severity = ANY($1::int[])
-            AND ($2::text IS NULL OR p.programme = $2) AND ($3::text IS NULL OR ep.job = $3)
-            AND (NOT $4 OR ep.status = 'open')
-            ORDER BY ep.severity DESC, ep.severity_since, ep.episode_id LIMIT $5 OFFSET $6""",
+            _WORKLIST,
             severities,
             programme,
             job,
