@@ -1,9 +1,9 @@
 """`telemon report`: the evidence figures as JSON, CSV and a self-contained HTML page, in
 French or English, and the reimbursement extracts (usage.csv, follow_up.csv).
 
-The JSON is canonical (sorted keys) and its SHA-256 is printed and shown in
-the page, so a report can be cited and checked. Charts are matplotlib PNGs
-embedded in the page: one file to send or archive. Every table's header names every
+The JSON is canonical (sorted keys, indented by one space, UTF-8) and its SHA-256 is
+printed and shown in the page, so a report can be cited and checked. Charts are matplotlib
+PNGs embedded in the page: one file to send or archive. Every table's header names every
 cell of its rows.
 """
 
@@ -15,13 +15,14 @@ import hashlib
 import html
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import msgspec
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
@@ -31,8 +32,12 @@ from ingest.platform import Settings
 from ingest.report.extract import write_follow_up, write_usage
 from ingest.report.reimbursement import Reimbursement, Tariffs
 
-__all__ = ["ReportPage", "report_configuration", "write_report"]
+__all__ = ["FAILING_SHOWN", "ReportPage", "report_configuration", "write_report"]
 
+# The patients who failed a check that the page names, per month of follow-up (report.json
+# and follow_up.csv name them all; a page of a million rows helps no one).
+FAILING_SHOWN = 100
+_CANONICAL = msgspec.json.Encoder(order="sorted", enc_hook=str)
 _COLOURS = {"red": "#c62828", "orange": "#ef6c00", "info": "#546e7a"}
 
 
@@ -68,9 +73,9 @@ def write_report(
         **figures,
         "produced_by": {"telemon": metadata.version("telemon"), "configuration": configuration},
     }
-    text = json.dumps(document, sort_keys=True, indent=1, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    (out / "report.json").write_text(text)
+    canonical = msgspec.json.format(_CANONICAL.encode(document), indent=1)
+    digest = hashlib.sha256(canonical).hexdigest()
+    (out / "report.json").write_bytes(canonical)
     with (out / "report.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["figure", "value"])
@@ -81,14 +86,23 @@ def write_report(
     return digest
 
 
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every figure as its dotted path and value (a list of scalars as one value). The
+    patients who failed a check are counted: follow_up.csv has a row for each, and a
+    million of them would pass a spreadsheet's last row."""
     if isinstance(value, dict):
-        return [row for k, v in value.items() for row in _flatten(v, f"{prefix}{k}.")]
-    if isinstance(value, list) and value and isinstance(value[0], dict):
-        return [row for i, v in enumerate(value) for row in _flatten(v, f"{prefix}{i}.")]
-    if isinstance(value, list):
-        return [(prefix.rstrip("."), " ".join(map(str, value)))]
-    return [(prefix.rstrip("."), value)]
+        for k, v in value.items():
+            if k == "failed":
+                yield f"{prefix}{k}", len(v)
+            else:
+                yield from _flatten(v, f"{prefix}{k}.")
+    elif isinstance(value, list) and value and isinstance(value[0], dict):
+        for i, v in enumerate(value):
+            yield from _flatten(v, f"{prefix}{i}.")
+    elif isinstance(value, list):
+        yield prefix.rstrip("."), " ".join(map(str, value))
+    else:
+        yield prefix.rstrip("."), value
 
 
 def _png(fig: Any) -> str:
@@ -256,14 +270,16 @@ class ReportPage:
                 ),
             }
             for month, c in checks.items()
-            for f in c["failed"]
+            for f in c["failed"][:FAILING_SHOWN]
         ]
+        more = sum(max(0, len(c["failed"]) - FAILING_SHOWN) for c in checks.values())
         intro = say["checks_intro"].format(percent=self.words.number(evidence["more_than_percent"]))
         return (
             f"<h2>{html.escape(say['adherence_checks'])}</h2><p>{html.escape(intro)}</p>"
             + self.table(summary)
             + f"<h3>{html.escape(say['failing'])}</h3>"
             + self.table(failing, red="measures")
+            + (f"<p>{html.escape(say['failing_more'].format(more=more))}</p>" if more else "")
         )
 
     def _handling(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 from alerts.actions import acknowledge, resolve
 from alerts.messages import words
 from alerts.model import Disposition
-from ingest.report.documents import ReportPage
+from ingest.report.documents import FAILING_SHOWN, ReportPage
 from tests.records import message, reading
 from tests.support import Stack, run_cli
 
@@ -178,7 +178,9 @@ async def test_report_gives_the_designed_figures(stack: Stack, tmp_path: Path) -
     assert "<html lang=fr>" in page  # French by default
     reconciliation = page.split("Rapprochement sans perte")[1].split("</table>")[0]
     assert 'class="red"' not in reconciliation  # nothing lost
-    assert "figure,value" in (out / "report.csv").read_text()
+    figures_csv = (out / "report.csv").read_text()
+    assert "figure,value" in figures_csv
+    assert "\nreimbursement.adherence_checks.month_1.failed,3\n" in figures_csv  # counted
     assert report["produced_by"]["configuration"]["alert_programmes_sha256"]
 
 
@@ -188,3 +190,23 @@ def test_a_loss_shows_in_red(unaccounted: int, red: bool) -> None:
         [{"partition": 0, "unaccounted_offsets": unaccounted}], red="unaccounted_offsets"
     )
     assert ('class="red"' in table) is red
+
+
+def test_the_page_names_the_first_failing_patients_and_counts_the_others() -> None:
+    failed = [
+        {
+            "patient_id": f"p{n:04}",
+            "programme": "covid",
+            "measures": {"spo2": {"expected": 60, "received": 1}},
+        }
+        for n in range(FAILING_SHOWN + 7)
+    ]
+    checks = {
+        "month_1": {"checked": len(failed), "passed": 0, "failed": failed},
+        "month_2": {"checked": 0, "passed": 0, "failed": []},
+    }
+    document = {"reimbursement": {"more_than_percent": 50.0, "adherence_checks": checks}}
+    section = ReportPage(document, "", words("en"))._checks()
+    named = [f"<td>p{n:04}</td>" in section for n in (0, FAILING_SHOWN - 1, FAILING_SHOWN)]
+    assert named == [True, True, False]
+    assert "… and 7 more: the check column of follow_up.csv gives every check." in section
