@@ -10,7 +10,9 @@ pseudonymous id; the INS matricule is given only when the reader has the identit
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 
 from alerts.adherence import MonthCheck
@@ -55,6 +57,7 @@ def write_usage(
     """`ins`: patient id -> INS matricule, for a reader with the identity right (None: the
     column stays empty)."""
     named = ins or {}
+    iso, month_of = _date_texts()
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(USAGE_COLUMNS)
@@ -64,9 +67,9 @@ def write_usage(
                 row.patient_id,
                 named.get(row.patient_id, ""),
                 row.programme.value,
-                f"{row.month:%Y-%m}",
-                row.followed_from.isoformat(),
-                row.followed_to.isoformat() if row.followed_to else "",
+                month_of(row.month),
+                iso(row.followed_from),
+                iso(row.followed_to) if row.followed_to else "",
                 *_data(row.data),
                 _verdict(row.checks.get(1), more_than_percent),
                 _verdict(row.checks.get(2), more_than_percent),
@@ -80,6 +83,7 @@ def write_usage(
 
 
 def write_follow_up(path: Path, months: Sequence[FollowUpMonth], more_than_percent: float) -> None:
+    iso, _ = _date_texts()
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(FOLLOW_UP_COLUMNS)
@@ -88,13 +92,19 @@ def write_follow_up(path: Path, months: Sequence[FollowUpMonth], more_than_perce
                 month.patient_id,
                 month.programme.value,
                 month.number,
-                month.first.isoformat(),
-                month.last.isoformat(),
+                iso(month.first),
+                iso(month.last),
                 *_data(month.data),
                 _verdict(month.check, more_than_percent),
             ]
             for month in months
         )
+
+
+def _date_texts() -> tuple[Callable[[date], str], Callable[[date], str]]:
+    """A day as YYYY-MM-DD and a month as YYYY-MM, each formatted once: a million rows
+    name the same few hundred days."""
+    return functools.cache(date.isoformat), functools.cache(lambda d: f"{d:%Y-%m}")
 
 
 def _data(data: Mapping[str, tuple[int, int]]) -> list[str]:

@@ -238,6 +238,11 @@ class _Patient:
     start_day: int  # local day of the enrolment
     last_day: int | None  # local day of the discharge
     prescription_ends_us: int
+    judged_on: tuple[int, int]  # the local days months 1 and 2 end (at their midnight)
+
+    def check_day(self, month: int) -> int:
+        """The local day month 1 or 2 of follow-up ends at: the day it is judged."""
+        return self.judged_on[month - 1]
 
 
 async def reimbursement(
@@ -319,7 +324,7 @@ async def reimbursement(
             {
                 n: c
                 for n, c in checks_of.get(p.key, ())
-                if _check_day(days, p, n) <= days.day_of_date(month)
+                if p.check_day(n) <= days.day_of_date(month)
             },
         )
         for w, (p, month) in enumerate(rows)
@@ -402,20 +407,25 @@ async def _followed(
     )
     patients = []
     start_days = days.day_of([r["enrolled_us"] for r in rows]).tolist()
+    programmes = {p.value: p for p in Programme}  # an Enum's call costs a microsecond
     for r, start_day in zip(rows, start_days, strict=True):
         discharged = r["discharged_us"]
         prescribed = r["prescribed_until_us"] or int(
             days.start_of(days.add_months(start_day, tariffs.billing.prescription_months))
         )
+        follow_up = FollowUp(
+            r["patient_key"], programmes[r["programme"]], r["enrolled_us"], discharged
+        )
         patients.append(
             _Patient(
                 r["patient_key"],
                 r["patient_id"],
-                FollowUp(r["patient_key"], Programme(r["programme"]), r["enrolled_us"], discharged),
+                follow_up,
                 start_day,
                 # The last day followed: the one the discharge's last moment before falls in.
                 None if discharged is None else int(days.day_of(discharged - 1)),
                 prescribed,
+                (days.add_months(start_day, 1), days.add_months(start_day, 2)),
             )
         )
     return patients
@@ -446,8 +456,8 @@ def _due_checks(
         (p, n)
         for p in patients
         for n in (1, 2)
-        if int(days.start_of(_check_day(days, p, n))) <= until_us
-        and (p.last_day is None or p.last_day >= _check_day(days, p, n))
+        if int(days.start_of(p.check_day(n))) <= until_us
+        and (p.last_day is None or p.last_day >= p.check_day(n))
     ]
 
 
@@ -461,11 +471,6 @@ async def _stored_checks(
         for c in await stored_checks(conn, [p.key for p in patients])
         if (c.patient_key, c.month) in wanted
     }
-
-
-def _check_day(days: _Days, patient: _Patient, month: int) -> int:
-    """The local day a month of follow-up ends at (its midnight): the day it is judged."""
-    return int(days.add_months(patient.start_day, month))
 
 
 def _as_lists(
@@ -518,7 +523,7 @@ def _reasons(
         reasons.append(Reason.PRESCRIPTION_ENDED)
     for number, reason in ((1, Reason.ADHERENCE_M1_FAILED), (2, Reason.ADHERENCE_M2_FAILED)):
         check = checks.get((patient.key, number))
-        judged_before = _check_day(days, patient, number) <= first
+        judged_before = patient.check_day(number) <= first
         if check and judged_before and check.failed(tariffs.billing.adherence_more_than_percent):
             reasons.append(reason)
     return reasons
