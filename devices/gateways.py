@@ -93,7 +93,9 @@ async def produce(
         if ahead_ms > 0:
             if not follow:
                 break  # caught up with the present
-            await asyncio.sleep(ahead_ms / 1000)
+            # Until the message's time (hours ahead for a twice-daily device), or the stop.
+            if await _stopped_within(stop, ahead_ms / 1000):
+                break
         future = await producer.send(
             topic, key=message.key, value=message.value, timestamp_ms=message.timestamp_ms
         )
@@ -116,6 +118,18 @@ async def produce(
             last_progress = time.monotonic()
     await asyncio.gather(*pending)
     return stats
+
+
+async def _stopped_within(stop: asyncio.Event | None, seconds: float) -> bool:
+    """Wait `seconds`, or less if `stop` is set meanwhile; whether it was."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _recorder(stats: ProduceStats, message: SimMessage) -> Callable[[asyncio.Future[object]], None]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import time
 from collections import Counter
 from datetime import datetime, timedelta
 
+from aiokafka import AIOKafkaProducer
+
 from devices.catalogue import VitalKind as K
 from devices.decode import Decoder
+from devices.gateways import produce
 from devices.registry import Programme
 from devices.simulator import (
     DAY_MS,
@@ -175,3 +180,20 @@ def test_a_worsening_ends_in_a_hospitalisation_one_to_three_days_after_onset() -
     for p in worsening:
         assert p.worsening is not None
         assert last[p.patient_id] < p.worsening.hospitalised_ms + 60_000  # follow-up ends
+
+
+async def test_a_following_gateway_stops_while_waiting_for_its_next_message() -> None:
+    """Caught up with the present, a gateway waits for its next message's time (hours, for a
+    device measuring twice a day): a stop ends the wait, and nothing more is sent."""
+    an_hour_ahead = int(time.time() * 1000) + 3_600_000
+    message = SimMessage(b"p-1", b"{}", an_hour_ahead, "p-1", "d-1", 1, 1)
+    stop = asyncio.Event()
+    never_started = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9")  # nothing to send
+    producing = asyncio.create_task(
+        produce(never_started, "readings", iter([message]), follow=True, stop=stop)
+    )
+    await asyncio.sleep(0.05)
+    assert not producing.done()  # waiting for the message's time
+    stop.set()
+    stats = await asyncio.wait_for(producing, 60)  # not the hour
+    assert stats.messages == 0
