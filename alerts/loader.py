@@ -24,6 +24,7 @@ from alerts.engine import DEVICE_TYPES, PROGRAMMES, Engine, Roster
 from alerts.history import CGM_DAYS, CGM_LOW_MG_DL, DAY_US, RING_SIZES
 from devices.catalogue import BY_KIND
 from devices.catalogue import VitalKind as K
+from ingest.pipeline.pgcopy import PG_EPOCH_US, copy_row, copy_rows
 from ingest.platform import Connection
 
 __all__ = ["load_partitions", "load_patients", "load_profiles"]
@@ -63,101 +64,110 @@ async def load_profiles(
     await _profiles(conn, engine, "patient_key = ANY($2::int[])", partitions, list(patient_keys))
 
 
+# The queries whose rows the state is built from, each read by a binary COPY into one
+# array (ingest.pipeline.pgcopy): half a million patients' profiles and 4.7M readings
+# took seconds to decode as asyncpg records or arrays of Python objects.
+_PATIENTS = """
+    SELECT patient_key, (array_position($3::text[], programme) - 1)::smallint,
+           enrolled_at, key_hash % $1, discharged_at IS NOT NULL
+    FROM patients WHERE {which}
+"""
+_PATIENT_ROW = copy_row(
+    (
+        ("patient_key", ">i4"),
+        ("programme", ">i2"),
+        ("enrolled_at", ">i8"),
+        ("partition", ">i4"),
+        ("discharged", "?"),
+    )
+)
+_DEVICES = """
+    SELECT d.device_key, d.patient_key, (array_position($2::text[], d.device_type) - 1)::smallint
+    FROM devices d JOIN unnest($1::int[]) AS k(patient_key) USING (patient_key)
+"""
+_DEVICE_ROW = copy_row((("device_key", ">i4"), ("patient_key", ">i4"), ("type", ">i2")))
+# Latest of every kind, and the newest readings of the ring kinds: one pass over each
+# patient's recent readings.
+_RECENT = """
+    SELECT patient_key, kind, value, measured_at, device_key
+    FROM (
+        SELECT patient_key, kind, value, measured_at, device_key,
+               row_number() OVER (PARTITION BY patient_key, kind
+                                  ORDER BY measured_at DESC) AS newest
+        FROM readings
+        WHERE patient_key = ANY($1::int[]) AND measured_at >= to_timestamp($2 / 1e6)
+    ) recent
+    WHERE newest = 1 OR (kind = ANY($3::smallint[]) AND newest <= $4)
+"""
+_RECENT_ROW = copy_row(
+    (
+        ("patient_key", ">i4"),
+        ("kind", ">i2"),
+        ("value", ">f8"),
+        ("measured_at", ">i8"),
+        ("device_key", ">i4"),
+    )
+)
+
+
 async def _profiles(
     conn: Connection, engine: Engine, which: str, partitions: int, argument: list[int]
 ) -> list[int]:
     """The profiles of the patients `which` selects ($1: the partition count, $2:
-    `argument`) into the engine, read as columns (one row of arrays per query: a million
-    records would cost seconds to decode); returns their keys."""
-    patients = await conn.fetchrow(
-        f"""
-        SELECT coalesce(array_agg(patient_key), '{{}}') AS keys,
-               coalesce(array_agg(array_position($3::text[], programme) - 1), '{{}}')
-                   AS programmes,
-               coalesce(array_agg((extract(epoch FROM enrolled_at) * 1e6)::bigint), '{{}}')
-                   AS enrolled_us,
-               coalesce(array_agg(key_hash % $1), '{{}}') AS partitions,
-               coalesce(array_agg(patient_key) FILTER (WHERE discharged_at IS NOT NULL), '{{}}')
-                   AS gone
-        FROM patients WHERE {which}
-        """,
+    `argument`) into the engine; returns their keys."""
+    patients = await copy_rows(
+        conn,
+        _PATIENTS.format(which=which),
+        _PATIENT_ROW,
         partitions,
         argument,
         [p.value for p in PROGRAMMES],
     )
-    assert patients is not None  # an aggregate: one row
-    devices = await conn.fetchrow(
-        """
-        SELECT coalesce(array_agg(d.device_key), '{}') AS keys,
-               coalesce(array_agg(d.patient_key), '{}') AS owners,
-               coalesce(array_agg(array_position($2::text[], d.device_type) - 1), '{}') AS types
-        FROM devices d JOIN unnest($1::int[]) AS k(patient_key) USING (patient_key)
-        """,
-        patients["keys"],
-        [t.value for t in DEVICE_TYPES],
-    )
-    assert devices is not None
+    keys: list[int] = patients["patient_key"].tolist()
+    devices = await copy_rows(conn, _DEVICES, _DEVICE_ROW, keys, [t.value for t in DEVICE_TYPES])
     overrides: dict[int, dict[str, float]] = defaultdict(dict)
     for r in await conn.fetch(
         "SELECT patient_key, parameter, value FROM threshold_overrides "
         "JOIN unnest($1::int[]) AS k(patient_key) USING (patient_key)",
-        patients["keys"],
+        keys,
     ):
         overrides[r["patient_key"]][r["parameter"]] = r["value"]
     engine.add_roster(
         Roster(
-            np.array(patients["keys"], np.int32),
-            np.array(patients["programmes"], np.int8),
-            np.array(patients["enrolled_us"], np.int64),
-            np.array(patients["partitions"], np.int32),
-            np.array(devices["keys"], np.int32),
-            np.array(devices["owners"], np.int32),
-            np.array(devices["types"], np.int8),
+            patients["patient_key"].astype(np.int32),
+            patients["programme"].astype(np.int8),
+            patients["enrolled_at"].astype(np.int64) + PG_EPOCH_US,
+            patients["partition"].astype(np.int32),
+            devices["device_key"].astype(np.int32),
+            devices["patient_key"].astype(np.int32),
+            devices["type"].astype(np.int8),
             overrides,
         )
     )
-    engine.set_discharged(patients["gone"])
-    keys: list[int] = patients["keys"]
+    engine.set_discharged(patients["patient_key"][patients["discharged"]].tolist())
     return keys
 
 
 async def _history(conn: Connection, engine: Engine, keys: list[int], now_us: int) -> None:
-    since_us = now_us - HISTORY_DAYS * DAY_US
     ring_codes = [BY_KIND[k].code for k in RING_SIZES]
-    ring_size = max(RING_SIZES.values())
-    # Latest of every kind, and the newest readings of the ring kinds, taken oldest first
-    # (the order readings would have arrived in). One pass over each patient's recent
-    # readings, read as columns (one row of arrays: 2M records took seconds to decode).
-    recent = await conn.fetchrow(
-        """
-        SELECT coalesce(array_agg(patient_key), '{}') AS patient_key,
-               coalesce(array_agg(kind), '{}') AS kind,
-               coalesce(array_agg(value), '{}') AS value,
-               coalesce(array_agg((extract(epoch FROM measured_at) * 1e6)::bigint), '{}') AS at_us,
-               coalesce(array_agg(device_key), '{}') AS device_key
-        FROM (
-            SELECT r.*, row_number() OVER (PARTITION BY patient_key, kind
-                                           ORDER BY measured_at DESC) AS newest
-            FROM readings r
-            WHERE patient_key = ANY($1::int[]) AND measured_at >= to_timestamp($2 / 1e6)
-        ) recent
-        WHERE newest = 1 OR (kind = ANY($3::smallint[]) AND newest <= $4)
-        """,
+    recent = await copy_rows(
+        conn,
+        _RECENT,
+        _RECENT_ROW,
         keys,
-        since_us,
+        now_us - HISTORY_DAYS * DAY_US,
         ring_codes,
-        ring_size,
+        max(RING_SIZES.values()),
     )
-    assert recent is not None  # an aggregate: one row
-    at_us = np.array(recent["at_us"], np.int64)
-    arrival = np.argsort(at_us, kind="stable")
+    at_us = recent["measured_at"].astype(np.int64) + PG_EPOCH_US
+    arrival = np.argsort(at_us, kind="stable")  # taken oldest first, as they arrived
     history = engine.history
     history.insert(
-        history.slots(np.array(recent["patient_key"], np.int32)[arrival]),
-        np.array(recent["kind"], np.int16)[arrival],
-        np.array(recent["value"], np.float64)[arrival],
+        history.slots(recent["patient_key"][arrival].astype(np.int32)),
+        recent["kind"][arrival].astype(np.int16),
+        recent["value"][arrival].astype(np.float64),
         at_us[arrival],
-        np.array(recent["device_key"], np.int32)[arrival],
+        recent["device_key"][arrival].astype(np.int32),
     )
     await _cgm(conn, engine, keys, now_us)
 

@@ -18,7 +18,6 @@ place holds a stale one.
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
+from ingest.pipeline.pgcopy import copy_row, copy_rows
 from ingest.platform import Clock
 
 __all__ = ["OwnedPairs", "Registration", "RegistryCache", "Resolved"]
@@ -65,28 +65,9 @@ _OWNED_PAIRS = """
     FROM patients p JOIN devices d USING (patient_key)
     WHERE p.discharged_at IS NULL AND p.key_hash % $1 = ANY($2::int[])
 """
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
-_COPY_TRAILER = b"\xff\xff"
-_COPY_ROW = np.dtype(
-    [
-        ("fields", ">i2"),
-        ("digest_length", ">i4"),
-        ("digest", "V16"),
-        ("patient_key_length", ">i4"),
-        ("patient_key", ">i4"),
-        ("device_key_length", ">i4"),
-        ("device_key", ">i4"),
-        ("partition_length", ">i4"),
-        ("partition", ">i2"),
-    ]
+_COPY_ROW = copy_row(
+    (("digest", "V16"), ("patient_key", ">i4"), ("device_key", ">i4"), ("partition", ">i2"))
 )
-_COPY_LENGTHS = {
-    "fields": 4,
-    "digest_length": 16,
-    "patient_key_length": 4,
-    "device_key_length": 4,
-    "partition_length": 2,
-}
 
 
 class OwnedPairs:
@@ -124,19 +105,8 @@ class OwnedPairs:
         )
 
     @classmethod
-    def from_copy(cls, payload: memoryview) -> OwnedPairs:
-        """The pairs of a binary COPY of `_OWNED_PAIRS`."""
-        body = payload[len(_COPY_HEADER) : -len(_COPY_TRAILER)]
-        if (
-            payload[: len(_COPY_HEADER)] != _COPY_HEADER
-            or payload[-len(_COPY_TRAILER) :] != _COPY_TRAILER
-            or len(body) % _COPY_ROW.itemsize
-        ):
-            raise ValueError("not a binary COPY payload of the owned pairs")
-        rows = np.frombuffer(body, _COPY_ROW)
-        for field, length in _COPY_LENGTHS.items():
-            if (rows[field] != length).any():
-                raise ValueError(f"owned pairs: a row whose {field} is not {length}")
+    def from_rows(cls, rows: npt.NDArray[np.void]) -> OwnedPairs:
+        """The pairs of `_OWNED_PAIRS`' rows."""
         return cls(
             np.ascontiguousarray(rows["digest"]).view(np.uint64).reshape(-1, 2),
             rows["patient_key"].astype(np.int32),
@@ -208,12 +178,9 @@ class RegistryCache:
         new = sorted(set(partitions) - held)
         parts = [kept]
         if new:
-            payload = io.BytesIO()
             async with self._pool.acquire() as conn:
-                await conn.copy_from_query(
-                    _OWNED_PAIRS, count, new, output=payload, format="binary"
-                )
-            parts.append(OwnedPairs.from_copy(payload.getbuffer()))
+                rows = await copy_rows(conn, _OWNED_PAIRS, _COPY_ROW, count, new)
+            parts.append(OwnedPairs.from_rows(rows))
         self._owned = OwnedPairs.joined(parts)
         self._owned_partitions = frozenset(partitions)
         self._partition_count = count

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from devices.pairs import pair_digests
 from ingest.pipeline.registry_cache import OwnedPairs
@@ -76,12 +75,3 @@ def test_pairs_whose_first_halves_agree_are_left_to_the_database() -> None:
     )
     assert len(table) == 1
     assert keys(table, PAIRS[:3]) == [(-1, -1), (-1, -1), (3, 13)]
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [b"", b"PGCOPY\n\xff\r\n\x00" + bytes(8) + b"\x00\x04" + b"\xff\xff", b"not a copy at all"],
-)
-def test_a_payload_that_is_not_the_owned_pairs_copy_is_refused(payload: bytes) -> None:
-    with pytest.raises(ValueError, match="owned pairs"):
-        OwnedPairs.from_copy(memoryview(payload))

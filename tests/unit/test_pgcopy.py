@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+import pytest
 
-from ingest.pipeline.pgcopy import PG_EPOCH_US, encode_readings
+from ingest.pipeline.pgcopy import PG_EPOCH_US, copy_row, decode_rows, encode_readings
 from ingest.pipeline.rows import ReadingRows
 
 
@@ -34,3 +35,59 @@ def test_copy_payload_has_the_binary_layout() -> None:
     assert (fields, length, patient) == (8, 4, 0)
     measured = struct.unpack_from(">q", body, 2 + 4 + 4 + 4 + 4 + 4 + 2 + 4 + 8 + 4)[0]
     assert measured == 1
+
+
+LAYOUT = (("patient_key", ">i4"), ("value", ">f8"))
+ROW = copy_row(LAYOUT)
+HEADER, TRAILER = b"PGCOPY\n\xff\r\n\x00" + bytes(8), b"\xff\xff"
+
+
+def copy_of(*rows: tuple[int, float]) -> bytes:
+    return (
+        HEADER
+        + b"".join(struct.pack(">hiiid", 2, 4, key, 8, value) for key, value in rows)
+        + TRAILER
+    )
+
+
+def test_a_copy_is_read_back_as_columns() -> None:
+    rows = decode_rows(memoryview(copy_of((7, 36.6), (-1, 99.5))), ROW)
+    assert rows["patient_key"].tolist() == [7, -1]
+    assert rows["value"].tolist() == [36.6, 99.5]
+
+
+def test_the_readings_written_are_read_back() -> None:
+    written = rows(3)
+    read = decode_rows(
+        memoryview(encode_readings(written, received_at_us=PG_EPOCH_US)),
+        copy_row(
+            (
+                ("patient_key", ">i4"),
+                ("device_key", ">i4"),
+                ("kind", ">i2"),
+                ("value", ">f8"),
+                ("measured_at", ">i8"),
+                ("received_at", ">i8"),
+                ("source_partition", ">i4"),
+                ("source_offset", ">i8"),
+            )
+        ),
+    )
+    assert read["device_key"].tolist() == written.device_key.tolist()
+    assert read["value"].tolist() == written.value.tolist()
+    assert (read["measured_at"] + PG_EPOCH_US).tolist() == written.measured_at_us.tolist()
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"", "not a binary COPY payload"),
+        (b"COPY" + copy_of((1, 2.0))[4:], "not a binary COPY payload"),
+        (copy_of((1, 2.0))[:-3] + TRAILER, "not a binary COPY payload"),  # a row cut short
+        (HEADER + struct.pack(">hiiid", 3, 4, 1, 8, 2.0) + TRAILER, "without 2 columns"),
+        (HEADER + struct.pack(">hiiid", 2, 4, 1, -1, 2.0) + TRAILER, "value is NULL"),
+    ],
+)
+def test_a_payload_not_of_these_columns_is_refused(payload: bytes, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        decode_rows(memoryview(payload), ROW)
