@@ -105,9 +105,13 @@ class AlertStep:
         rebuilds all of it."""
         started = self.clock.monotonic()
         self._loaded = False
-        kept = self._owned
-        if not kept <= set(continuous) & set(partitions) or partition_count != self._partitions:
-            self._forget()
+        kept, self._owned = self._owned, set()  # until this load completes (or is retried)
+        if (
+            not kept
+            or not kept <= set(continuous) & set(partitions)
+            or partition_count != self._partitions
+        ):
+            self._forget()  # also what a load cancelled or failed half-way left
             kept = set()
         new = sorted(set(partitions) - kept)
         self._partitions = partition_count

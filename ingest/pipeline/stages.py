@@ -13,7 +13,9 @@ Back-pressure: when the prepare queue is full the intake pauses every owned
 partition and keeps polling (so the member stays in its group) until there is
 room. Transient database errors are retried with capped exponential backoff;
 anything else stops the pipeline. On partition revoke and on stop the
-pipeline drains: flush, await every queued batch and its commit.
+pipeline drains: flush, await every queued batch and its commit. On assignment
+the partitions stay paused while a task loads the steps' state and the registry
+pairs, then sets every position (the next revoke cancels a load under way).
 """
 
 from __future__ import annotations
@@ -156,6 +158,7 @@ class IngestPipeline:
         self._committer = KafkaCommitter(consumer, self._topic, metrics.kafka_commit_failures)
         self._guard = RejectGuard(settings.reject_ratio_limit, settings.reject_ratio_min_messages)
         self._workers: list[asyncio.Task[None]] = []
+        self._assignment: asyncio.Task[None] | None = None  # loading an assignment's state
         self.totals = Totals()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -172,9 +175,10 @@ class IngestPipeline:
         ]
         stopping = asyncio.create_task(stop.wait(), name="telemon-stop")
         try:
-            while not stop.is_set() and not any(w.done() for w in self._workers):
+            while not stop.is_set() and not self._failed():
                 await self._turn(stopping)
             self._raise_if_failed()
+            await self._stop_assignment()
             await self._drain(self._settings.drain_timeout_s)
             self._raise_if_failed()
         finally:
@@ -182,11 +186,20 @@ class IngestPipeline:
             for worker in self._workers:
                 worker.cancel()
             await asyncio.gather(stopping, *self._workers, return_exceptions=True)
+            await self._stop_assignment()
+
+    def _failed(self) -> bool:
+        return any(task.done() for task in self._workers) or bool(
+            self._assignment
+            and self._assignment.done()
+            and not self._assignment.cancelled()
+            and self._assignment.exception()
+        )
 
     def _raise_if_failed(self) -> None:
-        for worker in self._workers:
-            if worker.done() and not worker.cancelled() and worker.exception():
-                raise worker.exception()  # type: ignore[misc]
+        for task in (*self._workers, self._assignment):
+            if task and task.done() and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
 
     # -- intake ------------------------------------------------------------------------------
 
@@ -496,6 +509,7 @@ class IngestPipeline:
         # aiokafka calls this before every (re)join, sometimes with an empty set while this
         # member still has records of its partitions in flight: always drain, and take
         # nothing more until the next assignment has set every position.
+        await self._stop_assignment()
         self._cursor.stop_all()
         drained = await self._drain(self._settings.drain_timeout_s)
         self._left_at = dict(self._durable) if drained else {}
@@ -506,8 +520,23 @@ class IngestPipeline:
             with contextlib.suppress(KeyError):  # no lag was reported for it yet
                 self._metrics.consumer_lag.remove(str(tp.partition))
 
-    async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+    def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Load the assignment's state in a task: aiokafka sends no heartbeat until this
+        callback returns, and the state of half a million patients takes longer than the
+        session timeout, after which the group evicts the member (and rebalances again).
+        Its partitions are paused until their positions are set."""
         mine = [tp for tp in assigned if tp.topic == self._topic]
+        self._consumer.pause(*mine)
+        self._assignment = asyncio.create_task(self._assign(mine), name="telemon-assign")
+
+    async def _stop_assignment(self) -> None:
+        """Cancel the load of an assignment still under way (a rebalance, or a stop)."""
+        if self._assignment is not None and not self._assignment.done():
+            self._assignment.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._assignment
+
+    async def _assign(self, mine: list[TopicPartition]) -> None:
         partitions = [tp.partition for tp in mine]
         # The steps' state first, and the registry's pairs of these partitions: the intake
         # takes no record of these partitions before their positions are set below
@@ -544,6 +573,7 @@ class IngestPipeline:
                 position = starts[tp]
             self._consumer.seek(tp, position)
             self._cursor.start(tp, position)
+        self._consumer.resume(*mine)
         self._health.joined_group = True
         self._metrics.assigned_partitions.set(len(self._consumer.assignment()))
         log.info(
@@ -618,4 +648,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._pipeline.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        await self._pipeline.on_assigned(assigned)
+        self._pipeline.on_assigned(assigned)

@@ -72,11 +72,12 @@ class PipelineStep(Protocol):
         `partition_count`); `continuous`: the partitions it held until this rebalance
         with nothing written by another member since, whose state is still whole.
 
-        Called in the rebalance callback, before the pipeline sets each partition's
-        position, so before any of their records is taken: load the state they need
-        from PostgreSQL (that of continuous partitions may be kept). May take as long as
-        that takes (the group waits for it). Runs under the pipeline's retry policy: a
-        transient database error is retried, any other stops the service.
+        Called after the rebalance, before the pipeline sets any partition's position,
+        so before any record is taken: load the state they need from PostgreSQL (that of
+        continuous partitions may be kept). May take as long as that takes (the member
+        heartbeats meanwhile), and may be cancelled half-way by the next rebalance: the
+        next call must not build on a half-loaded state. Runs under the pipeline's retry
+        policy: a transient database error is retried, any other stops the service.
         """
         ...
 

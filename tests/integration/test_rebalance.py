@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import numpy as np
+import pytest
 
+from alerts.step import AlertStep
 from devices.contract import RejectReason
 from devices.decode import Rejection
 from ingest.pipeline.batch import PartitionSpan, WriteBatch
@@ -42,6 +45,41 @@ async def test_two_members_share_and_hand_over_partitions(stack: Stack) -> None:
     assert await stored() == len(messages)
     assert await db.fetchval("SELECT sum(readings_duplicate) FROM ingest_ledger") == 0
     await ledger_is_contiguous(stack)
+
+
+async def test_a_member_stays_in_its_group_while_its_state_loads_past_the_session_timeout(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiokafka heartbeats only once the rebalance callback has returned: the state of half
+    a million patients loaded inside it outlived the session timeout, the group evicted the
+    member, and its rejoin loaded it again, and again (issue 22)."""
+    session_s = 6.0
+    first: AlertStep | None = None
+    slow_loads = 0
+    load_state = AlertStep.assigned
+
+    async def load(step: AlertStep, *args: Any) -> None:  # slow for the second member
+        nonlocal first, slow_loads
+        first = first or step
+        if step is not first:
+            slow_loads += 1
+            await asyncio.sleep(1.5 * session_s)
+        await load_state(step, *args)
+
+    monkeypatch.setattr(AlertStep, "assigned", load)
+    pairs, messages = synthetic_load(4_000, patients=40)
+    await stack.enroll(pairs)
+    await stack.produce(messages[:2_000])
+    settings = {"kafka_session_timeout_ms": int(session_s * 1000)}
+    async with stack.ingest(**settings) as one:
+        await eventually(lambda: _owns_all(one, 4), 40, "the first member to own all four")
+        async with stack.ingest(**settings) as two:
+            await eventually(lambda: _owns_some(one, two), 40, "both members to own partitions")
+            await asyncio.sleep(2 * session_s)  # long enough for an eviction to show
+            await stack.produce(messages[2_000:])
+            await stack.wait_drained(60)
+            assert await _owns_some(one, two)
+    assert slow_loads == 1  # the second member was never evicted and assigned again
 
 
 async def _more_than(count: object, n: int) -> bool:
