@@ -19,6 +19,7 @@ from ingest.platform import Connection
 __all__ = [
     "PG_EPOCH_US",
     "READING_COLUMNS",
+    "READING_LAYOUT",
     "copy_row",
     "copy_rows",
     "decode_rows",
@@ -31,7 +32,7 @@ _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _TRAILER = struct.pack(">h", -1)
 
 # (column, big-endian type) in table order.
-_LAYOUT = (
+READING_LAYOUT = (
     ("patient_key", ">i4"),
     ("device_key", ">i4"),
     ("kind", ">i2"),
@@ -41,7 +42,7 @@ _LAYOUT = (
     ("source_partition", ">i4"),
     ("source_offset", ">i8"),
 )
-READING_COLUMNS = tuple(name for name, _ in _LAYOUT)
+READING_COLUMNS = tuple(name for name, _ in READING_LAYOUT)
 
 
 def copy_row(layout: tuple[tuple[str, str], ...]) -> np.dtype[np.void]:
@@ -53,7 +54,7 @@ def copy_row(layout: tuple[tuple[str, str], ...]) -> np.dtype[np.void]:
     )
 
 
-_ROW = copy_row(_LAYOUT)
+_ROW = copy_row(READING_LAYOUT)
 
 
 def decode_rows(payload: memoryview, row: np.dtype[np.void]) -> npt.NDArray[np.void]:
@@ -80,8 +81,8 @@ def decode_rows(payload: memoryview, row: np.dtype[np.void]) -> npt.NDArray[np.v
 def encode_readings(rows: ReadingRows, received_at_us: int) -> bytes:
     """The COPY ... FROM STDIN (FORMAT binary) payload for `rows`."""
     out = np.empty(len(rows), dtype=_ROW)
-    out["fields"] = len(_LAYOUT)
-    for name, kind in _LAYOUT:
+    out["fields"] = len(READING_LAYOUT)
+    for name, kind in READING_LAYOUT:
         out[f"{name}_len"] = np.dtype(kind).itemsize
     out["patient_key"] = rows.patient_key
     out["device_key"] = rows.device_key

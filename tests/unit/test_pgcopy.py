@@ -7,7 +7,13 @@ import struct
 import numpy as np
 import pytest
 
-from ingest.pipeline.pgcopy import PG_EPOCH_US, copy_row, decode_rows, encode_readings
+from ingest.pipeline.pgcopy import (
+    PG_EPOCH_US,
+    READING_LAYOUT,
+    copy_row,
+    decode_rows,
+    encode_readings,
+)
 from ingest.pipeline.rows import ReadingRows
 
 
@@ -60,18 +66,7 @@ def test_the_readings_written_are_read_back() -> None:
     written = rows(3)
     read = decode_rows(
         memoryview(encode_readings(written, received_at_us=PG_EPOCH_US)),
-        copy_row(
-            (
-                ("patient_key", ">i4"),
-                ("device_key", ">i4"),
-                ("kind", ">i2"),
-                ("value", ">f8"),
-                ("measured_at", ">i8"),
-                ("received_at", ">i8"),
-                ("source_partition", ">i4"),
-                ("source_offset", ">i8"),
-            )
-        ),
+        copy_row(READING_LAYOUT),
     )
     assert read["device_key"].tolist() == written.device_key.tolist()
     assert read["value"].tolist() == written.value.tolist()
