@@ -175,7 +175,11 @@ class IngestPipeline:
         ]
         stopping = asyncio.create_task(stop.wait(), name="telemon-stop")
         try:
-            while not stop.is_set() and not self._failed():
+            while (
+                not stop.is_set()
+                and not any(w.done() for w in self._workers)
+                and self._failure() is None  # the assignment's load may fail too
+            ):
                 await self._turn(stopping)
             self._raise_if_failed()
             await self._stop_assignment()
@@ -188,18 +192,16 @@ class IngestPipeline:
             await asyncio.gather(stopping, *self._workers, return_exceptions=True)
             await self._stop_assignment()
 
-    def _failed(self) -> bool:
-        return any(task.done() for task in self._workers) or bool(
-            self._assignment
-            and self._assignment.done()
-            and not self._assignment.cancelled()
-            and self._assignment.exception()
-        )
-
-    def _raise_if_failed(self) -> None:
+    def _failure(self) -> BaseException | None:
+        """The error of the first stage, or assignment load, that ended with one."""
         for task in (*self._workers, self._assignment):
             if task and task.done() and not task.cancelled() and task.exception():
-                raise task.exception()  # type: ignore[misc]
+                return task.exception()
+        return None
+
+    def _raise_if_failed(self) -> None:
+        if (error := self._failure()) is not None:
+            raise error
 
     # -- intake ------------------------------------------------------------------------------
 
