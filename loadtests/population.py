@@ -406,19 +406,14 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.2)
 
 
-async def working(offsets: Offsets, port: int) -> bool:
-    """The group has committed, and the member at `port` holds partitions."""
-    if not sum((await offsets.committed()).values()):
-        return False
-    return bool(await asyncio.to_thread(gauge, port, "telemon_ingest_assigned_partitions"))
-
-
-async def both_working(offsets: Offsets, *ports: int) -> bool:
-    """Each member holds 6 of the 12 partitions (the rebalance done), the group committing."""
-    if not await working(offsets, ports[0]):
+async def working(offsets: Offsets, *ports: int) -> bool:
+    """The group has committed, and the members at `ports` share its partitions evenly (a
+    rebalance that added one is done)."""
+    committed = await offsets.committed()
+    if not sum(committed.values()):
         return False
     held = [await asyncio.to_thread(gauge, p, "telemon_ingest_assigned_partitions") for p in ports]
-    return held == [12 // len(ports)] * len(ports)
+    return held == [len(committed) // len(ports)] * len(ports)
 
 
 async def all_moved(offsets: Offsets, before: dict[int, int]) -> bool:
@@ -460,7 +455,7 @@ async def takeover(
         # then wait out its session timeout.)
         await until(lambda: working(offsets, first_port))
         async with process(telemon_ingest(), steady, http_port=second_port):
-            await until(lambda: both_working(offsets, first_port, second_port))
+            await until(lambda: working(offsets, first_port, second_port))
             await asyncio.sleep(5)
             stopped = time.monotonic()
             first.terminate()
