@@ -5,11 +5,13 @@ no I/O. It never raises on bad input; every problem becomes a `Rejection`
 carrying a `RejectReason`, the original bytes, and which reading it concerns.
 
 Fast path: the msgspec mirror of the contract (devices.fast_contract), which
-only accepts. Anything it refuses is validated by the contract's pydantic
-models, which accept it (NaN literals, say, are then rejected as not finite)
-or say precisely what is wrong; a message with bad readings keeps its valid
-ones (the salvage path). Domain checks (sentinels, finiteness, units,
-plausible range, time bounds) then run vectorised over the batch.
+only accepts. A poll whose every record it accepts (the usual poll) is taken
+whole, a column at a time; any other goes a record at a time, and what the
+mirror refuses is validated by the contract's pydantic models, which accept it
+(NaN literals, say, are then rejected as not finite) or say precisely what is
+wrong; a message with bad readings keeps its valid ones (the salvage path).
+Domain checks (sentinels, finiteness, units, plausible range, time bounds) then
+run vectorised over the batch.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from devices.catalogue import (
     VitalKind,
 )
 from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
-from devices.fast_contract import FastReading, decode_fast
+from devices.fast_contract import FastReading, decode_fast, decode_fast_all
 from devices.fhir_codes import is_fhir
 from devices.fhir_input import FhirReading, FhirRejectedError, read_fhir
 from devices.pairs import pair_digests
@@ -243,6 +245,64 @@ class Decoder:
 
     def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
         """Decode `records`; `now_ms` bounds record timestamps (see `reference_times_us`)."""
+        batch = self._decode_all_fast(records, now_ms)
+        return batch if batch is not None else self._decode_each(records, now_ms)
+
+    def _decode_all_fast(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch | None:
+        """The usual poll, a column at a time: every record a message of the fast path,
+        keyed by its patient, in units of the catalogue. None as soon as one is not: the
+        poll then goes a record at a time (`_decode_each`), where every fault is found
+        and explained. Both give the same batch (tests/unit/test_decode_properties.py)."""
+        values = [r.value for r in records if r.value is not None]
+        if not values or len(values) < len(records):
+            return None
+        if max(map(len, values)) > self._max_message_bytes:
+            return None
+        if any(is_fhir(r.content_type) for r in records if r.content_type is not None):
+            return None
+        messages = decode_fast_all(values)
+        if messages is None:
+            return None
+        patient_ids = [m.patient_id for m in messages]
+        if [p.encode() for p in patient_ids] != [r.key for r in records]:
+            return None
+        counts = [len(m.readings) for m in messages]
+        readings = [r for m in messages for r in m.readings]
+        unit_rules = _UNIT_RULES
+        rules = [unit_rules.get((r.kind, r.unit)) for r in readings]
+        if None in rules:
+            return None
+        try:
+            seconds = [r.measured_at.timestamp() for r in readings]
+        except (OverflowError, ValueError):  # year 1 or 9999 shifted out of range
+            return None
+        raw = [r.value for r in readings]
+        device_ids = [m.device_id for m in messages]
+        record_index = np.arange(len(messages), dtype=np.int32)
+        reading_count = np.array(counts, np.int32)
+        table = np.empty(len(readings), dtype=_ROW)
+        table["message"] = np.repeat(record_index, reading_count)
+        starts = np.cumsum(reading_count) - reading_count
+        table["reading"] = np.arange(len(readings)) - np.repeat(starts, reading_count)
+        table["rule"] = rules
+        table["raw"] = raw
+        table["is_bool"] = [v.__class__ is bool for v in raw]
+        table["measured_at"] = np.rint(np.array(seconds) * 1_000_000)
+        accepted = Accepted(
+            record_index,
+            patient_ids,
+            device_ids,
+            [m.message_id for m in messages],
+            reading_count,
+            pair_digests(patient_ids, device_ids),
+        )
+        references = reference_times_us(
+            np.array([r.timestamp for r in records], np.int64), now_ms, self._future_tolerance_us
+        )
+        return self._check_domain(records, accepted, references, table, [])
+
+    def _decode_each(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
+        """Decode `records` one at a time."""
         record_indices: list[int] = []  # per accepted (message, device), and the next five too
         patient_ids: list[str] = []
         device_ids: list[str] = []

@@ -13,6 +13,7 @@ pydantic, which was most of the decode step's cost.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -21,7 +22,7 @@ import msgspec
 from devices.catalogue import VitalKind
 from devices.contract import ID_PATTERN
 
-__all__ = ["FastMessage", "FastReading", "decode_fast"]
+__all__ = ["FastMessage", "FastReading", "decode_fast", "decode_fast_all"]
 
 # Python's `re` `$` also matches before a final newline; the contract's `$` (JSON Schema,
 # Rust regex in pydantic-core) does not. Hence \Z.
@@ -34,14 +35,17 @@ _valid_ids: set[str] = set()
 _Id = Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class FastReading(msgspec.Struct, frozen=True):
+# Not tracked by the garbage collector (gc=False): a message holds no reference back to
+# itself, and a poll makes thousands of them, each of which would count towards the next
+# collection.
+class FastReading(msgspec.Struct, frozen=True, gc=False):
     kind: VitalKind
     value: bool | float
     unit: Annotated[str, msgspec.Meta(max_length=32)]
     measured_at: Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class FastMessage(msgspec.Struct, frozen=True):
+class FastMessage(msgspec.Struct, frozen=True, gc=False):
     device_id: _Id
     patient_id: _Id
     readings: Annotated[list[FastReading], msgspec.Meta(min_length=1)]
@@ -65,6 +69,26 @@ def decode_fast(raw: bytes) -> FastMessage:
     ):
         raise msgspec.ValidationError("an identifier outside the pattern: left to the contract")
     return message
+
+
+def decode_fast_all(raws: Sequence[bytes]) -> list[FastMessage] | None:
+    """Every message of a poll, or None as soon as one is not for the fast path (the
+    caller then takes the poll a message at a time). One pattern search for the poll:
+    joined by a newline, which no match can span."""
+    if _BEYOND_MICROSECONDS.search(b"\n".join(raws)):
+        return None
+    try:
+        messages = [_decode(raw) for raw in raws]
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return None
+    return messages if _valid_ids_of(messages) else None
+
+
+def _valid_ids_of(messages: Sequence[FastMessage]) -> bool:
+    """Whether every identifier of `messages` matches the pattern."""
+    ids = {m.patient_id for m in messages}
+    ids.update([m.device_id for m in messages])
+    return all(map(_valid_id, ids.difference(_valid_ids)))
 
 
 def _valid_id(text: str) -> bool:

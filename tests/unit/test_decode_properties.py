@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,3 +114,101 @@ def test_conversions_are_affine_and_invertible(pair: tuple[Any, str], value: flo
     conversion = BY_KIND[vital.kind].units[unit]
     back = (conversion.apply(value) - conversion.offset) / conversion.scale
     assert abs(back - value) <= 1e-9 * max(1.0, abs(value))
+
+
+@st.composite
+def plausible_messages(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """A record mostly as a gateway sends it (key, value): the kind of poll the decoder
+    takes whole, with now and then what sends it record by record (an unknown unit, a
+    time beyond the microsecond, a key that is not the patient's)."""
+
+    def now_and_then(usual: Any, unusual: Any) -> Any:
+        return unusual if draw(st.integers(0, 9)) == 0 else usual
+
+    vital = draw(st.sampled_from(CATALOGUE))
+    unit = now_and_then(draw(st.sampled_from(sorted(vital.units))), "furlong")
+    value = st.floats(vital.low - 10, vital.high + 10) | st.integers(-5, 300) | st.booleans()
+    measured_at = st.datetimes(
+        min_value=datetime(1999, 12, 30), max_value=datetime(2027, 1, 1), timezones=st.timezones()
+    ).map(lambda d: d.isoformat())
+    readings = draw(st.lists(st.tuples(value, measured_at), min_size=1, max_size=3))
+    body: dict[str, Any] = {
+        "device_id": draw(st.sampled_from(["oxi-1", "cuff-2"])),
+        "patient_id": draw(st.sampled_from(["p-1", "p-2"])),
+        "readings": [
+            {
+                "kind": vital.kind.value,
+                "value": v,
+                "unit": unit,
+                "measured_at": now_and_then(t, "2026-11-23T08:00:00.123456789Z"),
+            }
+            for v, t in readings
+        ],
+    }
+    if draw(st.booleans()):
+        body["message_id"] = draw(st.text(min_size=1, max_size=20))
+    key = now_and_then(body["patient_id"], "p-3")
+    return key.encode(), json.dumps(body).encode()
+
+
+def assert_same_batch(whole: DecodedBatch, each: DecodedBatch) -> None:
+    for name in ("message", "reading_index", "kind", "value", "measured_at_us", "reference_us"):
+        a, b = getattr(whole, name), getattr(each, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for name in ("record_index", "reading_count", "pair_digest"):
+        a, b = getattr(whole.messages, name), getattr(each.messages, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    for name in ("patient_id", "device_id", "message_id"):
+        assert getattr(whole.messages, name) == getattr(each.messages, name), name
+    assert whole.rejections == each.rejections
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(plausible_messages(), min_size=1, max_size=6), st.integers(-3, 3))
+def test_a_poll_taken_whole_decodes_as_record_by_record(
+    bodies: list[tuple[bytes, bytes]], record_shift_days: int
+) -> None:
+    """The whole-poll path (one column at a time) and the record-by-record path give the
+    same batch, domain rejections included, whenever the first takes the poll."""
+    timestamp = RECORD_MS + record_shift_days * 86_400_000
+    records = [
+        Record(value, key=key, offset=i, timestamp=timestamp)
+        for i, (key, value) in enumerate(bodies)
+    ]
+    whole = DECODER._decode_all_fast(records, RECORD_MS)
+    if whole is not None:
+        assert_same_batch(whole, DECODER._decode_each(records, RECORD_MS))
+
+
+def test_the_usual_poll_is_taken_whole_and_one_bad_record_sends_it_record_by_record() -> None:
+    good = [
+        Record(
+            json.dumps(
+                {
+                    "device_id": f"oxi-{i}",
+                    "patient_id": f"p-{i}",
+                    "readings": [
+                        {
+                            "kind": "spo2",
+                            "value": 95,
+                            "unit": "%",
+                            "measured_at": "2026-11-23T08:00:00Z",
+                        }
+                    ],
+                }
+            ).encode(),
+            key=f"p-{i}".encode(),
+            offset=i,
+        )
+        for i in range(20)
+    ]
+    whole = DECODER._decode_all_fast(good, RECORD_MS)
+    assert whole is not None
+    assert_same_batch(whole, DECODER._decode_each(good, RECORD_MS))
+    poll = [*good, Record(b"{not json", key=b"p-1", offset=20)]
+    assert DECODER._decode_all_fast(poll, RECORD_MS) is None
+    batch = DECODER.decode(poll, RECORD_MS)
+    assert len(batch) == 20
+    assert [r.reason.value for r in batch.rejections] == ["invalid_json"]
