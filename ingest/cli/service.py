@@ -18,7 +18,7 @@ from ingest.cli.common import (
     run_until_signalled,
     with_connection,
 )
-from ingest.platform import Connection, Settings
+from ingest.platform import Connection, Settings, collect_for_throughput
 
 __all__ = ["add_commands"]
 
@@ -64,6 +64,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         await run_ingest(running, stop)
         return 0
 
+    collect_for_throughput()
     with embedded_stack(settings) as running:
         return run_until_signalled(work)
 

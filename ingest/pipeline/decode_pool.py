@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from devices.decode import DecodedBatch, Decoder
 from ingest.pipeline.replays import ReplayTag
-from ingest.platform import die_with_parent
+from ingest.platform import collect_for_throughput, die_with_parent
 
 __all__ = ["DecodePool", "RecordColumns"]
 
@@ -142,6 +142,7 @@ def _start_worker(decoder: Decoder) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(signal.SIGKILL)
+    collect_for_throughput()
 
 
 def _ready() -> None:

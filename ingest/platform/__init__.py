@@ -34,7 +34,12 @@ from ingest.platform.kafka import (
     make_producer,
     make_tail_reader,
 )
-from ingest.platform.processes import cancel_tasks, die_with_parent, free_port
+from ingest.platform.processes import (
+    cancel_tasks,
+    collect_for_throughput,
+    die_with_parent,
+    free_port,
+)
 from ingest.platform.retry import retry_transient
 from ingest.platform.settings import Settings
 
@@ -56,6 +61,7 @@ __all__ = [
     "advisory_lock_key",
     "cancel_tasks",
     "client_options",
+    "collect_for_throughput",
     "connect",
     "create_pool",
     "die_with_parent",
