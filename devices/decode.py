@@ -35,7 +35,7 @@ from devices.catalogue import (
     VitalKind,
 )
 from devices.contract import ReadingsMessageV1, ReadingV1, RejectReason
-from devices.fast_contract import FastReading, decode_fast, decode_fast_all
+from devices.fast_contract import FastMessage, FastReading, decode_fast, decode_fast_all
 from devices.fhir_codes import is_fhir
 from devices.fhir_input import FhirReading, FhirRejectedError, read_fhir
 from devices.pairs import pair_digests
@@ -245,14 +245,13 @@ class Decoder:
 
     def decode(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
         """Decode `records`; `now_ms` bounds record timestamps (see `reference_times_us`)."""
-        batch = self._decode_all_fast(records, now_ms)
-        return batch if batch is not None else self._decode_each(records, now_ms)
+        messages = self._fast_messages(records)
+        batch = None if messages is None else self._decode_all_fast(records, messages, now_ms)
+        return batch if batch is not None else self._decode_each(records, now_ms, messages)
 
-    def _decode_all_fast(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch | None:
-        """The usual poll, a column at a time: every record a message of the fast path,
-        keyed by its patient, in units of the catalogue. None as soon as one is not: the
-        poll then goes a record at a time (`_decode_each`), where every fault is found
-        and explained. Both give the same batch (tests/unit/test_decode_properties.py)."""
+    def _fast_messages(self, records: Sequence[RawRecord]) -> list[FastMessage] | None:
+        """Every record's message through the fast path, or None as soon as one is not
+        for it."""
         values = [r.value for r in records if r.value is not None]
         if not values or len(values) < len(records):
             return None
@@ -260,9 +259,15 @@ class Decoder:
             return None
         if any(is_fhir(r.content_type) for r in records if r.content_type is not None):
             return None
-        messages = decode_fast_all(values)
-        if messages is None:
-            return None
+        return decode_fast_all(values)
+
+    def _decode_all_fast(
+        self, records: Sequence[RawRecord], messages: Sequence[FastMessage], now_ms: int
+    ) -> DecodedBatch | None:
+        """The usual poll, a column at a time: every record a message of the fast path,
+        keyed by its patient, in units of the catalogue. None as soon as one is not: the
+        poll then goes a record at a time (`_decode_each`), where every fault is found
+        and explained. Both give the same batch (tests/unit/test_decode_properties.py)."""
         patient_ids = [m.patient_id for m in messages]
         if [p.encode() for p in patient_ids] != [r.key for r in records]:
             return None
@@ -301,8 +306,14 @@ class Decoder:
         )
         return self._check_domain(records, accepted, references, table, [])
 
-    def _decode_each(self, records: Sequence[RawRecord], now_ms: int) -> DecodedBatch:
-        """Decode `records` one at a time."""
+    def _decode_each(
+        self,
+        records: Sequence[RawRecord],
+        now_ms: int,
+        messages: Sequence[FastMessage] | None = None,
+    ) -> DecodedBatch:
+        """Decode `records` one at a time (their `messages`, when the fast path has
+        decoded every one already)."""
         record_indices: list[int] = []  # per accepted (message, device), and the next five too
         patient_ids: list[str] = []
         device_ids: list[str] = []
@@ -313,7 +324,10 @@ class Decoder:
         rows: list[tuple[int, int, int, float, bool, int]] = []
         unit_rules = _UNIT_RULES
         for record_index, record in enumerate(records):
-            validated = self._validate(record, rejections)
+            if messages is None:
+                validated = self._validate(record, rejections)
+            else:
+                validated = _upload(messages[record_index])
             if validated is None:
                 continue
             patient_id, message_id, devices, faults = validated
@@ -403,9 +417,7 @@ class Decoder:
         except (msgspec.MsgspecError, UnicodeDecodeError):  # msgspec: bad UTF-8 in a string
             pass  # not necessarily invalid: the contract's own models decide, and explain
         else:
-            readings = fast.readings
-            device: _Device = (fast.device_id, enumerate(readings), len(readings))
-            return fast.patient_id, fast.message_id, [device], []
+            return _upload(fast)
         try:
             m = _VALIDATE_JSON(value)
         except ValidationError as error:
@@ -487,6 +499,12 @@ _Fault = tuple[RejectReason, str]
 _Device = tuple[str, _Readings, int]
 # (patient_id, message_id, devices, faulty readings)
 _Upload = tuple[str, str | None, list[_Device], list[tuple[int, _Fault]]]
+
+
+def _upload(message: FastMessage) -> _Upload:
+    readings = message.readings
+    device: _Device = (message.device_id, enumerate(readings), len(readings))
+    return message.patient_id, message.message_id, [device], []
 
 
 def _read_fhir(record: RawRecord, value: bytes, rejections: list[Rejection]) -> _Upload | None:
