@@ -250,7 +250,7 @@ class Decoder:
         return batch if batch is not None else self._decode_each(records, now_ms, messages)
 
     def _fast_messages(self, records: Sequence[RawRecord]) -> list[FastMessage] | None:
-        """Every record's message through the fast path, or None as soon as one is not
+        """Every record's message through the fast path, or None if one of them is not
         for it."""
         values = [r.value for r in records if r.value is not None]
         if not values or len(values) < len(records):
@@ -265,7 +265,7 @@ class Decoder:
         self, records: Sequence[RawRecord], messages: Sequence[FastMessage], now_ms: int
     ) -> DecodedBatch | None:
         """The usual poll, a column at a time: every record a message of the fast path,
-        keyed by its patient, in units of the catalogue. None as soon as one is not: the
+        keyed by its patient, in units of the catalogue. None if one is not: the
         poll then goes a record at a time (`_decode_each`), where every fault is found
         and explained. Both give the same batch (tests/unit/test_decode_properties.py)."""
         patient_ids = [m.patient_id for m in messages]
@@ -277,10 +277,7 @@ class Decoder:
         rules = [unit_rules.get((r.kind, r.unit)) for r in readings]
         if None in rules:
             return None
-        try:
-            seconds = [r.measured_at.timestamp() for r in readings]
-        except (OverflowError, ValueError):  # year 1 or 9999 shifted out of range
-            return None
+        seconds = [r.measured_at.timestamp() for r in readings]  # aware: no overflow
         raw = [r.value for r in readings]
         device_ids = [m.device_id for m in messages]
         record_index = np.arange(len(messages), dtype=np.int32)

@@ -26,7 +26,7 @@ def pair_digests(patient_ids: Sequence[str], device_ids: Sequence[str]) -> npt.N
 
 
 # A device sends again and again (every minute for some): each pair's digest is computed
-# once and remembered, this many at most (about 20 MB).
+# once and remembered, this many at most (20-30 MB with the identifiers it keeps alive).
 _REMEMBERED_PAIRS = 131_072
 _digests: dict[tuple[str, str], bytes] = {}
 

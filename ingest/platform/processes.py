@@ -35,6 +35,7 @@ def collect_for_throughput() -> None:
     freed by their reference count before any collection sees them, instead of being
     promoted to the old generation and scanned there again and again (docs/BENCHMARKS.md:
     collections took 0.4 s of each process's CPU in a 2.7 s drain, 0.08 s after)."""
+    gc.collect()  # garbage frozen now would stay for good
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
 

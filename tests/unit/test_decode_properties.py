@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -213,3 +215,34 @@ def test_the_usual_poll_is_taken_whole_and_one_bad_record_sends_it_record_by_rec
     batch = DECODER.decode(poll, RECORD_MS)
     assert len(batch) == 20
     assert [r.reason.value for r in batch.rejections] == ["invalid_json"]
+
+
+ONE_READING = (
+    b'{"device_id": "oxi-1", "patient_id": "p-1", "readings": [{"kind": "spo2", '
+    b'"value": 95, "unit": "%", "measured_at": "2026-11-23T08:00:00+05:45"}]}'
+)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        Record(None, key=b"p-1"),
+        Record(ONE_READING, key=None),
+        Record(ONE_READING, key=b"p-1", content_type="application/fhir+json"),
+        Record(ONE_READING.replace(b'"p-1"', b'"p-1\\n"'), key=b"p-1\n"),
+        Record(ONE_READING.replace(b'"oxi-1"', b'"-oxi"'), key=b"p-1"),
+        Record(ONE_READING.replace(b"08:00:00+", b"08:00:00.1234567+"), key=b"p-1"),
+        Record(ONE_READING.replace(b"2026", b"0001"), key=b"p-1"),
+        Record(ONE_READING.replace(b"95", b"true"), key=b"p-1"),
+        Record(b"", key=b"p-1"),
+    ],
+)
+def test_an_odd_record_in_a_poll_gives_the_record_by_record_batch(odd: Record) -> None:
+    records = [Record(ONE_READING, key=b"p-1", offset=0), replace(odd, offset=1)]
+    assert_same_batch(DECODER.decode(records, RECORD_MS), DECODER._decode_each(records, RECORD_MS))
+
+
+def test_an_empty_poll_gives_an_empty_batch() -> None:
+    batch = DECODER.decode([], RECORD_MS)
+    assert_same_batch(batch, DECODER._decode_each([], RECORD_MS))
+    assert len(batch) == 0
