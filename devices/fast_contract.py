@@ -85,7 +85,8 @@ def decode_fast_all(raws: Sequence[bytes]) -> list[FastMessage] | None:
 
 
 def _valid_ids_of(messages: Sequence[FastMessage]) -> bool:
-    """Whether every identifier of `messages` matches the pattern."""
+    """Whether every identifier of `messages` matches the pattern. (`decode_fast` checks
+    its one message's two inline: 0.05 µs against 0.5 through this set.)"""
     ids = {m.patient_id for m in messages}
     ids.update([m.device_id for m in messages])
     return all(map(_valid_id, ids.difference(_valid_ids)))

@@ -14,55 +14,33 @@ of --repeat timings of 20 polls each, in µs a record.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 from devices.decode import Decoder
-from loadtests.common import iso_ms, spo2_value
+from loadtests.common import messages
+from tests.records import Record
 
 PATIENTS = 10_000
 POLL = 1_000
 
 
-@dataclass(frozen=True)
-class Record:
-    value: bytes
-    key: bytes
-    offset: int
-    timestamp: int
-    topic: str = "telemon.readings.v1"
-    partition: int = 0
-    content_type: str | None = None
-
-
-def poll(first: int, readings_per_message: int, now_ms: int) -> list[Record]:
-    records = []
-    for n in range(first, first + POLL):
-        patient = n % PATIENTS
-        body = {
-            "device_id": f"oxi-{patient}",
-            "patient_id": f"p-{patient}",
-            "readings": [
-                {
-                    "kind": "spo2",
-                    "value": spo2_value(n + r),
-                    "unit": "%",
-                    "measured_at": iso_ms(now_ms - 600_000 + n + r),
-                }
-                for r in range(readings_per_message)
-            ],
-        }
-        records.append(Record(json.dumps(body).encode(), f"p-{patient}".encode(), n, now_ms))
-    return records
+def benchmark_polls(readings_per_message: int, now_ms: int) -> list[list[Record]]:
+    """Ten polls of the ingest benchmark's messages, measured in the last ten minutes."""
+    loaded = messages(10 * POLL, PATIENTS, readings_per_message, start_ms=now_ms - 600_000)
+    records = [
+        Record(value, key, offset=n, timestamp=now_ms) for n, (key, value) in enumerate(loaded)
+    ]
+    return [records[start : start + POLL] for start in range(0, len(records), POLL)]
 
 
 def with_one_bad_record(records: list[Record]) -> list[Record]:
     """The same poll, its last message in an unknown unit (rejected, the others kept)."""
     last = records[-1]
+    assert last.value is not None
     bad = last.value.replace(b'"unit": "%"', b'"unit": "furlong"', 1)
-    return [*records[:-1], Record(bad, last.key, last.offset, last.timestamp)]
+    return [*records[:-1], replace(last, value=bad)]
 
 
 def timings(decoder: Decoder, polls: list[list[Record]], now_ms: int, repeat: int) -> list[float]:
@@ -84,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     now_ms = int(time.time() * 1000)
     decoder = Decoder(max_message_bytes=256 * 1024, future_tolerance_s=300)
-    clean = [poll(p * POLL, args.readings_per_message, now_ms) for p in range(10)]
+    clean = benchmark_polls(args.readings_per_message, now_ms)
     one_bad = [with_one_bad_record(records) for records in clean]
     assert len(decoder.decode(one_bad[0], now_ms).rejections) == 1
     figures = {}
